@@ -1,0 +1,198 @@
+"""Parley settings, read from the environment (django-environ).
+
+Without DATABASE_URL / REDIS_URL Parley runs on embedded defaults: SQLite, the in-memory
+channel layer, the local-memory cache and eager Celery. The code paths are the same either
+way; only the backends change. Every Parley limit is a ``PARLEY_*`` setting that the
+environment variable of the same name overrides.
+"""
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+
+SECRET_KEY = env("DJANGO_SECRET_KEY", default="parley-dev-insecure-key-change-me-in-production")
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "channels",
+    "messaging",
+    "receipts",
+    "notifications",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "chatproject.urls"
+ASGI_APPLICATION = "chatproject.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Storage -------------------------------------------------------------------------------
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DJANGO_CONN_MAX_AGE", default=0))
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The dev server runs sends from several threads; wait for the write lock instead of failing.
+    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+DATABASES["default"].setdefault("TEST", {})
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env("REDIS_URL", default="")
+# Several Redis servers may carry the channel layer (channels-redis shards by channel name).
+CHANNEL_REDIS_URLS = env.list("CHANNEL_REDIS_URLS", default=[REDIS_URL] if REDIS_URL else [])
+
+if CHANNEL_REDIS_URLS:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [{"address": url, "socket_timeout": None} for url in CHANNEL_REDIS_URLS],
+                "capacity": env.int("PARLEY_CHANNEL_CAPACITY", default=1000),
+                "expiry": 60,
+                "group_expiry": 86400,
+                "prefix": env("PARLEY_CHANNEL_PREFIX", default="parley"),
+            },
+        }
+    }
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL or CHANNEL_REDIS_URLS[0],
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# --- Celery ----------------------------------------------------------------------------------
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=REDIS_URL or "memory://")
+# No broker configured: run tasks in-process, so the embedded defaults need no worker.
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=not (REDIS_URL or env("CELERY_BROKER_URL", default="")))
+CELERY_TASK_EAGER_PROPAGATES = False
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_ACKS_LATE = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TIMEZONE = "UTC"
+
+# --- Auth, REST, schema ----------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+AUTH_USER_MODEL = "messaging.User"
+LOGIN_URL = "/login/"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "messaging.api.errors.exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Parley API",
+    "DESCRIPTION": "REST interface of Parley. The WebSocket protocol is described in docs/api.md.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- Locale, static ---------------------------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# --- Production hardening (enabled by DJANGO_SECURE=1, behind a TLS-terminating proxy) --------
+if env.bool("DJANGO_SECURE", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env.int("DJANGO_HSTS_SECONDS", default=31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env("DJANGO_LOG_LEVEL", default="INFO")},
+    "loggers": {"django.channels.server": {"level": "WARNING"}},
+}
+
+# --- Parley limits and policy (each overridable by the environment variable of that name) ----
+PARLEY_MAX_BODY_LENGTH = env.int("PARLEY_MAX_BODY_LENGTH", default=4000)
+PARLEY_MAX_CLIENT_MSG_ID_LENGTH = 64
+PARLEY_PAGE_SIZE_DEFAULT = env.int("PARLEY_PAGE_SIZE_DEFAULT", default=50)
+PARLEY_PAGE_SIZE_MAX = env.int("PARLEY_PAGE_SIZE_MAX", default=200)
+PARLEY_REPLAY_PAGE_SIZE = env.int("PARLEY_REPLAY_PAGE_SIZE", default=200)
+PARLEY_CONVERSATIONS_PAGE_SIZE = env.int("PARLEY_CONVERSATIONS_PAGE_SIZE", default=50)
+PARLEY_MAX_TITLE_LENGTH = env.int("PARLEY_MAX_TITLE_LENGTH", default=200)
+PARLEY_MAX_MEMBERS_PER_REQUEST = env.int("PARLEY_MAX_MEMBERS_PER_REQUEST", default=100)
+PARLEY_MAX_DEVICES_PER_USER = env.int("PARLEY_MAX_DEVICES_PER_USER", default=20)
+PARLEY_OPEN_SIGNUP = env.bool("PARLEY_OPEN_SIGNUP", default=True)
+PARLEY_USER_SEARCH_LIMIT = env.int("PARLEY_USER_SEARCH_LIMIT", default=20)
+# Rate limits, "<count>/<period>" with period s|m|h (DRF throttle syntax).
+PARLEY_RATE_SEND = env("PARLEY_RATE_SEND", default="30/s")
+PARLEY_RATE_LOGIN = env("PARLEY_RATE_LOGIN", default="10/m")
+PARLEY_RATE_SIGNUP = env("PARLEY_RATE_SIGNUP", default="20/h")
+PARLEY_RATE_WS_TICKET = env("PARLEY_RATE_WS_TICKET", default="60/m")
+# Fan-out policy: conversations with at least this many members use buffered fan-out.
+PARLEY_LARGE_CHANNEL_THRESHOLD = env.int("PARLEY_LARGE_CHANNEL_THRESHOLD", default=100)
+PARLEY_BATCH_WINDOW_MS = env.int("PARLEY_BATCH_WINDOW_MS", default=100)
+# Receipts: broadcast to members only below this member count; coalescing window.
+PARLEY_RECEIPT_BROADCAST_MAX_MEMBERS = env.int("PARLEY_RECEIPT_BROADCAST_MAX_MEMBERS", default=100)
+PARLEY_RECEIPT_COALESCE_MS = env.int("PARLEY_RECEIPT_COALESCE_MS", default=500)
+# WebSocket.
+PARLEY_WS_TICKET_TTL_SECONDS = env.int("PARLEY_WS_TICKET_TTL_SECONDS", default=60)
+PARLEY_WS_MAX_FRAME_BYTES = env.int("PARLEY_WS_MAX_FRAME_BYTES", default=64 * 1024)
+PARLEY_ACK_FLUSH_MS = env.int("PARLEY_ACK_FLUSH_MS", default=250)
+PARLEY_TYPING_THROTTLE_MS = env.int("PARLEY_TYPING_THROTTLE_MS", default=2000)

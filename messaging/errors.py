@@ -1,0 +1,50 @@
+"""Errors the use-case functions raise. Every edge (REST, WebSocket, tasks) maps them the same way.
+
+``code`` is the machine-readable name used in REST error bodies and in ``send.error`` /
+``error`` frames; ``http_status`` is what REST answers.
+"""
+from __future__ import annotations
+
+
+class ParleyError(Exception):
+    code = "error"
+    http_status = 400
+
+    def __init__(self, detail: str = "", *, fields: dict[str, list[str]] | None = None,
+                 retry_after_ms: int | None = None) -> None:
+        super().__init__(detail or self.code)
+        self.detail = detail or self.code.replace("_", " ")
+        self.fields = fields or {}
+        self.retry_after_ms = retry_after_ms
+
+
+class Invalid(ParleyError):
+    code = "invalid"
+    http_status = 400
+
+
+class NotFound(ParleyError):
+    """Also what a non-member gets for a private conversation: existence is not revealed."""
+
+    code = "not_found"
+    http_status = 404
+
+
+class Forbidden(ParleyError):
+    code = "forbidden"
+    http_status = 403
+
+
+class Conflict(ParleyError):
+    code = "conflict"
+    http_status = 409
+
+
+class RateLimited(ParleyError):
+    code = "rate_limited"
+    http_status = 429
+
+
+class Unavailable(ParleyError):
+    code = "unavailable"
+    http_status = 503

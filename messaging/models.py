@@ -1,0 +1,189 @@
+"""The durable message store. PostgreSQL is the source of truth (docs/architecture.md).
+
+Every table keyed by a conversation leads its keys with ``conversation_id`` so the store can
+later be partitioned by conversation. Invariants the database itself enforces:
+
+* ``(conversation, seq)`` is unique: a seq is never assigned twice.
+* ``(sender, client_msg_id)`` is unique: a retried send can never store a second row.
+* one direct conversation per pair of users (``direct_key`` is unique).
+* ``0 <= read_seq <= delivered_seq`` on every membership.
+
+Gap-freedom of seqs is kept by :func:`messaging.actions.allocate_seq`, the only writer of
+``Conversation.last_seq``.
+"""
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractUser
+from django.db import models
+from django.db.models import Q
+
+
+class User(AbstractUser):
+    """A Django auth user with the name other people see."""
+
+    display_name = models.CharField(max_length=100, blank=True, default="")
+
+    @property
+    def shown_name(self) -> str:
+        return self.display_name or self.username
+
+
+class Conversation(models.Model):
+    class Kind(models.TextChoices):
+        DIRECT = "direct", "Direct"
+        GROUP = "group", "Group"
+        CHANNEL = "channel", "Channel"
+
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    title = models.CharField(max_length=200, blank=True, default="")
+    public = models.BooleanField(default=False)
+    # Highest seq assigned so far. Only allocate_seq() writes it, inside the storing transaction.
+    last_seq = models.BigIntegerField(default=0)
+    member_count = models.PositiveIntegerField(default=0)
+    # "<low user id>:<high user id>" for direct conversations, NULL otherwise (unique allows many NULLs).
+    direct_key = models.CharField(max_length=64, null=True, blank=True, unique=True, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    # Bumped with last_seq; orders "my conversations by activity".
+    last_activity_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(last_seq__gte=0), name="conversation_last_seq_nonnegative"),
+            models.CheckConstraint(
+                condition=Q(kind="direct", direct_key__isnull=False) | ~Q(kind="direct"),
+                name="conversation_direct_has_key",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.title or f"{self.kind} #{self.pk}"
+
+    @property
+    def is_direct(self) -> bool:
+        return self.kind == self.Kind.DIRECT
+
+    @staticmethod
+    def direct_key_for(user_a_id: int, user_b_id: int) -> str:
+        low, high = sorted((user_a_id, user_b_id))
+        return f"{low}:{high}"
+
+
+class Membership(models.Model):
+    """A user's place in a conversation, with the user's receipt watermarks.
+
+    ``delivered_seq`` and ``read_seq`` are the max over the user's devices. They only move
+    forward; receipts.watermarks is the one place that moves them.
+    """
+
+    class Role(models.TextChoices):
+        OWNER = "owner", "Owner"
+        ADMIN = "admin", "Admin"
+        MEMBER = "member", "Member"
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
+    joined_at = models.DateTimeField(auto_now_add=True)
+    delivered_seq = models.BigIntegerField(default=0)
+    read_seq = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["conversation", "user"], name="membership_unique_member"),
+            models.CheckConstraint(condition=Q(read_seq__gte=0), name="membership_read_seq_nonnegative"),
+            models.CheckConstraint(
+                condition=Q(read_seq__lte=models.F("delivered_seq")), name="membership_read_le_delivered"
+            ),
+        ]
+        indexes = [models.Index(fields=["user", "conversation"], name="membership_by_user")]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.conversation}"
+
+    @property
+    def can_manage_members(self) -> bool:
+        return self.role in (self.Role.OWNER, self.Role.ADMIN)
+
+
+class Device(models.Model):
+    """One client installation of a user. Every WebSocket connection belongs to one device."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="devices")
+    name = models.CharField(max_length=100, blank=True, default="")
+    platform = models.CharField(max_length=50, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name or 'device'} ({self.user})"
+
+
+class Message(models.Model):
+    class State(models.TextChoices):
+        VISIBLE = "visible", "Visible"
+        REMOVED = "removed", "Removed"
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
+    seq = models.BigIntegerField()
+    sender = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="messages_sent")
+    sender_device = models.ForeignKey(Device, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    client_msg_id = models.CharField(max_length=64)
+    body = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.VISIBLE)
+
+    class Meta:
+        constraints = [
+            # Also the index of the hot read: messages of C after (or before) seq S.
+            models.UniqueConstraint(fields=["conversation", "seq"], name="message_unique_seq"),
+            models.UniqueConstraint(fields=["sender", "client_msg_id"], name="message_unique_client_msg_id"),
+            models.CheckConstraint(condition=Q(seq__gte=1), name="message_seq_positive"),
+        ]
+        permissions = [("moderate_message", "Can review flags and remove messages")]
+
+    def __str__(self) -> str:
+        return f"#{self.seq} in {self.conversation_id}"
+
+    @property
+    def is_removed(self) -> bool:
+        return self.state == self.State.REMOVED
+
+
+class Flag(models.Model):
+    """A member's report of a message, for the moderators' queue."""
+
+    class Reason(models.TextChoices):
+        SPAM = "spam", "Spam"
+        ABUSE = "abuse", "Abuse"
+        OTHER = "other", "Other"
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        RESOLVED = "resolved", "Resolved"
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="flags")
+    reporter = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="flags_made")
+    reason = models.CharField(max_length=16, choices=Reason.choices)
+    note = models.CharField(max_length=1000, blank=True, default="")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
+    created_at = models.DateTimeField(auto_now_add=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            # One open flag per reporter and message; resolved ones may pile up.
+            models.UniqueConstraint(
+                fields=["message", "reporter"], condition=Q(status="open"), name="flag_one_open_per_reporter"
+            ),
+        ]
+        indexes = [models.Index(fields=["status", "created_at"], name="flag_queue")]
+
+    def __str__(self) -> str:
+        return f"{self.reason} flag on message {self.message_id}"

@@ -1,0 +1,108 @@
+"""The receipt merge: the one place that moves ack cursors and delivered/read watermarks.
+
+Invariants (CONTRACT "Semantics" 5; docs/architecture.md, "Receipts"):
+
+* Watermarks only move forward. Storage enforces it: every write is
+  ``GREATEST(current, proposed)``, so concurrent devices, reordered acks or a stale retry
+  can never lower one.
+* ``0 <= read_seq <= delivered_seq <= last_seq``. Proposed values are clamped to the
+  conversation's ``last_seq`` (which only grows, so a stale read of it only clamps harder),
+  and reading raises delivered to at least read; the database checks read <= delivered.
+* A user's ``delivered_seq`` is the max over the user's devices' ack cursors (and REST
+  ``delivered`` calls): the merge is max, deterministic whatever order devices report in.
+* The merge tells its caller whether anything advanced, and only an advance is broadcast.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from django.db import connection, transaction
+from django.db.models import F, Q
+from django.db.models.functions import Greatest
+
+from messaging import fanout
+from messaging.actions import access_device, access_membership, check_seq
+from messaging.models import Conversation, Membership, User
+
+from .models import DeviceCursor
+
+
+@dataclass(frozen=True)
+class Watermarks:
+    delivered_seq: int
+    read_seq: int
+    advanced: bool
+
+
+def _greatest_sql() -> str:
+    return "MAX" if connection.vendor == "sqlite" else "GREATEST"
+
+
+def advance_watermarks(membership: Membership, *, delivered: int = 0, read: int = 0) -> Watermarks:
+    """Raise a member's watermarks to at least the proposed seqs (clamped); broadcast an advance."""
+    conversation = membership.conversation
+    read_target = min(read, conversation.last_seq)
+    delivered_target = max(min(delivered, conversation.last_seq), read_target)
+    advanced = bool(
+        Membership.objects.filter(pk=membership.pk)
+        .filter(Q(delivered_seq__lt=delivered_target) | Q(read_seq__lt=read_target))
+        .update(delivered_seq=Greatest(F("delivered_seq"), delivered_target),
+                read_seq=Greatest(F("read_seq"), read_target))
+    )
+    delivered_seq, read_seq = Membership.objects.filter(pk=membership.pk).values_list(
+        "delivered_seq", "read_seq").get()
+    if advanced:
+        fanout.receipt_advanced(
+            conversation_id=conversation.pk, user_id=membership.user_id,
+            member_count=conversation.member_count, delivered_seq=delivered_seq, read_seq=read_seq,
+        )
+    return Watermarks(delivered_seq=delivered_seq, read_seq=read_seq, advanced=advanced)
+
+
+def do_mark_read(*, user: User, conversation_id: Any, seq: Any) -> Watermarks:
+    seq = check_seq(seq)
+    membership = access_membership(user, conversation_id)
+    return advance_watermarks(membership, delivered=seq, read=seq)
+
+
+def do_mark_delivered(*, user: User, conversation_id: Any, seq: Any, device_id: Any) -> Watermarks:
+    """For clients without a socket (woken by a push): the device's cursor and the user's delivered mark."""
+    seq = check_seq(seq)
+    membership = access_membership(user, conversation_id)
+    device = access_device(user, device_id)
+    seq = min(seq, membership.conversation.last_seq)
+    with transaction.atomic():
+        upsert_ack_cursors(device.pk, {membership.conversation_id: seq})
+        return advance_watermarks(membership, delivered=seq)
+
+
+def upsert_ack_cursors(device_id: Any, cursors: Mapping[int, int]) -> None:
+    """Raise a device's ack cursors in one statement (GREATEST on conflict: never lowered)."""
+    if not cursors:
+        return
+    table = DeviceCursor._meta.db_table
+    greatest = _greatest_sql()
+    device_value = device_id.hex if connection.vendor == "sqlite" and hasattr(device_id, "hex") else device_id
+    rows = ", ".join(["(%s, %s, %s, CURRENT_TIMESTAMP)"] * len(cursors))
+    params: list[Any] = []
+    for conversation_id, seq in sorted(cursors.items()):
+        params += [conversation_id, device_value, seq]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (conversation_id, device_id, ack_seq, updated_at) VALUES {rows} "
+            f"ON CONFLICT (conversation_id, device_id) DO UPDATE SET "
+            f"ack_seq = {greatest}({table}.ack_seq, excluded.ack_seq), updated_at = excluded.updated_at",
+            params,
+        )
+
+
+def stored_ack_cursors(device_id: Any) -> dict[int, int]:
+    return dict(DeviceCursor.objects.filter(device_id=device_id).values_list("conversation_id", "ack_seq"))
+
+
+def receipts_of(conversation: Conversation) -> list[dict[str, Any]]:
+    return [
+        {"user": m.user_id, "delivered_seq": m.delivered_seq, "read_seq": m.read_seq}
+        for m in Membership.objects.filter(conversation=conversation).order_by("user_id")
+    ]
