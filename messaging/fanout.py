@@ -49,6 +49,8 @@ def is_large(member_count: int) -> bool:
 
 
 def _publish(group: str, event: dict[str, Any]) -> None:
+    # The gateway hub holds one channel per process and routes by the group named here.
+    event = {**event, "group": group}
     try:
         async_to_sync(get_channel_layer().group_send)(group, event)
     except Exception:  # noqa: BLE001 - the store has it; replay repairs a lost doorbell

@@ -1,3 +1,5 @@
-from django.urls import path
+from django.urls import re_path
 
-websocket_urlpatterns: list = []
+from .consumer import GatewayConsumer
+
+websocket_urlpatterns = [re_path(r"^ws/v1/?$", GatewayConsumer.as_asgi())]

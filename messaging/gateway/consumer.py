@@ -1,0 +1,419 @@
+"""The WebSocket gateway at /ws/v1/ (CONTRACT, "WebSocket"; docs/architecture.md, "Live path").
+
+The consumer is an edge: it authenticates the handshake, parses frames
+(messaging.gateway.protocol), delegates to the same use-case functions as REST, and keeps
+the per-connection stream state (messaging.gateway.stream) that makes delivery in-order
+and gap-free. Live events reach it through the process's hub (messaging.gateway.hub), not
+through a channel of its own, and are handled one at a time by a pump task, under the
+same lock as hello and replay pages, so the stream state has a single writer at a time.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from types import SimpleNamespace
+from typing import Any, Awaitable, Callable
+from urllib.parse import parse_qs, urlsplit
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+from django.contrib import auth
+from django.http.request import validate_host
+
+from messaging import fanout
+from messaging.actions import do_send_message
+from messaging.errors import ParleyError
+from messaging.models import Device, User
+from messaging.replay import conversation_last_seqs, fill_range, replay_page, resume_points
+from receipts.watermarks import do_mark_read, record_device_acks
+
+from . import presence
+from .hub import hub
+from .protocol import Ack, FrameError, Hello, Ping, Read, Replay, Send, Typing, parse_frame
+from .stream import Action, ConnectionStreams
+
+logger = logging.getLogger(__name__)
+
+CLOSE_NOT_AUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_BAD_FRAMES = 4400
+
+
+def db(fn: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+    # Not thread-sensitive: gateway reads and sends run on the executor's threads in
+    # parallel instead of queueing behind one shared thread.
+    return database_sync_to_async(fn, thread_sensitive=False)
+
+
+def origin_allowed(origin: str | None) -> bool:
+    """A browser's Origin must name an allowed host; a missing Origin is a non-browser client."""
+    if origin is None:
+        return True
+    trusted = {o.rstrip("/") for o in settings.CSRF_TRUSTED_ORIGINS}
+    if origin.rstrip("/") in trusted:
+        return True
+    host = urlsplit(origin).netloc
+    return bool(host) and validate_host(host, settings.ALLOWED_HOSTS)
+
+
+def _authenticate(scope: dict[str, Any], ticket: str | None, device_id: str | None) -> tuple[int, User | None, Device | None]:
+    """(close code or 0, user, device). Runs in a thread: sessions and tickets hit storage."""
+    from messaging.tickets import redeem_ticket
+
+    user: User | None = None
+    if ticket:
+        user_id = redeem_ticket(ticket)
+        if user_id is not None:
+            user = User.objects.filter(pk=user_id, is_active=True).first()
+    elif "session" in scope:
+        candidate = auth.get_user(SimpleNamespace(session=scope["session"]))
+        if candidate.is_authenticated and candidate.is_active:
+            user = candidate
+    if user is None:
+        return CLOSE_NOT_AUTHENTICATED, None, None
+    from messaging.actions import _as_uuid
+
+    uuid = _as_uuid(device_id)
+    device = Device.objects.filter(pk=uuid, user=user).first() if uuid else None
+    if device is None:
+        return CLOSE_FORBIDDEN, user, None
+    return 0, user, device
+
+
+class GatewayConsumer(AsyncJsonWebsocketConsumer):
+    # No per-socket layer channel: the process hub holds the only one (see hub.py).
+    channel_layer_alias = "parley-hub-only"
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    async def connect(self) -> None:
+        self.user: User | None = None
+        self.device: Device | None = None
+        self.streams = ConnectionStreams()
+        self.large: set[int] = set()
+        self.groups_joined: set[str] = set()
+        self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.stream_lock = asyncio.Lock()
+        self.pending_acks: dict[int, int] = {}
+        self.ack_flush: asyncio.Task | None = None
+        self.receipts_sent_at: dict[tuple[int, int], float] = {}
+        self.receipts_pending: dict[tuple[int, int], dict[str, Any]] = {}
+        self.typing_sent_at: dict[int, float] = {}
+        self.bad_frames: list[float] = []
+        self.helloed = False
+        self.closing = False
+        self.pump: asyncio.Task | None = None
+
+        # Accept first, so that every refusal reaches the client with the contract's close code.
+        await self.accept()
+        headers = dict(self.scope.get("headers", []))
+        origin = headers.get(b"origin")
+        if not origin_allowed(origin.decode("latin-1") if origin is not None else None):
+            await self.close(code=CLOSE_FORBIDDEN)
+            return
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        ticket = (query.get("ticket") or [None])[0]
+        device_id = (query.get("device") or [None])[0]
+        code, user, device = await db(_authenticate)(self.scope, ticket, device_id)
+        if code:
+            await self.close(code=code)
+            return
+        self.user, self.device = user, device
+        self.pump = asyncio.get_running_loop().create_task(self._pump())
+        await self._join(fanout.user_group(user.pk))
+        await self._join(fanout.device_group(device.pk))
+
+    async def disconnect(self, code: int) -> None:
+        self.closing = True
+        for group in list(self.groups_joined):
+            await hub.unsubscribe(group, self)
+        if self.pump is not None:
+            self.pump.cancel()
+        if self.ack_flush is not None:
+            self.ack_flush.cancel()
+        if self.user is not None and self.device is not None:
+            await self._flush_acks()
+            if self.helloed:
+                await presence.went_offline(self.user.pk)
+
+    async def _join(self, group: str) -> None:
+        self.groups_joined.add(group)
+        await hub.subscribe(group, self)
+
+    async def _leave(self, group: str) -> None:
+        self.groups_joined.discard(group)
+        await hub.unsubscribe(group, self)
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels closes stale DB connections before every handler (a thread hop per frame);
+        # our database work already runs through database_sync_to_async, which does that.
+        handler = getattr(self, message["type"].replace(".", "_"), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
+    # --- frames from the client --------------------------------------------------------------
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.user is None or self.closing:
+            return
+        try:
+            frame = parse_frame(text_data)
+        except FrameError as error:
+            await self._bad_frame(error)
+            return
+        try:
+            await self._handle(frame)
+        except FrameError as error:
+            await self._bad_frame(error)
+        except ParleyError as error:
+            await self.send_json({"type": "error", "code": error.code, "detail": error.detail})
+
+    async def _bad_frame(self, error: FrameError) -> None:
+        if error.client_msg_id is not None:
+            await self.send_json({"type": "send.error", "client_msg_id": error.client_msg_id,
+                                  "code": error.code, "detail": error.detail})
+        else:
+            await self.send_json({"type": "error", "code": error.code, "detail": error.detail})
+        now = time.monotonic()
+        window = settings.PARLEY_WS_BAD_FRAME_WINDOW_SECONDS
+        self.bad_frames = [t for t in self.bad_frames if now - t < window] + [now]
+        if len(self.bad_frames) > settings.PARLEY_WS_MAX_BAD_FRAMES:
+            await self.close(code=CLOSE_BAD_FRAMES)
+
+    async def _handle(self, frame) -> None:
+        match frame:
+            case Hello():
+                await self._hello(frame)
+            case Send():
+                await self._send_message(frame)
+            case Ack():
+                self._require_follow(frame.conversation)
+                self.pending_acks[frame.conversation] = max(frame.seq, self.pending_acks.get(frame.conversation, 0))
+                if self.ack_flush is None or self.ack_flush.done():
+                    self.ack_flush = asyncio.get_running_loop().create_task(self._flush_acks_later())
+            case Read():
+                self._require_follow(frame.conversation)
+                await db(do_mark_read)(user=self.user, conversation_id=frame.conversation, seq=frame.seq)
+            case Replay():
+                self._require_follow(frame.conversation)
+                await self._replay(frame)
+            case Typing():
+                await self._typing(frame)
+            case Ping():
+                await self.send_json({"type": "pong"})
+
+    def _require_follow(self, conversation_id: int) -> None:
+        if not self.helloed:
+            raise FrameError("invalid", "send hello first")
+        if not self.streams.follows(conversation_id):
+            raise FrameError("not_found", "conversation not found")
+
+    async def _hello(self, frame: Hello) -> None:
+        if self.helloed:
+            raise FrameError("invalid", "hello was already received on this connection")
+        points = await db(resume_points)(user=self.user, device_id=self.device.pk, cursors=frame.cursors)
+        async with self.stream_lock:
+            self.helloed = True
+            for point in points:
+                self.streams.follow(point.conversation_id, held=point.resume_after,
+                                    behind=point.resume_after < point.last_seq)
+                hub.note_seq(point.conversation_id, point.last_seq)
+                if fanout.is_large(point.member_count):
+                    self.large.add(point.conversation_id)
+                await self._join(fanout.conversation_group(point.conversation_id))
+            for point in points:
+                if point.resume_after < point.last_seq:
+                    await self._send_page(point.conversation_id, point.resume_after)
+            await self.send_json({"type": "ready",
+                                  "conversations": {str(p.conversation_id): p.last_seq for p in points}})
+        await presence.came_online(self.user.pk)
+
+    async def _send_page(self, conversation_id: int, after_seq: int, limit: int | None = None) -> None:
+        """Send one replay page (caller holds the stream lock); catch up live if it was the last."""
+        self.streams.client_holds(conversation_id, after_seq)
+        page = await db(replay_page)(user=self.user, conversation_id=conversation_id,
+                                     after_seq=after_seq, limit=limit)
+        self.streams.sent_run(conversation_id, [m["seq"] for m in page.messages])
+        await self.send_json({"type": "messages", "conversation": conversation_id,
+                              "messages": page.messages, "has_more": page.has_more})
+        self.streams.page_done(conversation_id, has_more=page.has_more)
+        if not page.has_more:
+            await self._settle(conversation_id)
+
+    async def _replay(self, frame: Replay) -> None:
+        async with self.stream_lock:
+            await self._send_page(frame.conversation, frame.after_seq, frame.limit)
+
+    async def _send_message(self, frame: Send) -> None:
+        echo = frame.client_msg_id if isinstance(frame.client_msg_id, str) else ""
+        if not self.helloed:
+            raise FrameError("invalid", "send hello first", client_msg_id=echo)
+        try:
+            result = await db(do_send_message)(sender=self.user, conversation_id=frame.conversation,
+                                               client_msg_id=frame.client_msg_id, body=frame.body,
+                                               device=self.device)
+        except ParleyError as error:
+            reply = {"type": "send.error", "client_msg_id": echo, "code": error.code, "detail": error.detail}
+            if error.retry_after_ms is not None:
+                reply["retry_after_ms"] = error.retry_after_ms
+            await self.send_json(reply)
+            return
+        await self.send_json({"type": "send.ok", "client_msg_id": echo, "message": result.payload,
+                              "duplicate": result.duplicate})
+
+    async def _typing(self, frame: Typing) -> None:
+        self._require_follow(frame.conversation)
+        if frame.conversation in self.large:
+            return  # large channels carry no typing: it would multiply by thousands
+        now = time.monotonic()
+        if now - self.typing_sent_at.get(frame.conversation, 0.0) < settings.PARLEY_TYPING_THROTTLE_MS / 1000:
+            return
+        self.typing_sent_at[frame.conversation] = now
+        await presence.publish_typing(conversation_id=frame.conversation, user_id=self.user.pk)
+
+    # --- acks: coalesced, one write per flush window -----------------------------------------
+    async def _flush_acks_later(self) -> None:
+        await asyncio.sleep(settings.PARLEY_ACK_FLUSH_MS / 1000)
+        await self._flush_acks()
+
+    async def _flush_acks(self) -> None:
+        acks, self.pending_acks = self.pending_acks, {}
+        if not acks:
+            return
+        try:
+            await db(record_device_acks)(user=self.user, device_id=self.device.pk, acks=acks)
+        except Exception:  # noqa: BLE001 - an unflushed ack only means replay repeats a little
+            logger.warning("ack flush failed for device %s", self.device.pk, exc_info=True)
+
+    # --- live events, from the hub -------------------------------------------------------------
+    def deliver(self, event: dict[str, Any]) -> None:
+        if not self.closing:
+            self.events.put_nowait(event)
+
+    def resync(self) -> None:
+        self.deliver({"type": "gateway.resync"})
+
+    async def _pump(self) -> None:
+        while True:
+            event = await self.events.get()
+            try:
+                await self._on_event(event)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - one bad event must not stop the stream; replay repairs
+                logger.exception("gateway failed to handle %s", event.get("type"))
+
+    async def _on_event(self, event: dict[str, Any]) -> None:
+        kind = event["type"]
+        if kind in ("conv.message", "conv.tail"):
+            if not self.helloed:
+                return
+            async with self.stream_lock:
+                await self._on_live(event["conversation"], event["seq"],
+                                    event.get("message") if kind == "conv.message" else None)
+        elif kind == "conv.receipt":
+            if self.streams.follows(event["conversation"]):
+                self._queue_receipt(event)
+        elif kind == "conv.removed":
+            if self.streams.follows(event["conversation"]):
+                await self.send_json({"type": "message.removed", "conversation": event["conversation"],
+                                      "id": event["id"], "seq": event["seq"]})
+        elif kind == "conv.typing":
+            if event["user"] != self.user.pk and self.streams.follows(event["conversation"]):
+                await self.send_json({"type": "typing", "conversation": event["conversation"], "user": event["user"]})
+        elif kind == "conv.presence":
+            if event["user"] != self.user.pk:
+                await self.send_json({"type": "presence", "user": event["user"], "online": event["online"]})
+        elif kind == "user.joined":
+            await self._on_joined(event["conversation"])
+        elif kind == "user.left":
+            await self._on_left(event["conversation"])
+        elif kind == "user.updated":
+            if self.helloed:
+                await self.send_json({"type": "conversation.updated", "conversation": event["conversation"]})
+        elif kind == "socket.close":
+            self.closing = True
+            await self.close(code=event["code"])
+        elif kind == "gateway.resync":
+            await self._resync()
+
+    async def _on_live(self, conversation_id: int, seq: int, payload: dict[str, Any] | None) -> None:
+        decision = self.streams.on_live(conversation_id, seq)
+        if decision.action is Action.SEND and payload is not None:
+            if self.streams.sent_run(conversation_id, [seq]):
+                await self.send_json({"type": "message", "message": payload})
+        elif decision.action in (Action.SEND, Action.FILL):
+            await self._fill(conversation_id, self.streams.held(conversation_id), seq)
+
+    async def _settle(self, conversation_id: int) -> None:
+        """After catching up: fill whatever live events announced while the client was behind."""
+        decision = self.streams.owed(conversation_id)
+        if decision.action is Action.FILL:
+            await self._fill(conversation_id, decision.after_seq, decision.upto_seq)
+
+    async def _fill(self, conversation_id: int, after_seq: int, upto_seq: int) -> None:
+        page = await db(fill_range)(conversation_id=conversation_id, after_seq=after_seq, upto_seq=upto_seq)
+        if page.has_more:
+            # Too far behind for a live fill: hand the client a replay page and let it pull.
+            self.streams.page_done(conversation_id, has_more=True)
+            self.streams.sent_run(conversation_id, [m["seq"] for m in page.messages])
+            await self.send_json({"type": "messages", "conversation": conversation_id,
+                                  "messages": page.messages, "has_more": True})
+            return
+        fresh = set(self.streams.sent_run(conversation_id, [m["seq"] for m in page.messages]))
+        for message in page.messages:
+            if message["seq"] in fresh:
+                await self.send_json({"type": "message", "message": message})
+
+    async def _resync(self) -> None:
+        if not self.helloed:
+            return
+        followed = list(self.streams.cursors())
+        stored = await db(conversation_last_seqs)(followed)
+        async with self.stream_lock:
+            for conversation_id, last_seq in stored.items():
+                await self._on_live(conversation_id, last_seq, None)
+
+    async def _on_joined(self, conversation: dict[str, Any]) -> None:
+        conversation_id = conversation["id"]
+        if not self.helloed or self.streams.follows(conversation_id):
+            return
+        async with self.stream_lock:
+            self.streams.follow(conversation_id, held=conversation["last_seq"])
+            if fanout.is_large(conversation["member_count"]):
+                self.large.add(conversation_id)
+            await self._join(fanout.conversation_group(conversation_id))
+            await self.send_json({"type": "conversation.joined", "conversation": conversation})
+
+    async def _on_left(self, conversation: dict[str, Any]) -> None:
+        conversation_id = conversation["id"]
+        async with self.stream_lock:
+            self.streams.unfollow(conversation_id)
+            self.large.discard(conversation_id)
+            await self._leave(fanout.conversation_group(conversation_id))
+        if self.helloed:
+            await self.send_json({"type": "conversation.left", "conversation": conversation})
+
+    # --- receipts: at most one frame per (conversation, user) per window ------------------------
+    def _queue_receipt(self, event: dict[str, Any]) -> None:
+        key = (event["conversation"], event["user"])
+        window = settings.PARLEY_RECEIPT_COALESCE_MS / 1000
+        first_pending = key not in self.receipts_pending
+        self.receipts_pending[key] = event
+        if not first_pending:
+            return  # a flush is already scheduled; it will carry these latest marks
+        wait = self.receipts_sent_at.get(key, -window) + window - time.monotonic()
+        asyncio.get_running_loop().call_later(max(wait, 0), self._flush_receipt_soon, key)
+
+    def _flush_receipt_soon(self, key: tuple[int, int]) -> None:
+        if not self.closing:
+            asyncio.get_running_loop().create_task(self._flush_receipt(key))
+
+    async def _flush_receipt(self, key: tuple[int, int]) -> None:
+        event = self.receipts_pending.pop(key, None)
+        if event is None or self.closing:
+            return
+        self.receipts_sent_at[key] = time.monotonic()
+        await self.send_json({"type": "receipt", "conversation": event["conversation"], "user": event["user"],
+                              "delivered_seq": event["delivered_seq"], "read_seq": event["read_seq"]})

@@ -1,0 +1,91 @@
+"""Typing and presence: lossy extras, never stored, never retried (CONTRACT "Semantics" 6).
+
+Presence counts a user's open, greeted sockets across every gateway in the shared cache
+(Redis in production). The first socket announces ``online`` and the last ``offline`` to the
+user's small conversations. A gateway killed mid-flight leaves its sockets counted until
+the count's expiry; a crashed count errs towards "online" for at most that long, which is
+the honest price of keeping presence off PostgreSQL.
+"""
+from __future__ import annotations
+
+import logging
+
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.core.cache import cache
+
+from messaging import fanout
+from messaging.models import Membership
+
+logger = logging.getLogger(__name__)
+
+PRESENCE_TTL_SECONDS = 6 * 3600
+
+
+def _key(user_id: int) -> str:
+    return f"parley:presence:{user_id}"
+
+
+def _change_count(user_id: int, delta: int) -> int:
+    key = _key(user_id)
+    cache.add(key, 0, PRESENCE_TTL_SECONDS)
+    try:
+        value = cache.incr(key, delta)
+    except ValueError:  # expired between add and incr
+        cache.add(key, max(delta, 0), PRESENCE_TTL_SECONDS)
+        value = max(delta, 0)
+    if value < 0:
+        cache.set(key, 0, PRESENCE_TTL_SECONDS)
+        value = 0
+    cache.touch(key, PRESENCE_TTL_SECONDS)
+    return value
+
+
+def _small_conversations(user_id: int) -> list[int]:
+    return list(
+        Membership.objects.filter(
+            user_id=user_id, conversation__member_count__lt=settings.PARLEY_LARGE_CHANNEL_THRESHOLD
+        ).order_by("-conversation__last_activity_at").values_list("conversation_id", flat=True)[
+            : settings.PARLEY_PRESENCE_MAX_CONVERSATIONS
+        ]
+    )
+
+
+async def _announce(user_id: int, online: bool) -> None:
+    try:
+        conversation_ids = await database_sync_to_async(_small_conversations, thread_sensitive=False)(user_id)
+        layer = get_channel_layer()
+        for conversation_id in conversation_ids:
+            group = fanout.conversation_group(conversation_id)
+            await layer.group_send(group, {"type": "conv.presence", "group": group, "user": user_id, "online": online})
+    except Exception:  # noqa: BLE001 - presence is lossy by contract
+        logger.info("presence announcement for %s failed", user_id, exc_info=True)
+
+
+async def came_online(user_id: int) -> None:
+    try:
+        count = await database_sync_to_async(_change_count, thread_sensitive=False)(user_id, 1)
+    except Exception:  # noqa: BLE001
+        return
+    if count == 1:
+        await _announce(user_id, True)
+
+
+async def went_offline(user_id: int) -> None:
+    try:
+        count = await database_sync_to_async(_change_count, thread_sensitive=False)(user_id, -1)
+    except Exception:  # noqa: BLE001
+        return
+    if count == 0:
+        await _announce(user_id, False)
+
+
+async def publish_typing(*, conversation_id: int, user_id: int) -> None:
+    group = fanout.conversation_group(conversation_id)
+    try:
+        await get_channel_layer().group_send(
+            group, {"type": "conv.typing", "group": group, "conversation": conversation_id, "user": user_id}
+        )
+    except Exception:  # noqa: BLE001 - typing is lossy by contract
+        logger.info("typing publish failed", exc_info=True)
