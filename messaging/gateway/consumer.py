@@ -20,7 +20,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from django.contrib import auth
-from django.http.request import validate_host
+from django.http.request import split_domain_port, validate_host
 
 from messaging import fanout
 from messaging.actions import do_send_message
@@ -54,8 +54,8 @@ def origin_allowed(origin: str | None) -> bool:
     trusted = {o.rstrip("/") for o in settings.CSRF_TRUSTED_ORIGINS}
     if origin.rstrip("/") in trusted:
         return True
-    host = urlsplit(origin).netloc
-    return bool(host) and validate_host(host, settings.ALLOWED_HOSTS)
+    domain, _port = split_domain_port(urlsplit(origin).netloc)
+    return bool(domain) and validate_host(domain, settings.ALLOWED_HOSTS)
 
 
 def _authenticate(scope: dict[str, Any], ticket: str | None, device_id: str | None) -> tuple[int, User | None, Device | None]:
@@ -64,7 +64,7 @@ def _authenticate(scope: dict[str, Any], ticket: str | None, device_id: str | No
 
     user: User | None = None
     if ticket:
-        user_id = redeem_ticket(ticket)
+        user_id = redeem_ticket(ticket, device_id=device_id)
         if user_id is not None:
             user = User.objects.filter(pk=user_id, is_active=True).first()
     elif "session" in scope:

@@ -1,0 +1,82 @@
+"""In-process gateway tests: WebsocketCommunicator against the real ASGI application."""
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+
+from chatproject.asgi import application
+from messaging.tickets import issue_ticket
+
+
+class Socket:
+    """A test client for one device: frames in, frames out, with helpers for the protocol."""
+
+    def __init__(self, communicator: WebsocketCommunicator) -> None:
+        self.communicator = communicator
+
+    async def send(self, frame: dict) -> None:
+        await self.communicator.send_to(text_data=json.dumps(frame))
+
+    async def send_raw(self, text: str) -> None:
+        await self.communicator.send_to(text_data=text)
+
+    async def recv(self, timeout: float = 5) -> dict:
+        return json.loads(await self.communicator.receive_from(timeout=timeout))
+
+    async def recv_type(self, *types: str, timeout: float = 5) -> dict:
+        """The next frame of one of ``types``, skipping others (receipts, presence, typing)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                raise AssertionError(f"no {types} frame within {timeout}s")
+            frame = await self.recv(timeout=remaining)
+            if frame["type"] in types:
+                return frame
+
+    async def nothing(self, timeout: float = 0.3) -> bool:
+        return await self.communicator.receive_nothing(timeout=timeout)
+
+    async def hello(self, cursors: dict | None = None) -> tuple[list[dict], dict]:
+        """Send hello; return the replay pages and the ready frame."""
+        await self.send({"type": "hello", "cursors": {str(k): v for k, v in (cursors or {}).items()}})
+        pages = []
+        while True:
+            frame = await self.recv_type("messages", "ready")
+            if frame["type"] == "ready":
+                return pages, frame
+            pages.append(frame)
+
+    async def close(self) -> None:
+        await self.communicator.disconnect()
+
+
+@pytest.fixture
+def open_socket():
+    opened: list[Socket] = []
+
+    async def open_(user, device, *, hello: bool = True, origin: str | None = None, ticket: str | None = "auto",
+                    cursors: dict | None = None) -> Socket:
+        if ticket == "auto":
+            ticket, _ = await database_sync_to_async(issue_ticket)(user_id=user.pk)
+        query = f"device={device.pk}" + (f"&ticket={ticket}" if ticket else "")
+        headers = [(b"origin", origin.encode())] if origin else []
+        communicator = WebsocketCommunicator(application, f"/ws/v1/?{query}", headers=headers)
+        connected, _ = await communicator.connect()
+        assert connected
+        socket = Socket(communicator)
+        opened.append(socket)
+        if hello:
+            await socket.hello(cursors)
+        return socket
+
+    yield open_
+    for socket in opened:
+        try:
+            asyncio.get_event_loop().run_until_complete(socket.close()) if False else None
+        except Exception:
+            pass

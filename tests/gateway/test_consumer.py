@@ -1,0 +1,243 @@
+"""The WebSocket protocol through the real ASGI app (in-process, WebsocketCommunicator)."""
+from __future__ import annotations
+
+import pytest
+from channels.db import database_sync_to_async
+
+from messaging.actions import do_add_members, do_remove_member, do_send_message
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+send = database_sync_to_async(do_send_message)
+
+
+async def send_n(user, conversation, n, prefix="m"):
+    results = []
+    for i in range(n):
+        results.append(await send(sender=user, conversation_id=conversation.pk, client_msg_id=f"{prefix}{i}", body=f"{prefix} {i}"))
+    return results
+
+
+@pytest.fixture
+def pair(make_user, make_device, make_group):
+    alice, bob = make_user("alice"), make_user("bob")
+    group = make_group(alice, [bob])
+    return alice, bob, group, make_device(alice), make_device(bob)
+
+
+async def test_a_message_sent_over_the_socket_reaches_the_other_member_in_order(pair, open_socket):
+    alice, bob, group, alice_phone, bob_phone = pair
+    a = await open_socket(alice, alice_phone)
+    b = await open_socket(bob, bob_phone)
+    for i in range(5):
+        await a.send({"type": "send", "conversation": group.pk, "client_msg_id": f"k{i}", "body": f"hi {i}"})
+        ok = await a.recv_type("send.ok")
+        assert ok["client_msg_id"] == f"k{i}" and ok["duplicate"] is False
+    seqs = [(await b.recv_type("message"))["message"]["seq"] for _ in range(5)]
+    assert seqs == [1, 2, 3, 4, 5]
+    await a.close()
+    await b.close()
+
+
+async def test_a_retried_send_frame_returns_the_stored_message_as_duplicate(pair, open_socket):
+    alice, bob, group, alice_phone, _ = pair
+    a = await open_socket(alice, alice_phone)
+    frame = {"type": "send", "conversation": group.pk, "client_msg_id": "same", "body": "once"}
+    await a.send(frame)
+    first = await a.recv_type("send.ok")
+    await a.send(frame)
+    second = await a.recv_type("send.ok")
+    assert second["duplicate"] is True and second["message"]["id"] == first["message"]["id"]
+    await a.send({**frame, "body": "changed"})
+    error = await a.recv_type("send.error")
+    assert error["code"] == "conflict" and error["client_msg_id"] == "same"
+    await a.close()
+
+
+async def test_hello_replays_what_was_missed_in_pages_then_ready(pair, open_socket):
+    alice, bob, group, _, bob_phone = pair
+    await send_n(alice, group, 250)
+    b = await open_socket(bob, bob_phone, hello=False)
+    pages, ready = await b.hello()
+    assert ready["conversations"] == {str(group.pk): 250}
+    assert [m["seq"] for m in pages[0]["messages"]] == list(range(1, 201)) and pages[0]["has_more"] is True
+    await b.send({"type": "replay", "conversation": group.pk, "after_seq": 200, "limit": 200})
+    page = await b.recv_type("messages")
+    assert [m["seq"] for m in page["messages"]] == list(range(201, 251)) and page["has_more"] is False
+    await b.close()
+
+
+async def test_hello_with_explicit_cursors_resumes_after_them(pair, open_socket):
+    alice, bob, group, _, bob_phone = pair
+    await send_n(alice, group, 30)
+    b = await open_socket(bob, bob_phone, hello=False)
+    pages, _ = await b.hello({group.pk: 25})
+    assert [m["seq"] for m in pages[0]["messages"]] == [26, 27, 28, 29, 30]
+    await b.close()
+
+
+async def test_stored_ack_cursors_are_the_resume_point_on_the_next_connection(pair, open_socket, settings):
+    settings.PARLEY_ACK_FLUSH_MS = 10
+    alice, bob, group, _, bob_phone = pair
+    await send_n(alice, group, 10)
+    b = await open_socket(bob, bob_phone, hello=False)
+    pages, _ = await b.hello()
+    assert len(pages[0]["messages"]) == 10
+    await b.send({"type": "ack", "conversation": group.pk, "seq": 7})
+    await b.close()  # flushes acks on disconnect
+    await send_n(alice, group, 2, prefix="late")
+    b2 = await open_socket(bob, bob_phone, hello=False)
+    pages, _ = await b2.hello()
+    assert [m["seq"] for m in pages[0]["messages"]] == [8, 9, 10, 11, 12]
+    await b2.close()
+
+
+async def test_live_messages_wait_until_a_replaying_client_has_caught_up(pair, open_socket):
+    alice, bob, group, _, bob_phone = pair
+    await send_n(alice, group, 205)
+    b = await open_socket(bob, bob_phone, hello=False)
+    pages, _ = await b.hello()
+    assert pages[0]["has_more"] is True
+    await send_n(alice, group, 3, prefix="live")  # 206..208 while bob is behind
+    assert await b.nothing(0.5)
+    await b.send({"type": "replay", "conversation": group.pk, "after_seq": 200})
+    page = await b.recv_type("messages")
+    received = [m["seq"] for m in page["messages"]]
+    while max(received) < 208:
+        received.append((await b.recv_type("message"))["message"]["seq"])
+    assert received == list(range(201, 209))
+    await b.close()
+
+
+async def test_an_added_member_hears_of_the_conversation_and_gets_its_messages_without_reconnecting(
+    pair, open_socket, make_user, make_device
+):
+    alice, bob, group, alice_phone, _ = pair
+    carol = await database_sync_to_async(make_user)("carol")
+    carol_phone = await database_sync_to_async(make_device)(carol)
+    c = await open_socket(carol, carol_phone)
+    await database_sync_to_async(do_add_members)(actor=alice, conversation_id=group.pk, user_ids=[carol.pk])
+    joined = await c.recv_type("conversation.joined")
+    assert joined["conversation"]["id"] == group.pk
+    await send_n(alice, group, 2)
+    assert [(await c.recv_type("message"))["message"]["seq"] for _ in range(2)] == [1, 2]
+    await c.close()
+
+
+async def test_a_removed_member_stops_receiving_at_once(pair, open_socket):
+    alice, bob, group, _, bob_phone = pair
+    b = await open_socket(bob, bob_phone)
+    await database_sync_to_async(do_remove_member)(actor=alice, conversation_id=group.pk, user_id=bob.pk)
+    left = await b.recv_type("conversation.left")
+    assert left["conversation"]["id"] == group.pk
+    await send_n(alice, group, 2)
+    assert await b.nothing(0.5)
+    await b.send({"type": "replay", "conversation": group.pk, "after_seq": 0})
+    assert (await b.recv_type("error"))["code"] == "not_found"
+    await b.close()
+
+
+async def test_reads_reach_the_senders_devices_and_the_readers_other_devices(pair, open_socket, make_device):
+    alice, bob, group, alice_phone, bob_phone = pair
+    bob_laptop = await database_sync_to_async(make_device)(bob, "laptop")
+    a = await open_socket(alice, alice_phone)
+    b1 = await open_socket(bob, bob_phone)
+    b2 = await open_socket(bob, bob_laptop)
+    await send_n(alice, group, 3)
+    for socket in (b1, b2):
+        for _ in range(3):
+            await socket.recv_type("message")
+    await b1.send({"type": "read", "conversation": group.pk, "seq": 3})
+    for socket in (a, b2):
+        receipt = await socket.recv_type("receipt", timeout=3)
+        while receipt["user"] != bob.pk:
+            receipt = await socket.recv_type("receipt", timeout=3)
+        assert (receipt["delivered_seq"], receipt["read_seq"]) == (3, 3)
+    for s in (a, b1, b2):
+        await s.close()
+
+
+async def test_acks_out_of_order_never_lower_the_watermark(pair, open_socket, settings):
+    from messaging.models import Membership
+    from receipts.models import DeviceCursor
+
+    settings.PARLEY_ACK_FLUSH_MS = 10
+    alice, bob, group, _, bob_phone = pair
+    await send_n(alice, group, 9)
+    b = await open_socket(bob, bob_phone)
+    for seq in (9, 3, 5):
+        await b.send({"type": "ack", "conversation": group.pk, "seq": seq})
+    await b.close()
+    cursor = await database_sync_to_async(DeviceCursor.objects.get)(device=bob_phone, conversation=group)
+    membership = await database_sync_to_async(Membership.objects.get)(user=bob, conversation=group)
+    assert cursor.ack_seq == 9 and membership.delivered_seq == 9
+
+
+async def test_malformed_unknown_and_oversized_frames_get_error_frames_and_the_socket_stays_usable(
+    pair, open_socket, settings
+):
+    alice, _, group, alice_phone, _ = pair
+    a = await open_socket(alice, alice_phone)
+    await a.send_raw("{not json")
+    assert (await a.recv_type("error"))["code"] == "invalid"
+    await a.send({"type": "teleport"})
+    assert (await a.recv_type("error"))["code"] == "unknown_type"
+    await a.send({"type": "send", "conversation": group.pk, "client_msg_id": "big", "body": "x" * 5000})
+    error = await a.recv_type("send.error")
+    assert (error["code"], error["client_msg_id"]) == ("invalid", "big")
+    await a.send({"type": "send", "conversation": "one", "client_msg_id": "typed", "body": "x"})
+    assert (await a.recv_type("send.error"))["code"] == "invalid"
+    await a.send({"type": "ack", "conversation": group.pk, "seq": -1})
+    assert (await a.recv_type("error"))["code"] == "invalid"
+    settings.PARLEY_WS_MAX_FRAME_BYTES = 1024
+    await a.send_raw('{"type": "ping", "pad": "' + "x" * 2000 + '"}')
+    assert (await a.recv_type("error"))["code"] == "too_large"
+    await a.send({"type": "ping"})
+    assert (await a.recv_type("pong"))["type"] == "pong"
+    await a.close()
+
+
+async def test_a_client_that_keeps_sending_garbage_is_closed_with_4400(pair, open_socket, settings):
+    settings.PARLEY_WS_MAX_BAD_FRAMES = 3
+    alice, _, _, alice_phone, _ = pair
+    a = await open_socket(alice, alice_phone)
+    for _ in range(4):
+        await a.send_raw("garbage")
+    while True:
+        output = await a.communicator.receive_output(timeout=3)
+        if output["type"] == "websocket.close":
+            assert output["code"] == 4400
+            break
+
+
+async def test_handshakes_without_credentials_with_a_foreign_origin_or_anothers_device_are_refused(
+    pair, open_socket
+):
+    alice, bob, _, alice_phone, bob_phone = pair
+    for kwargs, code in (
+        ({"ticket": None}, 4401),
+        ({"origin": "https://evil.example"}, 4403),
+    ):
+        socket = await open_socket(alice, alice_phone, hello=False, **kwargs)
+        assert (await socket.communicator.receive_output(timeout=3))["code"] == code
+    socket = await open_socket(alice, bob_phone, hello=False)
+    assert (await socket.communicator.receive_output(timeout=3))["code"] == 4403
+
+
+async def test_a_ticket_works_once(pair, open_socket):
+    from messaging.tickets import issue_ticket
+
+    alice, _, _, alice_phone, _ = pair
+    ticket, _ = await database_sync_to_async(issue_ticket)(user_id=alice.pk)
+    first = await open_socket(alice, alice_phone, ticket=ticket)
+    second = await open_socket(alice, alice_phone, ticket=ticket, hello=False)
+    assert (await second.communicator.receive_output(timeout=3))["code"] == 4401
+    await first.close()
+
+
+async def test_a_same_origin_browser_handshake_is_accepted(pair, open_socket):
+    alice, _, _, alice_phone, _ = pair
+    socket = await open_socket(alice, alice_phone, origin="http://localhost:8000")
+    await socket.send({"type": "ping"})
+    assert (await socket.recv_type("pong"))["type"] == "pong"
+    await socket.close()
