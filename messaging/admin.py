@@ -1,0 +1,163 @@
+"""The operator's view of the message store.
+
+The admin reads everything but writes little: what the write path assigns (ids, seqs,
+``last_seq``, ``member_count``, watermarks) is never editable here, and nothing that would
+skip a use-case function is offered. Messages are stored only by
+``messaging.actions.do_send_message``, conversations and memberships are created by the
+conversation use-cases (which keep ``member_count`` and tell the members' sockets), and a
+deleted message would leave a gap in its conversation's seqs. So messages are view-only, and
+conversations and memberships can be edited (title, visibility, role) but not added here.
+"""
+from __future__ import annotations
+
+from django.contrib import admin
+from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.forms.models import BaseInlineFormSet
+from django.urls import reverse
+from django.utils.html import format_html
+from django.utils.text import Truncator
+
+from .models import Conversation, Device, Flag, Membership, Message, User
+
+
+class AddedElsewhere:
+    """Rows of this model are created by a use-case function, never from the admin."""
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class ViewOnly(AddedElsewhere):
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+def _changelist_link(model, text: str, **filters) -> str:
+    url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist")
+    query = "&".join(f"{key}={value}" for key, value in filters.items())
+    return format_html('<a href="{}?{}">{}</a>', url, query, text)
+
+
+@admin.register(User)
+class UserAdmin(DjangoUserAdmin):
+    fieldsets = (
+        (None, {"fields": ("username", "password")}),
+        ("Personal info", {"fields": ("display_name", "first_name", "last_name", "email")}),
+        *DjangoUserAdmin.fieldsets[2:],
+    )
+    add_fieldsets = (
+        (None, {"classes": ("wide",), "fields": ("username", "display_name", "password1", "password2")}),
+    )
+    list_display = ("username", "display_name", "email", "is_active", "is_staff", "last_login", "date_joined")
+    search_fields = ("username", "display_name", "email")
+    readonly_fields = ("last_login", "date_joined")
+
+
+class MembershipFormSet(BaseInlineFormSet):
+    def get_queryset(self):
+        # A channel may have thousands of members; the inline shows the first ones and links
+        # to the full, paginated list. Slicing here (after the inline's filter) keeps the
+        # rows shown and the rows saved the same.
+        return super().get_queryset()[: MembershipInline.max_shown]
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    formset = MembershipFormSet
+    max_shown = 100
+    fields = ("user", "role", "joined_at", "delivered_seq", "read_seq")
+    readonly_fields = ("user", "joined_at", "delivered_seq", "read_seq")
+    ordering = ("id",)
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("user")
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        # Joining goes through do_add_members / do_join_channel, which keep member_count
+        # and announce the new conversation to the member's open sockets.
+        return False
+
+
+@admin.register(Conversation)
+class ConversationAdmin(AddedElsewhere, admin.ModelAdmin):
+    list_display = ("id", "__str__", "kind", "public", "member_count", "last_seq", "last_activity_at", "created_by")
+    list_display_links = ("id", "__str__")
+    list_filter = ("kind", "public")
+    list_select_related = ("created_by",)
+    search_fields = ("title", "=id")
+    search_help_text = "Title, or an exact conversation id."
+    date_hierarchy = "last_activity_at"
+    ordering = ("-last_activity_at",)
+    fields = ("kind", "title", "public", "member_count", "last_seq", "direct_key", "created_by",
+              "created_at", "last_activity_at", "browse")
+    readonly_fields = ("kind", "member_count", "last_seq", "direct_key", "created_by",
+                       "created_at", "last_activity_at", "browse")
+    inlines = (MembershipInline,)
+
+    @admin.display(description="Browse")
+    def browse(self, obj: Conversation) -> str:
+        return format_html(
+            "{} &middot; {}",
+            _changelist_link(Message, f"{obj.last_seq} messages", conversation__exact=obj.pk),
+            _changelist_link(Membership, f"{obj.member_count} members", conversation__exact=obj.pk),
+        )
+
+
+@admin.register(Membership)
+class MembershipAdmin(AddedElsewhere, admin.ModelAdmin):
+    list_display = ("id", "conversation", "user", "role", "delivered_seq", "read_seq", "joined_at")
+    list_filter = ("role", "conversation__kind")
+    list_select_related = ("conversation", "user")
+    search_fields = ("user__username", "user__display_name", "conversation__title")
+    fields = ("conversation", "user", "role", "joined_at", "delivered_seq", "read_seq")
+    readonly_fields = ("conversation", "user", "joined_at", "delivered_seq", "read_seq")
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # Leaving goes through do_remove_member, which stops delivery to the user's sockets.
+        return False
+
+
+@admin.register(Device)
+class DeviceAdmin(AddedElsewhere, admin.ModelAdmin):
+    list_display = ("id", "name", "platform", "user", "created_at", "last_seen_at")
+    list_filter = ("platform",)
+    list_select_related = ("user",)
+    search_fields = ("name", "user__username")
+    date_hierarchy = "created_at"
+    fields = ("id", "user", "name", "platform", "created_at", "last_seen_at")
+    readonly_fields = ("id", "user", "created_at", "last_seen_at")
+
+
+@admin.register(Message)
+class MessageAdmin(ViewOnly, admin.ModelAdmin):
+    list_display = ("id", "conversation", "seq", "sender", "preview", "state", "created_at")
+    list_filter = ("state", "conversation__kind")
+    list_select_related = ("conversation", "sender")
+    search_fields = ("client_msg_id", "sender__username", "body")
+    date_hierarchy = "created_at"
+    ordering = ("-id",)
+    # Counting every row of a large message table on each page view is not worth it.
+    show_full_result_count = False
+    fields = ("conversation", "seq", "sender", "sender_device", "client_msg_id", "state", "created_at", "body")
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # A deleted row would be a gap in its conversation's seqs. Moderators tombstone instead.
+        return False
+
+    @admin.display(description="Body")
+    def preview(self, obj: Message) -> str:
+        return Truncator(obj.body).chars(80)
+
+
+@admin.register(Flag)
+class FlagAdmin(ViewOnly, admin.ModelAdmin):
+    # Flags are raised by members through the API and resolved in the moderators' queue.
+    list_display = ("id", "reason", "status", "message", "reporter", "created_at", "resolved_at")
+    list_filter = ("status", "reason")
+    list_select_related = ("message", "reporter")
+    search_fields = ("note", "reporter__username", "=message__id")
+    date_hierarchy = "created_at"
+    fields = ("message", "reporter", "reason", "note", "status", "created_at", "resolved_at")
