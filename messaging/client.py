@@ -1,0 +1,180 @@
+"""A reference Parley client in Python: the protocol, reconnects with backoff and jitter,
+resumes from cursors and dedupes by seq. Tests and benchmarks drive Parley through it.
+
+    client = ParleyClient(["http://127.0.0.1:8000"], token=TOKEN, device_id=DEVICE)
+    task = asyncio.create_task(client.run())
+    await client.ready.wait()
+    message = await client.send(conversation_id, "hello")
+
+What it checks, per connection (``violations`` collects any breach): the message frames of a
+conversation strictly increase in seq with no gap from the point the connection resumed
+from, and no seq is shown twice across connections (``shown``).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+import urllib.request
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import websockets
+
+
+@dataclass
+class Delivery:
+    conversation: int
+    seq: int
+    message: dict[str, Any]
+    received_at: float
+
+
+@dataclass
+class ParleyClient:
+    base_urls: list[str]
+    token: str
+    device_id: str
+    ack: bool = True
+    on_message: Callable[[Delivery], None] | None = None
+    backoff_base: float = 0.2
+    backoff_cap: float = 5.0
+
+    cursors: dict[int, int] = field(default_factory=dict)
+    shown: dict[int, list[int]] = field(default_factory=lambda: defaultdict(list))
+    violations: list[str] = field(default_factory=list)
+    connections: int = 0
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    last_ready: dict[str, int] = field(default_factory=dict)
+    frames: list[dict[str, Any]] = field(default_factory=list)
+    keep_frames: bool = False
+
+    def __post_init__(self) -> None:
+        self._ws = None
+        self._pending: dict[str, asyncio.Future] = {}
+        self._stopping = False
+        self._url_index = 0
+        self._held: dict[int, int] = {}  # per connection: resume point + what arrived since
+
+    # --- public -------------------------------------------------------------------------------
+    async def run(self) -> None:
+        attempt = 0
+        while not self._stopping:
+            base = self.base_urls[self._url_index % len(self.base_urls)]
+            try:
+                await self._session(base)
+                attempt = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - any failure: back off and resume from cursors
+                pass
+            if self._stopping:
+                break
+            self.ready.clear()
+            self._url_index += 1  # try the next gateway
+            attempt += 1
+            delay = min(self.backoff_cap, self.backoff_base * 2 ** min(attempt, 6))
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # jitter spreads a reconnect storm
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._ws is not None:
+            await self._ws.close()
+
+    async def send(self, conversation: int, body: str, client_msg_id: str | None = None,
+                   timeout: float = 30.0) -> dict[str, Any]:
+        """Send until the server confirms; retries across reconnects with the same client_msg_id."""
+        client_msg_id = client_msg_id or uuid.uuid4().hex
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            await self.ready.wait()
+            future = asyncio.get_running_loop().create_future()
+            self._pending[client_msg_id] = future
+            try:
+                await self._ws.send(json.dumps({"type": "send", "conversation": conversation,
+                                                "client_msg_id": client_msg_id, "body": body}))
+                reply = await asyncio.wait_for(future, timeout=5)
+            except (asyncio.TimeoutError, websockets.ConnectionClosed, AttributeError):
+                await asyncio.sleep(0.1)
+                continue
+            finally:
+                self._pending.pop(client_msg_id, None)
+            if reply["type"] == "send.error":
+                if reply["code"] in ("unavailable", "rate_limited"):
+                    await asyncio.sleep(reply.get("retry_after_ms", 200) / 1000)
+                    continue
+                raise RuntimeError(f"send failed: {reply}")
+            return reply
+        raise TimeoutError(f"send {client_msg_id} not confirmed in {timeout}s")
+
+    def missing(self, conversation: int, last_seq: int) -> list[int]:
+        have = set(self.shown.get(conversation, []))
+        return [s for s in range(1, last_seq + 1) if s not in have]
+
+    # --- one connection -----------------------------------------------------------------------
+    def _ticket(self, base: str) -> str:
+        request = urllib.request.Request(
+            f"{base}/api/v1/ws-ticket", method="POST", data=b"{}",
+            headers={"Authorization": f"Token {self.token}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())["ticket"]
+
+    async def _session(self, base: str) -> None:
+        ticket = await asyncio.to_thread(self._ticket, base)
+        ws_base = base.replace("http://", "ws://").replace("https://", "wss://")
+        async with websockets.connect(f"{ws_base}/ws/v1/?device={self.device_id}&ticket={ticket}",
+                                      max_size=None, ping_interval=20, ping_timeout=20) as ws:
+            self._ws = ws
+            self.connections += 1
+            self._held = dict(self.cursors)
+            await ws.send(json.dumps({"type": "hello", "cursors": {str(k): v for k, v in self.cursors.items()}}))
+            async for raw in ws:
+                await self._on_frame(ws, json.loads(raw))
+        self._ws = None
+
+    async def _on_frame(self, ws, frame: dict[str, Any]) -> None:
+        if self.keep_frames:
+            self.frames.append(frame)
+        kind = frame["type"]
+        if kind == "message":
+            self._accept(frame["message"])
+            await self._ack(ws, frame["message"]["conversation"])
+        elif kind == "messages":
+            for message in frame["messages"]:
+                self._accept(message)
+            conversation = frame["conversation"]
+            await self._ack(ws, conversation)
+            if frame["has_more"]:
+                await ws.send(json.dumps({"type": "replay", "conversation": conversation,
+                                          "after_seq": self.cursors.get(conversation, 0)}))
+        elif kind == "ready":
+            self.last_ready = frame["conversations"]
+            self.ready.set()
+        elif kind in ("send.ok", "send.error"):
+            future = self._pending.get(frame["client_msg_id"])
+            if future is not None and not future.done():
+                future.set_result(frame)
+
+    def _accept(self, message: dict[str, Any]) -> None:
+        conversation, seq = message["conversation"], message["seq"]
+        held = self._held.get(conversation, self.cursors.get(conversation, 0))
+        if seq != held + 1:
+            self.violations.append(f"conversation {conversation}: got seq {seq} after {held} on one connection")
+        self._held[conversation] = max(held, seq)
+        if seq <= self.cursors.get(conversation, 0):
+            return  # already shown: dedupe by seq
+        if seq != self.cursors.get(conversation, 0) + 1:
+            return  # never advance the cursor past a gap
+        self.cursors[conversation] = seq
+        self.shown[conversation].append(seq)
+        if self.on_message is not None:
+            self.on_message(Delivery(conversation, seq, message, time.time()))
+
+    async def _ack(self, ws, conversation: int) -> None:
+        if self.ack:
+            await ws.send(json.dumps({"type": "ack", "conversation": conversation,
+                                      "seq": self.cursors.get(conversation, 0)}))

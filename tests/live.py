@@ -1,0 +1,124 @@
+"""Real processes for tests that cross them: a private Redis, daphne gateways on the test database."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import closing
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with closing(socket.socket()) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(check, timeout: float = 30.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except Exception:  # noqa: BLE001 - not up yet
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{what} not met within {timeout}s")
+
+
+class RedisServer:
+    """A private redis-server, so a test can restart it without disturbing anyone else."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        wait_for(self._pong, what=f"redis on {self.port}")
+
+    def _pong(self) -> bool:
+        with closing(socket.create_connection(("127.0.0.1", self.port), timeout=1)) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+
+    def restart(self, down_seconds: float = 1.0) -> None:
+        self.stop()
+        time.sleep(down_seconds)
+        self.start()
+
+
+class Gateway:
+    """One daphne process serving Parley on the test database."""
+
+    def __init__(self, redis_url: str, extra_env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.redis_url = redis_url
+        self.extra_env = extra_env or {}
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        db = settings.DATABASES["default"]
+        env = {
+            **os.environ,
+            "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{connection.settings_dict['NAME']}",
+            "REDIS_URL": self.redis_url,
+            "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "DJANGO_CONN_MAX_AGE": "60",
+            "PARLEY_GATEWAY_TAIL_CHECK_SECONDS": "1",
+            **self.extra_env,
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "chatproject.asgi:application"],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        try:
+            wait_for(lambda: urllib.request.urlopen(f"{self.url}/healthz", timeout=1).status == 200,
+                     what=f"gateway on {self.port}")
+        except TimeoutError as error:
+            raise TimeoutError(f"{error}: {self.stop()[-2000:]}") from None
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> str:
+        """Stop and return what it wrote to stderr (server errors show up there)."""
+        if self.process is None:
+            return ""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        errors = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
+        self.process = None
+        return errors
