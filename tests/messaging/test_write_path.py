@@ -1,0 +1,377 @@
+"""The durable write path: messaging.actions.do_send_message and allocate_seq.
+
+What is proven here (issue 2, "Done when"): seqs are gap-free under racing writers and
+retries, a failed transaction burns no seq, each numbered idempotency case of the
+do_send_message docstring holds, nothing reaches the channel layer before commit, and the
+query count of a send is pinned whatever the member count.
+"""
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import defaultdict
+
+import pytest
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import IntegrityError, OperationalError, connection, connections, transaction
+
+from messaging import fanout
+from messaging.actions import do_add_members, do_create_group, do_send_message
+from messaging.errors import Conflict
+from messaging.models import Conversation, Device, Message, User
+
+pytestmark = pytest.mark.django_db
+
+
+def _users(count: int, prefix: str) -> list[User]:
+    # No password: hashing hundreds of them would dominate the test's runtime.
+    return User.objects.bulk_create([User(username=f"{prefix}{i}") for i in range(count)])
+
+
+def _group(owner: User, members: list[User]) -> Conversation:
+    return do_create_group(creator=owner, title="team", member_ids=[m.pk for m in members]).conversation
+
+
+def _last_seq(conversation: Conversation) -> int:
+    return Conversation.objects.values_list("last_seq", flat=True).get(pk=conversation.pk)
+
+
+def _seqs(conversation: Conversation) -> list[int]:
+    return list(Message.objects.filter(conversation=conversation).order_by("seq").values_list("seq", flat=True))
+
+
+# --- Racing writers and retries -------------------------------------------------------------
+
+SENDERS, SENDS_EACH, ATTEMPTS = 8, 200, 3
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_racing_retries_store_every_send_once_with_seqs_exactly_one_to_n():
+    """8 senders x 200 sends into one conversation; each send is made by three threads at
+    once (the send and two retries of its client_msg_id), released together by a barrier."""
+    senders = _users(SENDERS, "racer")
+    conversation = _group(senders[0], senders[1:])
+    outcomes: dict[tuple[int, int], list[tuple[int, int, bool]]] = defaultdict(list)
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def attempt_every_send(sender: User, start_together: threading.Barrier) -> None:
+        try:
+            for n in range(SENDS_EACH):
+                start_together.wait(timeout=30)
+                result = do_send_message(sender=sender, conversation_id=conversation.pk,
+                                         client_msg_id=f"key-{n}", body=f"{sender.username} says {n}")
+                with lock:
+                    outcomes[(sender.pk, n)].append((result.message.pk, result.message.seq, result.duplicate))
+        except BaseException as error:  # noqa: BLE001 - reported by the main thread
+            errors.append(error)
+            start_together.abort()
+        finally:
+            connections.close_all()
+
+    threads = []
+    for sender in senders:
+        barrier = threading.Barrier(ATTEMPTS)
+        threads += [threading.Thread(target=attempt_every_send, args=(sender, barrier)) for _ in range(ATTEMPTS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert not errors, errors[0]
+    total = SENDERS * SENDS_EACH
+    assert Message.objects.filter(conversation=conversation).count() == total
+    assert _seqs(conversation) == list(range(1, total + 1))
+    assert _last_seq(conversation) == total
+    stored = {(m.sender_id, int(m.client_msg_id.removeprefix("key-"))): (m.pk, m.seq)
+              for m in Message.objects.filter(conversation=conversation)}
+    assert len(outcomes) == total
+    for key, attempts in outcomes.items():
+        assert len(attempts) == ATTEMPTS
+        assert {(pk, seq) for pk, seq, _ in attempts} == {stored[key]}, key
+        assert sorted(duplicate for _, _, duplicate in attempts) == [False, True, True], key
+
+
+# --- A failed transaction burns no seq ------------------------------------------------------
+
+def test_a_send_failing_after_taking_a_seq_leaves_no_gap(monkeypatch):
+    alice, bob = _users(2, "member")
+    conversation = _group(alice, [bob])
+    do_send_message(sender=alice, conversation_id=conversation.pk, client_msg_id="k1", body="one")
+    taken = []
+
+    def insert_fails(**fields):
+        taken.append((fields["seq"], _last_seq(conversation)))  # inside the failing transaction
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(Message.objects, "create", insert_fails)
+    with pytest.raises(OperationalError):
+        do_send_message(sender=bob, conversation_id=conversation.pk, client_msg_id="k2", body="two")
+    monkeypatch.undo()
+
+    assert taken == [(2, 2)]  # seq 2 was taken...
+    assert _last_seq(conversation) == 1  # ...and rolled back with the transaction
+    after = do_send_message(sender=bob, conversation_id=conversation.pk, client_msg_id="k3", body="three")
+    assert after.message.seq == 2
+    assert _seqs(conversation) == [1, 2]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_send_whose_commit_fails_in_the_database_leaves_no_gap():
+    alice, bob = _users(2, "commit")
+    conversation = _group(alice, [bob])
+    do_send_message(sender=alice, conversation_id=conversation.pk, client_msg_id="k1", body="one")
+    # Foreign keys are checked at COMMIT (DEFERRABLE INITIALLY DEFERRED): this send takes seq 2,
+    # inserts its row, and only then does PostgreSQL refuse the whole transaction.
+    never_saved = Device(user=bob)
+    with pytest.raises(IntegrityError):
+        do_send_message(sender=bob, conversation_id=conversation.pk, client_msg_id="k2", body="two",
+                        device=never_saved)
+
+    assert _last_seq(conversation) == 1
+    after = do_send_message(sender=bob, conversation_id=conversation.pk, client_msg_id="k2", body="two")
+    assert (after.message.seq, after.duplicate) == (2, False)
+    assert _seqs(conversation) == [1, 2]
+
+
+# --- Idempotency, case by case (numbered as in do_send_message's docstring) -----------------
+
+def test_case_1_a_first_send_takes_the_next_seq_and_is_not_a_duplicate():
+    alice, bob = _users(2, "member")
+    conversation = _group(alice, [bob])
+    do_send_message(sender=bob, conversation_id=conversation.pk, client_msg_id="b1", body="before")
+
+    result = do_send_message(sender=alice, conversation_id=conversation.pk, client_msg_id="a1", body="hi")
+
+    assert (result.message.seq, result.duplicate) == (2, False)
+    assert result.payload["seq"] == 2 and result.payload["client_msg_id"] == "a1"
+    assert _last_seq(conversation) == 2
+
+
+def test_case_2_a_retry_returns_the_stored_message_and_burns_no_seq():
+    alice, bob = _users(2, "member")
+    conversation = _group(alice, [bob])
+    first = do_send_message(sender=alice, conversation_id=conversation.pk, client_msg_id="a1", body="hi")
+    do_send_message(sender=bob, conversation_id=conversation.pk, client_msg_id="b1", body="later")
+
+    retry = do_send_message(sender=alice, conversation_id=conversation.pk, client_msg_id="a1", body="hi")
+
+    assert retry.duplicate is True
+    assert (retry.message.pk, retry.message.seq) == (first.message.pk, 1)
+    assert retry.payload == first.payload
+    assert _last_seq(conversation) == 2
+    assert Message.objects.filter(sender=alice).count() == 1
+
+
+def test_case_3_the_same_key_with_another_body_is_a_conflict():
+    alice, bob = _users(2, "member")
+    conversation = _group(alice, [bob])
+    do_send_message(sender=alice, conversation_id=conversation.pk, client_msg_id="a1", body="hi")
+
+    with pytest.raises(Conflict):
+        do_send_message(sender=alice, conversation_id=conversation.pk, client_msg_id="a1", body="hello")
+
+    assert _last_seq(conversation) == 1
+
+
+def test_case_3_the_same_key_in_another_conversation_is_a_conflict():
+    alice, bob = _users(2, "member")
+    first, second = _group(alice, [bob]), _group(alice, [bob])
+    do_send_message(sender=alice, conversation_id=first.pk, client_msg_id="a1", body="hi")
+
+    with pytest.raises(Conflict):
+        do_send_message(sender=alice, conversation_id=second.pk, client_msg_id="a1", body="hi")
+
+    assert (_last_seq(first), _last_seq(second)) == (1, 0)
+
+
+def test_a_client_msg_id_belongs_to_its_sender():
+    alice, bob = _users(2, "member")
+    conversation = _group(alice, [bob])
+    mine = do_send_message(sender=alice, conversation_id=conversation.pk, client_msg_id="same", body="hi")
+    theirs = do_send_message(sender=bob, conversation_id=conversation.pk, client_msg_id="same", body="hi")
+    assert (mine.message.seq, theirs.message.seq, theirs.duplicate) == (1, 2, False)
+
+
+def _backend_pid() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return cursor.fetchone()[0]
+
+
+def _wait_until_blocked(pids: list[int], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    with connection.cursor() as cursor:
+        while time.monotonic() < deadline:
+            cursor.execute("SELECT count(*) FROM unnest(%s::int[]) AS pid "
+                           "WHERE cardinality(pg_blocking_pids(pid)) > 0", [pids])
+            if cursor.fetchone()[0] == len(pids):
+                return
+            time.sleep(0.01)
+    raise AssertionError(f"backends {pids} never blocked on the conversation row")
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_case_4_two_concurrent_first_sends_of_one_key_store_one_message():
+    """Both sends pass the idempotency lookup before either inserts: the test holds the
+    conversation row lock until both wait for it inside allocate_seq."""
+    alice, bob = _users(2, "twin")
+    conversation = _group(alice, [bob])
+    pids: list[int] = []
+    results, errors = [], []
+    pid_known = threading.Semaphore(0)
+
+    def send() -> None:
+        try:
+            pids.append(_backend_pid())
+            pid_known.release()
+            results.append(do_send_message(sender=alice, conversation_id=conversation.pk,
+                                           client_msg_id="twin", body="only once"))
+        except BaseException as error:  # noqa: BLE001 - reported by the main thread
+            errors.append(error)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=send) for _ in range(2)]
+    with transaction.atomic():
+        Conversation.objects.select_for_update().get(pk=conversation.pk)
+        for thread in threads:
+            thread.start()
+        for _ in threads:
+            assert pid_known.acquire(timeout=10)
+        _wait_until_blocked(pids)
+    for thread in threads:
+        thread.join()
+
+    assert not errors, errors[0]
+    assert sorted(r.duplicate for r in results) == [False, True]
+    assert {(r.message.pk, r.message.seq) for r in results} == {(results[0].message.pk, 1)}
+    assert _last_seq(conversation) == 1  # the loser's increment rolled back
+    assert _seqs(conversation) == [1]
+
+
+# --- Nothing leaves before commit -----------------------------------------------------------
+
+class GroupListener:
+    """A channel on a layer group, received from one private event loop.
+
+    One loop for every receive: the in-memory layer's queues and the Redis layer's receive
+    lock bind to the loop that first waits on them.
+    """
+
+    def __init__(self, group: str) -> None:
+        self.layer = get_channel_layer()
+        self.loop = asyncio.new_event_loop()
+        self.channel = self.loop.run_until_complete(self.layer.new_channel())
+        self.loop.run_until_complete(self.layer.group_add(group, self.channel))
+
+    def receive(self, timeout: float) -> dict | None:
+        try:
+            return self.loop.run_until_complete(asyncio.wait_for(self.layer.receive(self.channel), timeout))
+        except asyncio.TimeoutError:
+            return None
+
+    def close(self) -> None:
+        self.loop.close()
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def layer_kind(request, settings) -> str:
+    if request.param == "memory":
+        settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    else:
+        settings.CHANNEL_LAYERS = {"default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [{"address": url, "socket_timeout": None} for url in settings.CHANNEL_REDIS_URLS],
+                       "prefix": "parley-test-write-path"},
+        }}
+    return request.param
+
+
+@pytest.fixture
+def conversation_listener(layer_kind):
+    listeners = []
+
+    def listen(conversation: Conversation) -> GroupListener:
+        listeners.append(GroupListener(fanout.conversation_group(conversation.pk)))
+        return listeners[-1]
+
+    yield listen
+    for listener in listeners:
+        listener.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_send_publishes_nothing_before_commit_and_one_event_after(conversation_listener):
+    alice, bob = _users(2, "commit")
+    conversation = _group(alice, [bob])
+    listener = conversation_listener(conversation)
+
+    with transaction.atomic():
+        result = do_send_message(sender=alice, conversation_id=conversation.pk, client_msg_id="a1", body="hi")
+        assert listener.receive(timeout=0.3) is None
+
+    event = listener.receive(timeout=5)
+    assert (event["type"], event["conversation"], event["seq"]) == ("conv.message", conversation.pk, 1)
+    assert event["message"] == result.payload
+    assert listener.receive(timeout=0.3) is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_rolled_back_send_publishes_nothing(conversation_listener):
+    alice, bob = _users(2, "rollback")
+    conversation = _group(alice, [bob])
+    listener = conversation_listener(conversation)
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        do_send_message(sender=alice, conversation_id=conversation.pk, client_msg_id="a1", body="hi")
+        raise RuntimeError("the caller's transaction fails after the send")
+
+    assert listener.receive(timeout=0.5) is None
+    assert _last_seq(conversation) == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_retry_publishes_nothing(conversation_listener):
+    alice, bob = _users(2, "retry")
+    conversation = _group(alice, [bob])
+    listener = conversation_listener(conversation)
+    do_send_message(sender=alice, conversation_id=conversation.pk, client_msg_id="a1", body="hi")
+    assert listener.receive(timeout=5)["seq"] == 1
+
+    do_send_message(sender=alice, conversation_id=conversation.pk, client_msg_id="a1", body="hi")
+
+    assert listener.receive(timeout=0.3) is None
+
+
+# --- Query count ----------------------------------------------------------------------------
+
+# access_membership, idempotency lookup, then the transaction: SAVEPOINT, UPDATE conversation
+# (seq), INSERT message, UPDATE sender's watermarks, RELEASE SAVEPOINT (the test runs inside a
+# transaction; in production the same block is BEGIN ... COMMIT). Fan-out reads nothing:
+# member_count comes with the membership's row. A retry stops after the lookup.
+QUERIES_PER_SEND = 7
+QUERIES_PER_RETRY = 2
+
+
+@pytest.mark.parametrize("member_count", [2, 300])
+def test_a_send_costs_a_fixed_number_of_queries_whatever_the_member_count(
+        member_count, django_assert_num_queries):
+    owner, *others = _users(member_count, f"m{member_count}-")
+    conversation = _group(owner, others[:settings.PARLEY_MAX_MEMBERS_PER_REQUEST - 1])
+    rest = others[settings.PARLEY_MAX_MEMBERS_PER_REQUEST - 1:]
+    for start in range(0, len(rest), settings.PARLEY_MAX_MEMBERS_PER_REQUEST):
+        chunk = rest[start:start + settings.PARLEY_MAX_MEMBERS_PER_REQUEST]
+        do_add_members(actor=owner, conversation_id=conversation.pk, user_ids=[u.pk for u in chunk])
+    assert Conversation.objects.get(pk=conversation.pk).member_count == member_count
+    sender = User.objects.get(pk=others[-1].pk)  # a plain member, loaded afresh
+
+    with django_assert_num_queries(QUERIES_PER_SEND):
+        do_send_message(sender=sender, conversation_id=conversation.pk, client_msg_id="q1", body="hi")
+    with django_assert_num_queries(QUERIES_PER_RETRY):
+        do_send_message(sender=sender, conversation_id=conversation.pk, client_msg_id="q1", body="hi")

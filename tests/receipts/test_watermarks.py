@@ -1,0 +1,125 @@
+"""The receipt merge (receipts.watermarks): watermarks move forward only, stay ordered,
+clamp to last_seq, and only an advance is broadcast."""
+from __future__ import annotations
+
+import pytest
+
+from messaging import fanout
+from messaging.actions import do_create_group, do_send_message
+from messaging.models import Device, Membership, User
+from receipts.watermarks import do_mark_delivered, do_mark_read, stored_ack_cursors
+
+pytestmark = pytest.mark.django_db
+
+MESSAGES = 5
+
+
+@pytest.fixture
+def chat():
+    """Alice has sent five messages to Bob, who has a phone and a laptop."""
+    alice, bob = User.objects.bulk_create([User(username="alice"), User(username="bob")])
+    conversation = do_create_group(creator=alice, title="pair", member_ids=[bob.pk]).conversation
+    for n in range(MESSAGES):
+        do_send_message(sender=alice, conversation_id=conversation.pk, client_msg_id=f"a{n}", body=f"message {n}")
+    phone, laptop = Device.objects.bulk_create([Device(user=bob, name="phone"), Device(user=bob, name="laptop")])
+    return conversation, bob, phone, laptop
+
+
+def _marks(conversation, user) -> tuple[int, int]:
+    return Membership.objects.values_list("delivered_seq", "read_seq").get(conversation=conversation, user=user)
+
+
+def test_out_of_order_delivered_acks_never_lower_a_watermark_or_a_cursor(chat):
+    conversation, bob, phone, laptop = chat
+
+    do_mark_delivered(user=bob, conversation_id=conversation.pk, seq=4, device_id=phone.pk)
+    late = do_mark_delivered(user=bob, conversation_id=conversation.pk, seq=2, device_id=phone.pk)
+    other = do_mark_delivered(user=bob, conversation_id=conversation.pk, seq=3, device_id=laptop.pk)
+
+    assert (late.delivered_seq, late.advanced) == (4, False)
+    assert (other.delivered_seq, other.advanced) == (4, False)  # the merge over devices is max
+    assert _marks(conversation, bob) == (4, 0)
+    assert stored_ack_cursors(phone.pk) == {conversation.pk: 4}
+    assert stored_ack_cursors(laptop.pk) == {conversation.pk: 3}
+
+
+def test_out_of_order_reads_never_lower_a_watermark(chat):
+    conversation, bob, _, _ = chat
+
+    do_mark_read(user=bob, conversation_id=conversation.pk, seq=4)
+    stale = do_mark_read(user=bob, conversation_id=conversation.pk, seq=1)
+
+    assert (stale.delivered_seq, stale.read_seq, stale.advanced) == (4, 4, False)
+    assert _marks(conversation, bob) == (4, 4)
+
+
+def test_reading_raises_delivered_to_at_least_read(chat):
+    conversation, bob, phone, _ = chat
+    do_mark_delivered(user=bob, conversation_id=conversation.pk, seq=1, device_id=phone.pk)
+
+    result = do_mark_read(user=bob, conversation_id=conversation.pk, seq=3)
+
+    assert (result.delivered_seq, result.read_seq, result.advanced) == (3, 3, True)
+    assert _marks(conversation, bob) == (3, 3)
+
+
+def test_a_delivered_ack_below_read_leaves_both_where_they_are(chat):
+    conversation, bob, phone, _ = chat
+    do_mark_read(user=bob, conversation_id=conversation.pk, seq=3)
+
+    result = do_mark_delivered(user=bob, conversation_id=conversation.pk, seq=2, device_id=phone.pk)
+
+    assert (result.delivered_seq, result.read_seq, result.advanced) == (3, 3, False)
+
+
+def test_a_seq_past_last_seq_is_clamped_to_it(chat):
+    conversation, bob, phone, _ = chat
+
+    read = do_mark_read(user=bob, conversation_id=conversation.pk, seq=MESSAGES + 100)
+    delivered = do_mark_delivered(user=bob, conversation_id=conversation.pk, seq=2**62, device_id=phone.pk)
+
+    assert (read.delivered_seq, read.read_seq) == (MESSAGES, MESSAGES)
+    assert (delivered.delivered_seq, delivered.read_seq) == (MESSAGES, MESSAGES)
+    assert stored_ack_cursors(phone.pk) == {conversation.pk: MESSAGES}
+
+
+@pytest.fixture
+def receipt_events(monkeypatch):
+    """The receipt events the merge hands to the fan-out policy (which still publishes them)."""
+    events = []
+    publish = fanout.receipt_advanced
+
+    def spy(**event):
+        events.append(event)
+        publish(**event)
+
+    monkeypatch.setattr(fanout, "receipt_advanced", spy)
+    return events
+
+
+def test_an_advance_schedules_one_receipt_event_after_commit(chat, receipt_events, django_capture_on_commit_callbacks):
+    conversation, bob, _, _ = chat
+
+    with django_capture_on_commit_callbacks() as scheduled:
+        result = do_mark_read(user=bob, conversation_id=conversation.pk, seq=2)
+
+    assert result.advanced
+    assert len(scheduled) == 1
+    assert receipt_events == [{"conversation_id": conversation.pk, "user_id": bob.pk, "member_count": 2,
+                               "delivered_seq": 2, "read_seq": 2}]
+
+
+def test_a_merge_that_advances_nothing_schedules_no_event(chat, receipt_events, django_capture_on_commit_callbacks):
+    conversation, bob, phone, _ = chat
+    do_mark_read(user=bob, conversation_id=conversation.pk, seq=3)
+    receipt_events.clear()
+
+    with django_capture_on_commit_callbacks() as scheduled:
+        results = [
+            do_mark_read(user=bob, conversation_id=conversation.pk, seq=3),
+            do_mark_read(user=bob, conversation_id=conversation.pk, seq=1),
+            do_mark_delivered(user=bob, conversation_id=conversation.pk, seq=2, device_id=phone.pk),
+        ]
+
+    assert [r.advanced for r in results] == [False, False, False]
+    assert scheduled == [] and receipt_events == []
