@@ -8,6 +8,7 @@ environment variable of the same name overrides.
 from pathlib import Path
 
 import environ
+from kombu import Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -111,6 +112,21 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TIMEZONE = "UTC"
+CELERY_TASK_TRACK_STARTED = False
+CELERY_WORKER_SEND_TASK_EVENTS = False
+# Separate queues keep message delivery ahead of receipts, pushes and bulk work. A plain
+# `celery -A chatproject worker` consumes every queue listed here, so no work is orphaned;
+# with the Redis broker the "priority" order strategy polls them in this order.
+CELERY_TASK_QUEUES = [Queue(name) for name in ("messages", "receipts", "push", "bulk")]
+CELERY_TASK_DEFAULT_QUEUE = "bulk"
+CELERY_TASK_ROUTES = {
+    "parley.fanout.*": {"queue": "messages"},
+    "parley.receipts.*": {"queue": "receipts"},
+    "parley.push.*": {"queue": "push"},
+    "parley.bulk.*": {"queue": "bulk"},
+}
+CELERY_BROKER_TRANSPORT_OPTIONS = {"queue_order_strategy": "priority", "visibility_timeout": 3600}
+CELERY_BEAT_SCHEDULE: dict = {}
 
 # --- Auth, REST, schema ----------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

@@ -89,3 +89,9 @@ async def publish_typing(*, conversation_id: int, user_id: int) -> None:
         )
     except Exception:  # noqa: BLE001 - typing is lossy by contract
         logger.info("typing publish failed", exc_info=True)
+
+
+def online_user_ids(user_ids: list[int]) -> set[int]:
+    """Which of these users have a greeted socket on some gateway (sync; for tasks and services)."""
+    counts = cache.get_many([_key(u) for u in user_ids])
+    return {u for u in user_ids if counts.get(_key(u), 0) > 0}
