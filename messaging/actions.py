@@ -246,8 +246,14 @@ def _announce_joined(conversation: Conversation, memberships: Iterable[Membershi
 
 
 def _refresh_member_count(conversation: Conversation) -> None:
+    was_large = fanout.is_large(conversation.member_count)
     conversation.member_count = Membership.objects.filter(conversation=conversation).count()
-    Conversation.objects.filter(pk=conversation.pk).update(member_count=conversation.member_count)
+    updates: dict[str, Any] = {"member_count": conversation.member_count}
+    if fanout.is_large(conversation.member_count) and not was_large:
+        # Switching to buffered fan-out: everything stored so far went out directly, so the
+        # first batch starts after it (the row lock orders this against allocate_seq).
+        updates["fanout_seq"] = F("last_seq")
+    Conversation.objects.filter(pk=conversation.pk).update(**updates)
 
 
 @dataclass(frozen=True)
@@ -345,6 +351,10 @@ def do_remove_member(*, actor: User, conversation_id: Any, user_id: Any) -> None
     if conversation.is_direct:
         raise Forbidden("members cannot leave a direct conversation")
     with transaction.atomic():
+        # Lock the conversation row before the membership row, the order a send takes them
+        # (allocate_seq, then the sender's watermarks): the other order deadlocks with a send
+        # by the member being removed.
+        Conversation.objects.select_for_update(no_key=True).values_list("pk").get(pk=conversation.pk)
         deleted, _ = Membership.objects.filter(conversation=conversation, user_id=user_id).delete()
         if not deleted:
             raise NotFound("member not found")

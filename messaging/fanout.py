@@ -9,8 +9,10 @@ Invariants (docs/architecture.md, "Fan-out"):
   gap fill and by replay from PostgreSQL. A failure to publish never fails a stored send.
 * Size decides the path: conversations with fewer than ``PARLEY_LARGE_CHANNEL_THRESHOLD``
   members get one layer event per message, published by the process that stored it
-  (direct); larger ones are to be handed to workers that batch a short window (buffered,
-  not built yet: until then every conversation takes the direct path).
+  (direct); larger ones open a batch window of ``PARLEY_BATCH_WINDOW_MS`` and a worker
+  publishes one ``conv.messages`` event with the contiguous run stored in it (buffered).
+  The send path does the same, constant work either way: a cache flag and, once per
+  window, an enqueue.
 
 Group shape: a conversation's group holds one channel per *gateway process* that has a
 member online, not one per socket; the gateway dispatches locally to its sockets. A send
@@ -27,6 +29,7 @@ from typing import Any, Callable
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.core.cache import cache
 from django.db import transaction
 
 logger = logging.getLogger(__name__)
@@ -70,11 +73,53 @@ def publish_after_commit(group: str, event: dict[str, Any]) -> None:
 # --- What the use-case functions call ----------------------------------------------------
 
 def message_stored(*, conversation_id: int, seq: int, member_count: int, payload: dict[str, Any]) -> None:
-    # Buffered fan-out for large channels is not built yet (issue 4): every size goes direct.
-    publish_after_commit(
-        conversation_group(conversation_id),
-        {"type": "conv.message", "conversation": conversation_id, "seq": seq, "message": payload},
-    )
+    if is_large(member_count):
+        after_commit(lambda: schedule_channel_batch(conversation_id))
+    else:
+        publish_after_commit(
+            conversation_group(conversation_id),
+            {"type": "conv.message", "conversation": conversation_id, "seq": seq, "message": payload},
+        )
+
+
+def _batch_pending_key(conversation_id: int) -> str:
+    return f"parley:batch-pending:{conversation_id}"
+
+
+def schedule_channel_batch(conversation_id: int) -> None:
+    """Open a batch window for a large channel unless one is already open.
+
+    The pending flag is cleared by the batch task *before* it reads the store, so a message
+    committed after that read opens a new window: none is stranded. The flag expires on its
+    own, so a lost task only delays delivery until the next message or the gateways' tail
+    check, never loses it.
+    """
+    window = settings.PARLEY_BATCH_WINDOW_MS / 1000
+    try:
+        opened = cache.add(_batch_pending_key(conversation_id), 1, timeout=max(5, int(window * 20)))
+    except Exception:  # noqa: BLE001 - cache down: send a batch for this message alone
+        logger.warning("batch window flag unavailable; flushing at once", exc_info=True)
+        opened, window = True, 0
+    if not opened:
+        return
+    from messaging.tasks import flush_channel_batch
+
+    try:
+        flush_channel_batch.apply_async((conversation_id,), countdown=window)
+    except Exception:  # noqa: BLE001 - broker down: the gateways' tail check repairs
+        logger.warning("could not enqueue the batch of conversation %s", conversation_id, exc_info=True)
+
+
+def batch_window_closed(conversation_id: int) -> None:
+    cache.delete(_batch_pending_key(conversation_id))
+
+
+def publish_batch(*, conversation_id: int, messages: list[dict[str, Any]]) -> None:
+    """One ``conv.messages`` event carrying a contiguous run, serialized once for every member."""
+    _publish(conversation_group(conversation_id), {
+        "type": "conv.messages", "conversation": conversation_id,
+        "first_seq": messages[0]["seq"], "last_seq": messages[-1]["seq"], "messages": messages,
+    })
 
 
 def message_removed(*, conversation_id: int, message_id: int, seq: int) -> None:

@@ -43,6 +43,9 @@ class Conversation(models.Model):
     # Highest seq assigned so far. Only allocate_seq() writes it, inside the storing transaction.
     last_seq = models.BigIntegerField(default=0)
     member_count = models.PositiveIntegerField(default=0)
+    # Buffered fan-out (large channels): the highest seq already handed to the gateways in a
+    # batch. Only messaging.tasks.flush_channel_batch moves it, and only forward.
+    fanout_seq = models.BigIntegerField(default=0, editable=False)
     # "<low user id>:<high user id>" for direct conversations, NULL otherwise (unique allows many NULLs).
     direct_key = models.CharField(max_length=64, null=True, blank=True, unique=True, editable=False)
     created_by = models.ForeignKey(

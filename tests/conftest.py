@@ -13,6 +13,8 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
+from tests.sockets import open_socket  # noqa: E402,F401 - shared fixture
+
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 _usernames = itertools.count(1)

@@ -10,6 +10,7 @@ same lock as hello and replay pages, so the stream state has a single writer at 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from types import SimpleNamespace
@@ -80,6 +81,14 @@ def _authenticate(scope: dict[str, Any], ticket: str | None, device_id: str | No
     if device is None:
         return CLOSE_FORBIDDEN, user, None
     return 0, user, device
+
+
+def _frame_text(event: dict[str, Any], build: Callable[[], dict[str, Any]]) -> str:
+    """The frame for a layer event, serialized once per process: every socket shares the event."""
+    text = event.get("_frame")
+    if text is None:
+        text = event["_frame"] = json.dumps(build())
+    return text
 
 
 class GatewayConsumer(AsyncJsonWebsocketConsumer):
@@ -311,7 +320,11 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
                 return
             async with self.stream_lock:
                 await self._on_live(event["conversation"], event["seq"],
-                                    event.get("message") if kind == "conv.message" else None)
+                                    event if kind == "conv.message" else None)
+        elif kind == "conv.messages":
+            if self.helloed:
+                async with self.stream_lock:
+                    await self._on_batch(event)
         elif kind == "conv.receipt":
             if self.streams.follows(event["conversation"]):
                 self._queue_receipt(event)
@@ -338,13 +351,33 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
         elif kind == "gateway.resync":
             await self._resync()
 
-    async def _on_live(self, conversation_id: int, seq: int, payload: dict[str, Any] | None) -> None:
+    async def _on_live(self, conversation_id: int, seq: int, event: dict[str, Any] | None) -> None:
         decision = self.streams.on_live(conversation_id, seq)
-        if decision.action is Action.SEND and payload is not None:
+        if decision.action is Action.SEND and event is not None:
             if self.streams.sent_run(conversation_id, [seq]):
-                await self.send_json({"type": "message", "message": payload})
+                await self.send(text_data=_frame_text(event, lambda: {"type": "message", "message": event["message"]}))
         elif decision.action in (Action.SEND, Action.FILL):
             await self._fill(conversation_id, self.streams.held(conversation_id), seq)
+
+    async def _on_batch(self, event: dict[str, Any]) -> None:
+        """A large channel's batch: a contiguous run, sent as one ``messages`` frame."""
+        conversation_id = event["conversation"]
+        decision = self.streams.on_live(conversation_id, event["last_seq"])
+        if decision.action not in (Action.SEND, Action.FILL):
+            return
+        if event["first_seq"] > self.streams.held(conversation_id) + 1:
+            await self._fill(conversation_id, self.streams.held(conversation_id), event["first_seq"] - 1)
+        messages = event["messages"]
+        fresh = self.streams.sent_run(conversation_id, [m["seq"] for m in messages])
+        if not fresh:
+            return
+        if len(fresh) == len(messages):
+            await self.send(text_data=_frame_text(event, lambda: {
+                "type": "messages", "conversation": conversation_id, "messages": messages, "has_more": False}))
+        else:
+            first = fresh[0]
+            await self.send_json({"type": "messages", "conversation": conversation_id,
+                                  "messages": [m for m in messages if m["seq"] >= first], "has_more": False})
 
     async def _settle(self, conversation_id: int) -> None:
         """After catching up: fill whatever live events announced while the client was behind."""

@@ -1,4 +1,4 @@
-"""In-process gateway tests: WebsocketCommunicator against the real ASGI application."""
+"""In-process socket tests: WebsocketCommunicator against the real ASGI application."""
 from __future__ import annotations
 
 import asyncio
@@ -8,8 +8,6 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
-from chatproject.asgi import application
-from messaging.tickets import issue_ticket
 
 
 class Socket:
@@ -59,6 +57,9 @@ class Socket:
 def open_socket():
     opened: list[Socket] = []
 
+    from chatproject.asgi import application
+    from messaging.tickets import issue_ticket
+
     async def open_(user, device, *, hello: bool = True, origin: str | None = None, ticket: str | None = "auto",
                     cursors: dict | None = None) -> Socket:
         if ticket == "auto":
@@ -75,8 +76,3 @@ def open_socket():
         return socket
 
     yield open_
-    for socket in opened:
-        try:
-            asyncio.get_event_loop().run_until_complete(socket.close()) if False else None
-        except Exception:
-            pass
