@@ -18,9 +18,9 @@ from django.conf import settings
 from django.db import IntegrityError, OperationalError, connection, connections, transaction
 
 from messaging import fanout
-from messaging.actions import do_add_members, do_create_group, do_send_message
+from messaging.actions import do_add_members, do_create_group, do_remove_member, do_send_message
 from messaging.errors import Conflict
-from messaging.models import Conversation, Device, Message, User
+from messaging.models import Conversation, Device, Membership, Message, User
 
 pytestmark = pytest.mark.django_db
 
@@ -253,6 +253,59 @@ def test_case_4_two_concurrent_first_sends_of_one_key_store_one_message():
     assert {(r.message.pk, r.message.seq) for r in results} == {(results[0].message.pk, 1)}
     assert _last_seq(conversation) == 1  # the loser's increment rolled back
     assert _seqs(conversation) == [1]
+
+
+def _in_thread(action, pids: list[int], outcomes: list) -> threading.Thread:
+    def run() -> None:
+        try:
+            pids.append(_backend_pid())
+            outcomes.append(action())
+        except BaseException as error:  # noqa: BLE001 - reported by the main thread
+            outcomes.append(error)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def _wait_for_pid(pids: list[int], count: int) -> None:
+    deadline = time.monotonic() + 10
+    while len(pids) < count:
+        assert time.monotonic() < deadline, "a thread never connected"
+        time.sleep(0.01)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_removing_a_member_while_their_send_is_in_flight_does_not_deadlock():
+    """The send locks the conversation row, then the sender's membership row; a removal must
+    take them in the same order. The test parks the send right after allocate_seq (its insert
+    waits on an uncommitted row with the same seq) while the removal runs."""
+    owner, member = _users(2, "leaver")
+    conversation = _group(owner, [member])
+    send_pids, remove_pids, send_outcome, remove_outcome = [], [], [], []
+
+    with transaction.atomic():
+        Message.objects.create(conversation=conversation, seq=1, sender=owner, client_msg_id="blocker", body="x")
+        send = _in_thread(lambda: do_send_message(sender=member, conversation_id=conversation.pk,
+                                                  client_msg_id="last words", body="bye"), send_pids, send_outcome)
+        _wait_for_pid(send_pids, 1)
+        _wait_until_blocked(send_pids)  # holding the conversation row, inserting seq 1
+        remove = _in_thread(lambda: do_remove_member(actor=owner, conversation_id=conversation.pk,
+                                                     user_id=member.pk), remove_pids, remove_outcome)
+        _wait_for_pid(remove_pids, 1)
+        _wait_until_blocked(remove_pids)
+        transaction.set_rollback(True)  # the blocking row goes away; the send continues
+    send.join()
+    remove.join()
+
+    assert not isinstance(send_outcome[0], BaseException), send_outcome[0]
+    assert not isinstance(remove_outcome[0], BaseException), remove_outcome[0]
+    assert _seqs(conversation) == [1]
+    assert not Membership.objects.filter(conversation=conversation, user=member).exists()
+    assert Conversation.objects.get(pk=conversation.pk).member_count == 1
 
 
 # --- Nothing leaves before commit -----------------------------------------------------------
