@@ -193,9 +193,12 @@ def do_send_message(*, sender: User, conversation_id: Any, client_msg_id: Any, b
                 client_msg_id=client_msg_id, body=body,
             )
             # You have seen what you answer: the sender's own watermarks move to the new seq.
-            Membership.objects.filter(pk=membership.pk).update(
+            # No row means a removal committed while this send waited for the conversation
+            # lock (removals take it too): the sender may no longer post, and the seq rolls back.
+            if not Membership.objects.filter(pk=membership.pk).update(
                 delivered_seq=Greatest(F("delivered_seq"), seq), read_seq=Greatest(F("read_seq"), seq)
-            )
+            ):
+                raise NotFound("conversation not found")
             payload = message_payload(message, sender)
             fanout.message_stored(
                 conversation_id=conversation.pk, seq=seq, member_count=conversation.member_count, payload=payload
