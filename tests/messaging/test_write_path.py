@@ -19,7 +19,7 @@ from django.db import IntegrityError, OperationalError, connection, connections,
 
 from messaging import fanout
 from messaging.actions import do_add_members, do_create_group, do_remove_member, do_send_message
-from messaging.errors import Conflict
+from messaging.errors import Conflict, NotFound
 from messaging.models import Conversation, Device, Membership, Message, User
 
 pytestmark = pytest.mark.django_db
@@ -306,6 +306,34 @@ def test_removing_a_member_while_their_send_is_in_flight_does_not_deadlock():
     assert _seqs(conversation) == [1]
     assert not Membership.objects.filter(conversation=conversation, user=member).exists()
     assert Conversation.objects.get(pk=conversation.pk).member_count == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_send_that_waited_behind_the_senders_removal_is_refused_and_burns_no_seq():
+    """Authorized before the removal committed, stored after it: the send must not land.
+    The test holds the conversation row so that the removal, then the send, queue for it."""
+    owner, member = _users(2, "kicked")
+    conversation = _group(owner, [member])
+    remove_pids, send_pids, remove_outcome, send_outcome = [], [], [], []
+
+    with transaction.atomic():
+        Conversation.objects.select_for_update().get(pk=conversation.pk)
+        remove = _in_thread(lambda: do_remove_member(actor=owner, conversation_id=conversation.pk,
+                                                     user_id=member.pk), remove_pids, remove_outcome)
+        _wait_for_pid(remove_pids, 1)
+        _wait_until_blocked(remove_pids)
+        send = _in_thread(lambda: do_send_message(sender=member, conversation_id=conversation.pk,
+                                                  client_msg_id="too late", body="hi"), send_pids, send_outcome)
+        _wait_for_pid(send_pids, 1)
+        _wait_until_blocked(send_pids)  # past access_membership, waiting in allocate_seq
+    remove.join()
+    send.join()
+
+    assert remove_outcome == [None]
+    assert isinstance(send_outcome[0], NotFound), send_outcome[0]
+    assert _seqs(conversation) == []
+    assert _last_seq(conversation) == 0
 
 
 # --- Nothing leaves before commit -----------------------------------------------------------
