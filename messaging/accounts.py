@@ -1,0 +1,73 @@
+"""Account use cases (sign up, issue API tokens, log out everywhere) and the user directory.
+
+Session login and logout themselves stay at the HTTP edge (they need the request).
+"""
+from __future__ import annotations
+
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from rest_framework.authtoken.models import Token
+
+from . import fanout
+from .errors import Invalid
+from .models import User
+
+# CONTRACT, WebSocket close codes: 4401 not authenticated.
+CLOSE_LOGGED_OUT = 4401
+
+
+def _username_taken() -> Invalid:
+    return Invalid("this username is taken", fields={"username": ["This username is taken."]})
+
+
+def do_signup(*, username: str, password: str, display_name: str = "") -> tuple[User, str]:
+    """A new active user and its API token. Usernames are unique regardless of case."""
+    if User.objects.filter(username__iexact=username).exists():
+        raise _username_taken()
+    candidate = User(username=username, display_name=display_name)
+    try:
+        validate_password(password, user=candidate)
+    except DjangoValidationError as exc:
+        raise Invalid("the password is too weak", fields={"password": list(exc.messages)}) from None
+    try:
+        with transaction.atomic():
+            user = User.objects.create_user(username=username, password=password, display_name=display_name)
+            token = Token.objects.create(user=user)
+    except IntegrityError:  # lost a race for the same username
+        raise _username_taken() from None
+    return user, token.key
+
+
+def issue_token(user: User) -> str:
+    """The user's API token (one per user, shared by its token clients until logout)."""
+    token, _created = Token.objects.get_or_create(user=user)
+    return token.key
+
+
+def do_logout_everywhere(*, user: User) -> None:
+    """Revoke the user's API token and close every open socket of the user (4401).
+
+    There is one token per user, so logging out ends every token client too; sessions other
+    than the caller's end when they expire or log out themselves.
+    """
+    with transaction.atomic():
+        Token.objects.filter(user=user).delete()
+        fanout.close_user_sockets(user_id=user.pk, code=CLOSE_LOGGED_OUT)
+
+
+def search_users(*, query: str, viewer: User, limit: int) -> list[User]:
+    """Active users other than the viewer whose username or display name contains ``query``.
+
+    An empty query finds no one: the directory is searched, never listed.
+    """
+    query = query.strip()
+    if not query:
+        return []
+    return list(
+        User.objects.filter(is_active=True)
+        .filter(Q(username__icontains=query) | Q(display_name__icontains=query))
+        .exclude(pk=viewer.pk)
+        .order_by("username")[:limit]
+    )

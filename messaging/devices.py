@@ -1,0 +1,50 @@
+"""Device use cases: a user registers client installations and removes them.
+
+Every WebSocket connection belongs to a device; removing a device closes its sockets (4403).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+
+from . import fanout
+from .actions import access_device
+from .errors import Conflict, Invalid
+from .models import Device, User
+
+# The gateway's close code for "device not yours" (CONTRACT, WebSocket): a removed device is no one's.
+CLOSE_DEVICE_REMOVED = 4403
+
+
+def _check_label(value: Any, field: str) -> str:
+    if value is None:
+        return ""
+    limit = Device._meta.get_field(field).max_length
+    if not isinstance(value, str):
+        raise Invalid(f"{field} must be a string", fields={field: ["Must be a string."]})
+    if len(value) > limit:
+        raise Invalid(f"{field} is too long", fields={field: [f"At most {limit} characters."]})
+    return value.strip()
+
+
+def do_register_device(*, user: User, name: Any = None, platform: Any = None) -> Device:
+    """A new device of the user, at most ``PARLEY_MAX_DEVICES_PER_USER`` of them (else Conflict)."""
+    name, platform = _check_label(name, "name"), _check_label(platform, "platform")
+    limit = settings.PARLEY_MAX_DEVICES_PER_USER
+    with transaction.atomic():
+        # Lock the user's row so that concurrent registrations count one after the other.
+        User.objects.select_for_update().filter(pk=user.pk).exists()
+        if Device.objects.filter(user=user).count() >= limit:
+            raise Conflict(f"at most {limit} devices per user; remove one first")
+        return Device.objects.create(user=user, name=name, platform=platform)
+
+
+def do_remove_device(*, user: User, device_id: Any) -> None:
+    """Remove one of the user's devices (another user's is NotFound) and close its open sockets."""
+    device = access_device(user, device_id)
+    device_pk = device.pk  # delete() clears it
+    with transaction.atomic():
+        device.delete()
+        fanout.close_device_sockets(device_id=device_pk, code=CLOSE_DEVICE_REMOVED)
