@@ -1,6 +1,14 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from messaging import health
+
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("api/v1/", include("messaging.api.urls")),
 ]
+
+# JSON for /api/ paths, Django's page elsewhere.
+handler404 = "messaging.api.views.not_found"

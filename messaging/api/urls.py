@@ -1,0 +1,71 @@
+"""Routes of /api/v1/ (CONTRACT). Paths have no trailing slash; each is also served with one."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from django.http import HttpRequest, HttpResponse
+from django.urls import URLPattern, path, register_converter
+from drf_spectacular.views import SpectacularAPIView
+
+from . import auth, docs, views
+
+
+class IdConverter:
+    """1 to 18 digits: every such id fits a 64-bit column (``<int:>`` would pass 10**30 to the database)."""
+
+    regex = "[0-9]{1,18}"
+
+    def to_python(self, value: str) -> int:
+        return int(value)
+
+    def to_url(self, value: int) -> str:
+        return str(value)
+
+
+register_converter(IdConverter, "id")
+
+app_name = "api"
+urlpatterns = [
+    path("auth/signup", auth.SignupView.as_view(), name="auth-signup"),
+    path("auth/login", auth.LoginView.as_view(), name="auth-login"),
+    path("auth/logout", auth.LogoutView.as_view(), name="auth-logout"),
+    path("auth/token", auth.TokenView.as_view(), name="auth-token"),
+    path("me", auth.MeView.as_view(), name="me"),
+    path("ws-ticket", auth.WsTicketView.as_view(), name="ws-ticket"),
+    path("users", views.UserSearchView.as_view(), name="users"),
+    path("devices", views.DevicesView.as_view(), name="devices"),
+    path("devices/<str:device_id>", views.DeviceView.as_view(), name="device"),
+    path("devices/<str:device_id>/push-subscription", views.PushSubscriptionView.as_view(),
+         name="device-push-subscription"),
+    path("conversations", views.ConversationsView.as_view(), name="conversations"),
+    path("conversations/<id:conversation_id>", views.ConversationView.as_view(), name="conversation"),
+    path("conversations/<id:conversation_id>/members", views.MembersView.as_view(), name="conversation-members"),
+    path("conversations/<id:conversation_id>/members/<id:user_id>", views.MemberView.as_view(),
+         name="conversation-member"),
+    path("conversations/<id:conversation_id>/join", views.JoinView.as_view(), name="conversation-join"),
+    path("conversations/<id:conversation_id>/messages", views.MessagesView.as_view(), name="conversation-messages"),
+    path("conversations/<id:conversation_id>/read", views.ReadView.as_view(), name="conversation-read"),
+    path("conversations/<id:conversation_id>/delivered", views.DeliveredView.as_view(),
+         name="conversation-delivered"),
+    path("conversations/<id:conversation_id>/receipts", views.ReceiptsView.as_view(), name="conversation-receipts"),
+    path("messages/<id:message_id>/info", views.MessageInfoView.as_view(), name="message-info"),
+    path("messages/<id:message_id>/flag", views.FlagView.as_view(), name="message-flag"),
+    path("schema", SpectacularAPIView.as_view(), name="schema"),
+    path("docs", docs.ApiDocsView.as_view(), name="docs"),
+]
+
+
+def _slash_variant(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """The same view behind a plain function, so the schema lists each path once."""
+    def serve(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        return view(request, *args, **kwargs)
+
+    serve.csrf_exempt = True  # type: ignore[attr-defined]  # the API views enforce CSRF themselves
+    return serve
+
+
+def _with_trailing_slashes(patterns: list[URLPattern]) -> list[URLPattern]:
+    return patterns + [path(f"{p.pattern}/", _slash_variant(p.callback)) for p in patterns]
+
+
+urlpatterns = _with_trailing_slashes(urlpatterns)

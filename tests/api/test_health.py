@@ -1,0 +1,46 @@
+import pytest
+from django.test import override_settings
+
+from messaging import health
+
+# Nothing listens on port 1, so this layer can never connect.
+DEAD_LAYER = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer",
+                          "CONFIG": {"hosts": ["redis://127.0.0.1:1/0"]}}}
+
+
+def test_healthz_answers_while_the_process_is_up(client):
+    response = client.get("/healthz")
+    assert (response.status_code, response.json()) == (200, {"status": "ok"})
+
+
+@pytest.mark.django_db
+def test_readyz_checks_the_database_and_the_channel_layer(client):
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "checks": {"database": "ok", "channel_layer": "ok"}}
+
+
+@pytest.mark.django_db
+def test_readyz_is_503_and_names_the_failed_check_when_the_channel_layer_is_down(client):
+    with override_settings(CHANNEL_LAYERS=DEAD_LAYER, PARLEY_READYZ_TIMEOUT_SECONDS=1.0):
+        response = client.get("/readyz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "unavailable"
+    assert body["checks"]["database"] == "ok"
+    assert body["checks"]["channel_layer"].startswith("failed")
+
+
+@pytest.mark.django_db
+def test_readyz_is_503_when_the_database_does_not_answer(client, monkeypatch):
+    def unreachable():
+        raise ConnectionError("database is down")
+
+    monkeypatch.setitem(health.CHECKS, "database", unreachable)
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["checks"] == {"database": "failed: ConnectionError", "channel_layer": "ok"}
+
+
+def test_probes_only_answer_get(client):
+    assert client.post("/healthz").status_code == 405
