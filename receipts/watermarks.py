@@ -23,7 +23,9 @@ from django.db.models.functions import Greatest
 
 from messaging import fanout
 from messaging.actions import access_device, access_membership, check_seq
+from messaging.errors import NotFound
 from messaging.models import Conversation, Membership, User
+from notifications import push as offline_push
 
 from .models import DeviceCursor
 
@@ -50,13 +52,17 @@ def advance_watermarks(membership: Membership, *, delivered: int = 0, read: int 
         .update(delivered_seq=Greatest(F("delivered_seq"), delivered_target),
                 read_seq=Greatest(F("read_seq"), read_target))
     )
-    delivered_seq, read_seq = Membership.objects.filter(pk=membership.pk).values_list(
-        "delivered_seq", "read_seq").get()
+    marks = Membership.objects.filter(pk=membership.pk).values_list("delivered_seq", "read_seq").first()
+    if marks is None:  # removed from the conversation since access_membership
+        raise NotFound("conversation not found")
+    delivered_seq, read_seq = marks
     if advanced:
         fanout.receipt_advanced(
             conversation_id=conversation.pk, user_id=membership.user_id,
             member_count=conversation.member_count, delivered_seq=delivered_seq, read_seq=read_seq,
         )
+        if read_target:  # a Web Push shown elsewhere may now be read: close it
+            offline_push.read_advanced(conversation_id=conversation.pk, user_id=membership.user_id, read_seq=read_seq)
     return Watermarks(delivered_seq=delivered_seq, read_seq=read_seq, advanced=advanced)
 
 
