@@ -2,10 +2,15 @@
 clamp to last_seq, and only an advance is broadcast."""
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
+from django.db import connection, connections, transaction
 
 from messaging import fanout
-from messaging.actions import do_create_group, do_send_message
+from messaging.actions import do_create_group, do_remove_member, do_send_message
+from messaging.errors import NotFound
 from messaging.models import Device, Membership, User
 from receipts.watermarks import do_mark_delivered, do_mark_read, stored_ack_cursors
 
@@ -123,3 +128,41 @@ def test_a_merge_that_advances_nothing_schedules_no_event(chat, receipt_events, 
 
     assert [r.advanced for r in results] == [False, False, False]
     assert scheduled == [] and receipt_events == []
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_read_racing_the_readers_removal_is_not_found_not_a_crash(chat):
+    """The test holds Bob's membership row so his read waits inside the merge, then removes him."""
+    conversation, bob, _, _ = chat
+    alice = User.objects.get(username="alice")
+    outcome, pid = [], []
+
+    def read() -> None:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                pid.append(cursor.fetchone()[0])
+            outcome.append(do_mark_read(user=bob, conversation_id=conversation.pk, seq=3))
+        except BaseException as error:  # noqa: BLE001 - reported by the main thread
+            outcome.append(error)
+        finally:
+            connections.close_all()
+
+    reader = threading.Thread(target=read)
+    with transaction.atomic():
+        Membership.objects.select_for_update().get(conversation=conversation, user=bob)
+        reader.start()
+        deadline = time.monotonic() + 10
+        with connection.cursor() as cursor:
+            while True:
+                assert time.monotonic() < deadline, "the read never waited for the membership row"
+                if pid:
+                    cursor.execute("SELECT cardinality(pg_blocking_pids(%s)) > 0", [pid[0]])
+                    if cursor.fetchone()[0]:
+                        break
+                time.sleep(0.01)
+        do_remove_member(actor=alice, conversation_id=conversation.pk, user_id=bob.pk)
+    reader.join()
+
+    assert isinstance(outcome[0], NotFound), outcome[0]
