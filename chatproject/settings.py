@@ -217,3 +217,28 @@ PARLEY_GATEWAY_GROUP_REFRESH_SECONDS = env.float("PARLEY_GATEWAY_GROUP_REFRESH_S
 PARLEY_WS_MAX_BAD_FRAMES = env.int("PARLEY_WS_MAX_BAD_FRAMES", default=20)
 PARLEY_WS_BAD_FRAME_WINDOW_SECONDS = env.float("PARLEY_WS_BAD_FRAME_WINDOW_SECONDS", default=10.0)
 PARLEY_PRESENCE_MAX_CONVERSATIONS = env.int("PARLEY_PRESENCE_MAX_CONVERSATIONS", default=50)
+
+# --- Offline path: Web Push (docs/notifications.md) ---------------------------------------------
+# VAPID keys from `manage.py vapid_keys`; without a private key Parley sends no pushes at all.
+PARLEY_VAPID_PUBLIC_KEY = env("PARLEY_VAPID_PUBLIC_KEY", default="")
+PARLEY_VAPID_PRIVATE_KEY = env("PARLEY_VAPID_PRIVATE_KEY", default="")
+PARLEY_VAPID_SUBJECT = env("PARLEY_VAPID_SUBJECT", default="mailto:admin@localhost")
+# Messages of one conversation within this window make one notification per offline member.
+PARLEY_PUSH_BURST_SECONDS = env.float("PARLEY_PUSH_BURST_SECONDS", default=5.0)
+# Retries of a failing push: exponential backoff from the base, with jitter, capped.
+PARLEY_PUSH_MAX_RETRIES = env.int("PARLEY_PUSH_MAX_RETRIES", default=5)
+PARLEY_PUSH_BACKOFF_BASE_SECONDS = env.float("PARLEY_PUSH_BACKOFF_BASE_SECONDS", default=2.0)
+PARLEY_PUSH_BACKOFF_MAX_SECONDS = env.float("PARLEY_PUSH_BACKOFF_MAX_SECONDS", default=300.0)
+# Nothing older than this is pushed by the sweep or a late task (no storm after an outage).
+PARLEY_PUSH_STALE_AFTER_SECONDS = env.int("PARLEY_PUSH_STALE_AFTER_SECONDS", default=900)
+PARLEY_PUSH_SWEEP_INTERVAL_SECONDS = env.float("PARLEY_PUSH_SWEEP_INTERVAL_SECONDS", default=60.0)
+# How long the push service keeps a notification for a device that is off (the TTL header).
+PARLEY_PUSH_TTL_SECONDS = env.int("PARLEY_PUSH_TTL_SECONDS", default=86400)
+# How long after a push reading elsewhere still sends the "close" follow-up.
+PARLEY_PUSH_CLOSE_WINDOW_SECONDS = env.int("PARLEY_PUSH_CLOSE_WINDOW_SECONDS", default=7 * 86400)
+PARLEY_PUSH_TIMEOUT_SECONDS = env.float("PARLEY_PUSH_TIMEOUT_SECONDS", default=10.0)
+PARLEY_PUSH_PREVIEW_CHARS = env.int("PARLEY_PUSH_PREVIEW_CHARS", default=120)
+CELERY_BEAT_SCHEDULE["parley.push.sweep"] = {
+    "task": "parley.push.sweep",
+    "schedule": PARLEY_PUSH_SWEEP_INTERVAL_SECONDS,
+}

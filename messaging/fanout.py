@@ -32,6 +32,8 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 
+from notifications import push as offline_push
+
 logger = logging.getLogger(__name__)
 
 
@@ -80,6 +82,8 @@ def message_stored(*, conversation_id: int, seq: int, member_count: int, payload
             conversation_group(conversation_id),
             {"type": "conv.message", "conversation": conversation_id, "seq": seq, "message": payload},
         )
+    # Members with no online device: a coalesced Web Push, decided by a task after commit.
+    offline_push.message_stored(conversation_id=conversation_id)
 
 
 def _batch_pending_key(conversation_id: int) -> str:
