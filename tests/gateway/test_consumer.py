@@ -241,3 +241,39 @@ async def test_a_same_origin_browser_handshake_is_accepted(pair, open_socket):
     await socket.send({"type": "ping"})
     assert (await socket.recv_type("pong"))["type"] == "pong"
     await socket.close()
+
+
+
+async def closed_with(socket, timeout: float = 3) -> int:
+    while True:
+        output = await socket.communicator.receive_output(timeout=timeout)
+        if output["type"] == "websocket.close":
+            return output["code"]
+
+
+async def test_logging_out_closes_every_socket_of_the_user(pair, open_socket, make_device):
+    from messaging.accounts import do_logout_everywhere
+
+    alice, bob, _, alice_phone, bob_phone = pair
+    alice_laptop = await database_sync_to_async(make_device)(alice, "laptop")
+    sockets = [await open_socket(alice, alice_phone), await open_socket(alice, alice_laptop)]
+    bystander = await open_socket(bob, bob_phone)
+    await database_sync_to_async(do_logout_everywhere)(user=alice)
+    assert [await closed_with(s) for s in sockets] == [4401, 4401]
+    await bystander.send({"type": "ping"})
+    assert (await bystander.recv_type("pong"))["type"] == "pong"
+    await bystander.close()
+
+
+async def test_deleting_a_device_closes_only_that_devices_sockets(pair, open_socket, make_device):
+    from messaging.devices import do_remove_device
+
+    alice, _, _, alice_phone, _ = pair
+    alice_laptop = await database_sync_to_async(make_device)(alice, "laptop")
+    phone = await open_socket(alice, alice_phone)
+    laptop = await open_socket(alice, alice_laptop)
+    await database_sync_to_async(do_remove_device)(user=alice, device_id=alice_phone.pk)
+    assert await closed_with(phone) == 4403
+    await laptop.send({"type": "ping"})
+    assert (await laptop.recv_type("pong"))["type"] == "pong"
+    await laptop.close()
