@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -21,7 +22,7 @@ def send(db):
     """Store a message through the one write path; returns its payload."""
     from messaging.actions import do_send_message
 
-    counter = iter(range(1, 10**9))
+    counter = itertools.count(1)
 
     def send_(sender, conversation, body="hello"):
         return do_send_message(sender=sender, conversation_id=conversation.pk,
