@@ -213,7 +213,6 @@ def claim_notification(*, conversation_id: int, user_id: int) -> Claim | None:
         return None
     if newest is None or _is_stale(newest):
         return None
-    cache.set(_shown_key(conversation_id, user_id), last_seq, timeout=settings.PARLEY_PUSH_CLOSE_WINDOW_SECONDS)
     return Claim(after_seq=after_seq, subscription_ids=subscription_ids_of(user_id=user_id))
 
 
@@ -233,6 +232,7 @@ class Delivery:
     conversation_id: int
     kind: str
     after_seq: int
+    last_seq: int  # the conversation's, when the payload was built
     payload: dict[str, Any]
     subscription_info: dict[str, Any] = field(repr=False)
 
@@ -292,7 +292,8 @@ def prepare_delivery(*, subscription_id: int, conversation_id: int, kind: str, a
         raise ValueError(f"unknown push kind {kind!r}")
     return Delivery(
         subscription_id=subscription.pk, device_id=subscription.device_id, user_id=user_id,
-        conversation_id=conversation_id, kind=kind, after_seq=after_seq, payload=payload,
+        conversation_id=conversation_id, kind=kind, after_seq=after_seq, last_seq=conversation.last_seq,
+        payload=payload,
         subscription_info=subscription.as_webpush_info(),
     )
 
@@ -316,7 +317,10 @@ def _vapid(private_key: str) -> Vapid:
 
 
 def send(delivery: Delivery) -> None:
-    """POST one encrypted push (RFC 8291 aes128gcm, VAPID signed) to the push service."""
+    """POST one encrypted push (RFC 8291 aes128gcm, VAPID signed) to the push service.
+
+    Raises :class:`SubscriptionGone` or :class:`PushFailed` when the service refuses it.
+    """
     try:
         webpush(
             subscription_info=delivery.subscription_info,
@@ -336,6 +340,10 @@ def send(delivery: Delivery) -> None:
                          retry_after=_seconds(exc.retry_after)) from exc
     except requests.RequestException as exc:
         raise PushFailed(f"{type(exc).__name__}: {exc}", retryable=True) from exc
+    if delivery.kind == MESSAGE:
+        # Shown up to last_seq: reading that far elsewhere closes it (see read_advanced).
+        cache.set(_shown_key(delivery.conversation_id, delivery.user_id), delivery.last_seq,
+                  timeout=settings.PARLEY_PUSH_CLOSE_WINDOW_SECONDS)
 
 
 def _reason(exc: WebPushException) -> str:
@@ -404,7 +412,9 @@ def do_retry_dead_letters(dead_letters: QuerySet[PushDeadLetter]) -> RetryResult
     not sent. A dead letter whose subscription is gone has nowhere to go and is removed.
     """
     with transaction.atomic():
-        letters = list(dead_letters.select_for_update())
+        # Locked so two operators retrying the same letter send it once; re-queried without
+        # the caller's joins, which FOR UPDATE cannot lock.
+        letters = list(PushDeadLetter.objects.select_for_update().filter(pk__in=dead_letters.values("pk")))
         retried = [letter for letter in letters if letter.subscription_id is not None]
         PushDeadLetter.objects.filter(pk__in=[letter.pk for letter in letters]).delete()
         for letter in retried:

@@ -1,0 +1,254 @@
+"""One coalesced notification per conversation and burst, re-checked before every attempt,
+closed when read elsewhere. Pushes go to a real local push service that decrypts them."""
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from messaging.models import Message
+
+from .conftest import come_online
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def team(make_user, make_group):
+    alice, bob = make_user("alice", display_name="Alice"), make_user("bob")
+    return alice, bob, make_group(alice, [bob], title="Team")
+
+
+def test_five_messages_in_one_burst_make_one_push_carrying_the_newest(team, subscribe, send, worker, push_service):
+    alice, bob, conversation = team
+    phone = subscribe(bob)
+
+    for n in ("one", "two", "three", "four", "five"):
+        send(alice, conversation, body=n)
+
+    assert [(q.name, q.args, q.countdown) for q in worker.queue] == [("parley.push.burst", (conversation.pk,), 5.0)]
+    worker.run()
+    assert push_service.delivered(phone) == [{
+        "type": "message", "conversation": conversation.pk, "title": "Team", "body": "Alice: five",
+        "seq": 5, "unread": 5, "url": f"/c/{conversation.pk}", "tag": f"conversation-{conversation.pk}",
+    }]
+
+
+def test_the_push_is_tagged_per_conversation_and_kept_by_the_push_service(team, subscribe, send, worker,
+                                                                          push_service, settings):
+    alice, bob, conversation = team
+    subscribe(bob)
+    send(alice, conversation)
+    worker.run()
+
+    (received,) = push_service.received
+    assert received.headers["topic"] == f"conversation-{conversation.pk}"  # a pending older one is replaced
+    assert received.headers["urgency"] == "high"
+    assert received.headers["ttl"] == str(settings.PARLEY_PUSH_TTL_SECONDS)
+
+
+def test_every_device_gets_the_push_encrypted_for_its_own_keys(team, subscribe, send, worker, push_service):
+    alice, bob, conversation = team
+    phone, laptop = subscribe(bob, "phone"), subscribe(bob, "laptop")
+    send(alice, conversation, body="hi")
+    worker.run()
+
+    assert [p["body"] for p in push_service.delivered(phone)] == ["Alice: hi"]
+    assert [p["body"] for p in push_service.delivered(laptop)] == ["Alice: hi"]
+
+
+def test_a_message_after_the_burst_starts_the_next_burst(team, subscribe, send, worker, push_service):
+    alice, bob, conversation = team
+    phone = subscribe(bob)
+    send(alice, conversation, body="first")
+    worker.run()
+    send(alice, conversation, body="second")
+    send(alice, conversation, body="third")
+
+    assert worker.names() == ["parley.push.burst"]
+    worker.run()
+    assert [(p["seq"], p["body"], p["unread"]) for p in push_service.delivered(phone)] == [
+        (1, "Alice: first", 1), (3, "Alice: third", 3)]
+
+
+def test_a_direct_message_is_titled_with_the_sender_and_its_preview_is_truncated(
+        make_user, subscribe, send, worker, push_service, settings):
+    from messaging.actions import do_get_or_create_direct
+
+    settings.PARLEY_PUSH_PREVIEW_CHARS = 20
+    alice, bob = make_user("alice", display_name="Alice"), make_user("bob")
+    direct = do_get_or_create_direct(creator=alice, other_user_id=bob.pk).conversation
+    phone = subscribe(bob)
+    send(alice, direct, body="a long message that goes\non and on and on")
+    worker.run()
+
+    (payload,) = push_service.delivered(phone)
+    assert (payload["title"], payload["body"]) == ("Alice", "a long message that…")
+
+
+def test_the_sender_is_not_notified_of_their_own_message(team, subscribe, send, worker, push_service):
+    alice, bob, conversation = team
+    subscribe(alice)
+    send(alice, conversation)
+    worker.run()
+
+    assert push_service.received == []
+
+
+def test_a_member_who_read_before_the_burst_gets_no_push(team, subscribe, send, read, worker, push_service):
+    alice, bob, conversation = team
+    subscribe(bob)
+    send(alice, conversation)
+    read(bob, conversation, 1)
+    worker.run()
+
+    assert push_service.received == []
+
+
+def test_a_read_between_the_claim_and_the_attempt_stops_the_push(team, subscribe, send, read, worker, push_service):
+    alice, bob, conversation = team
+    subscribe(bob)
+    send(alice, conversation)
+    worker.run(only="parley.push.burst")
+    worker.run(only="parley.push.notify_member")
+    assert worker.names() == ["parley.push.deliver"]
+
+    read(bob, conversation, 1)
+    worker.run()
+    assert push_service.received == []
+
+
+def test_a_removed_message_is_never_pushed_and_its_body_never_sent(team, subscribe, send, worker, push_service):
+    alice, bob, conversation = team
+    phone = subscribe(bob)
+    send(alice, conversation, body="fine")
+    secret = send(alice, conversation, body="secret")
+    # Moderation tombstones a message in place (the text stays as evidence for moderators).
+    Message.objects.filter(pk=secret.pk).update(state=Message.State.REMOVED)
+    worker.run()
+
+    (payload,) = push_service.delivered(phone)
+    assert (payload["seq"], payload["body"]) == (1, "Alice: fine")
+
+
+def test_a_burst_of_only_removed_messages_sends_nothing(team, subscribe, send, worker, push_service):
+    alice, bob, conversation = team
+    subscribe(bob)
+    secret = send(alice, conversation, body="secret")
+    Message.objects.filter(pk=secret.pk).update(state=Message.State.REMOVED)
+    worker.run()
+
+    assert push_service.received == []
+
+
+def test_a_removal_between_the_claim_and_the_attempt_stops_the_push(team, subscribe, send, worker, push_service):
+    alice, bob, conversation = team
+    subscribe(bob)
+    secret = send(alice, conversation, body="secret")
+    worker.run(only="parley.push.burst")
+    worker.run(only="parley.push.notify_member")
+
+    Message.objects.filter(pk=secret.pk).update(state=Message.State.REMOVED)
+    worker.run()
+    assert push_service.received == []
+
+
+def test_a_member_with_a_device_online_gets_no_push(team, subscribe, send, worker, push_service):
+    alice, bob, conversation = team
+    subscribe(bob)
+    come_online(bob)
+    send(alice, conversation)
+    worker.run()
+
+    assert push_service.received == []
+
+
+def test_a_member_who_comes_online_before_the_attempt_gets_no_push(team, subscribe, send, worker, push_service):
+    alice, bob, conversation = team
+    subscribe(bob)
+    send(alice, conversation)
+    worker.run(only="parley.push.burst")
+    worker.run(only="parley.push.notify_member")
+
+    come_online(bob)
+    worker.run()
+    assert push_service.received == []
+
+
+def test_a_redelivered_task_does_not_notify_twice(team, subscribe, send, worker, push_service):
+    from notifications.tasks import burst, notify_member
+
+    alice, bob, conversation = team
+    phone = subscribe(bob)
+    send(alice, conversation)
+    worker.run()
+    # acks_late: a worker killed after its work hands the same tasks out again.
+    burst.delay(conversation.pk)
+    notify_member.delay(conversation.pk, bob.pk)
+    worker.run()
+
+    assert len(push_service.delivered(phone)) == 1
+
+
+def test_reading_elsewhere_closes_the_notification(team, subscribe, send, read, worker, push_service):
+    alice, bob, conversation = team
+    phone = subscribe(bob)
+    send(alice, conversation, body="one")
+    send(alice, conversation, body="two")
+    worker.run()
+
+    read(bob, conversation, 1)
+    assert worker.queue == []  # "two" is still unread: the notification stays
+    read(bob, conversation, 2)
+    assert worker.names() == ["parley.push.close"]
+    worker.run()
+
+    message, close = push_service.delivered(phone)
+    assert close == {"type": "close", "conversation": conversation.pk, "seq": 2, "unread": 0,
+                     "url": f"/c/{conversation.pk}", "tag": message["tag"]}
+    assert push_service.received[-1].headers["topic"] == message["tag"]
+
+
+def test_reading_sends_no_close_when_nothing_was_pushed(team, subscribe, send, read, worker, push_service):
+    alice, bob, conversation = team
+    subscribe(bob)
+    send(alice, conversation)
+    read(bob, conversation, 1)
+    worker.run()
+
+    assert push_service.received == []
+    assert worker.queue == []
+
+
+def test_a_close_is_not_sent_over_a_newer_notification(team, subscribe, send, read, worker, push_service):
+    alice, bob, conversation = team
+    phone = subscribe(bob)
+    send(alice, conversation, body="one")
+    worker.run()
+    read(bob, conversation, 1)
+    assert worker.names() == ["parley.push.close"]
+    send(alice, conversation, body="two")
+    worker.run(only="parley.push.burst")
+    worker.run(only="parley.push.notify_member")
+    worker.run()  # the close (queued first) finds "two" notified and unread: it would hide it
+
+    assert [p["type"] for p in push_service.delivered(phone)] == ["message", "message"]
+
+
+def test_enabling_push_adds_no_query_to_the_send_path(team, subscribe, send, worker, settings):
+    alice, bob, conversation = team
+    subscribe(bob)
+
+    def queries_of_a_send() -> int:
+        with CaptureQueriesContext(connection) as queries:
+            send(alice, conversation)
+        return len(queries)
+
+    key, settings.PARLEY_VAPID_PRIVATE_KEY = settings.PARLEY_VAPID_PRIVATE_KEY, ""
+    without_push = queries_of_a_send()
+    assert worker.queue == []
+    settings.PARLEY_VAPID_PRIVATE_KEY = key
+    with_push = queries_of_a_send()
+
+    assert worker.names() == ["parley.push.burst"]
+    assert with_push == without_push

@@ -1,0 +1,124 @@
+"""The periodic sweep: a lost enqueue never loses a notification, and after an outage old
+messages are not pushed (the staleness cut-off)."""
+from __future__ import annotations
+
+import pytest
+
+from notifications.tasks import sweep
+
+from .conftest import age, come_online
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def team(make_user, make_group):
+    alice, bob = make_user("alice", display_name="Alice"), make_user("bob")
+    return alice, bob, make_group(alice, [bob], title="Team")
+
+
+def test_the_sweep_sends_what_a_dropped_enqueue_lost(team, subscribe, send, worker, push_service):
+    alice, bob, conversation = team
+    phone = subscribe(bob)
+    send(alice, conversation, body="lost?")
+    worker.drop()  # the broker lost the burst
+    age(conversation, 60)  # a minute later the sweep runs
+
+    sweep.delay()
+    worker.run()
+
+    assert [(p["seq"], p["body"]) for p in push_service.delivered(phone)] == [(1, "Alice: lost?")]
+
+
+def test_the_sweep_does_not_notify_twice(team, subscribe, send, worker, push_service):
+    alice, bob, conversation = team
+    phone = subscribe(bob)
+    send(alice, conversation)
+    worker.run()
+    age(conversation, 60)
+
+    sweep.delay()
+    worker.run()
+
+    assert len(push_service.delivered(phone)) == 1
+
+
+def test_the_sweep_leaves_a_burst_under_way_to_its_task(team, subscribe, send, worker, push_service):
+    alice, bob, conversation = team
+    subscribe(bob)
+    send(alice, conversation)
+
+    sweep.delay()
+    worker.run(only="parley.push.sweep")
+
+    assert worker.names() == ["parley.push.burst"]
+
+
+def test_the_sweep_skips_members_who_read_or_are_online(team, make_user, make_group, subscribe, send, read,
+                                                        worker, push_service):
+    alice, bob, conversation = team
+    carol = make_user("carol")
+    other = make_group(alice, [carol], title="Other")
+    subscribe(bob), subscribe(carol)
+    send(alice, conversation)
+    send(alice, other)
+    worker.drop()
+    read(bob, conversation, 1)
+    come_online(carol)
+    age(conversation, 60), age(other, 60)
+
+    sweep.delay()
+    worker.run()
+
+    assert push_service.received == []
+
+
+def test_the_sweep_does_not_push_messages_older_than_the_cut_off(team, subscribe, send, worker, push_service,
+                                                                 settings):
+    alice, bob, conversation = team
+    subscribe(bob)
+    send(alice, conversation, body="before the outage")
+    worker.drop()
+    age(conversation, settings.PARLEY_PUSH_STALE_AFTER_SECONDS + 60)
+
+    sweep.delay()
+    worker.run()
+
+    assert push_service.received == []
+
+
+def test_a_backlog_worked_off_after_the_cut_off_pushes_nothing(team, subscribe, send, worker, push_service,
+                                                               settings):
+    alice, bob, conversation = team
+    subscribe(bob)
+    send(alice, conversation, body="before the outage")
+    age(conversation, settings.PARLEY_PUSH_STALE_AFTER_SECONDS + 60)  # the workers were down meanwhile
+
+    worker.run()
+
+    assert push_service.received == []
+
+
+def test_after_an_outage_only_a_fresh_message_is_pushed(team, subscribe, send, worker, push_service, settings):
+    alice, bob, conversation = team
+    phone = subscribe(bob)
+    send(alice, conversation, body="before the outage")
+    age(conversation, settings.PARLEY_PUSH_STALE_AFTER_SECONDS + 60)
+    send(alice, conversation, body="after")
+
+    worker.run()
+
+    assert [(p["seq"], p["body"], p["unread"]) for p in push_service.delivered(phone)] == [(2, "Alice: after", 2)]
+
+
+def test_the_sweep_does_nothing_without_vapid_keys(team, subscribe, send, worker, push_service, settings):
+    alice, bob, conversation = team
+    subscribe(bob)
+    settings.PARLEY_VAPID_PRIVATE_KEY = ""
+    send(alice, conversation)
+    age(conversation, 60)
+
+    sweep.delay()
+    worker.run()
+
+    assert push_service.received == []
