@@ -58,8 +58,9 @@ def _publish(group: str, event: dict[str, Any]) -> None:
     event = {**event, "group": group}
     try:
         async_to_sync(get_channel_layer().group_send)(group, event)
-    except Exception:  # noqa: BLE001 - the store has it; replay repairs a lost doorbell
-        logger.warning("fan-out publish to %s failed; replay will repair", group, exc_info=True)
+    except Exception as error:  # noqa: BLE001 - the store has it; replay repairs a lost doorbell
+        # One line, no traceback: during a Redis outage every send lands here.
+        logger.warning("fan-out publish to %s failed (%s); gap fill and replay will repair", group, error)
 
 
 def after_commit(action: Callable[[], None]) -> None:

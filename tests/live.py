@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from contextlib import closing
@@ -33,6 +34,26 @@ def wait_for(check, timeout: float = 30.0, what: str = "condition") -> None:
             pass
         time.sleep(0.1)
     raise TimeoutError(f"{what} not met within {timeout}s")
+
+
+def _read_log(log) -> str:
+    log.seek(0)
+    text = log.read().decode(errors="replace")
+    log.seek(0)
+    log.truncate()
+    return text
+
+
+def _service_env(redis_url: str) -> dict[str, str]:
+    """What a gateway or worker process needs to share the test database and a Redis."""
+    db = settings.DATABASES["default"]
+    return {
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{connection.settings_dict['NAME']}",
+        "REDIS_URL": redis_url,
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "DJANGO_CONN_MAX_AGE": "60",
+        "PARLEY_GATEWAY_TAIL_CHECK_SECONDS": "1",
+    }
 
 
 class RedisServer:
@@ -78,25 +99,18 @@ class Gateway:
         self.redis_url = redis_url
         self.extra_env = extra_env or {}
         self.process: subprocess.Popen | None = None
+        # A file, not a pipe: a pipe nobody reads fills up and freezes a chatty process.
+        self._log = tempfile.TemporaryFile()
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        db = settings.DATABASES["default"]
-        env = {
-            **os.environ,
-            "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{connection.settings_dict['NAME']}",
-            "REDIS_URL": self.redis_url,
-            "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
-            "DJANGO_CONN_MAX_AGE": "60",
-            "PARLEY_GATEWAY_TAIL_CHECK_SECONDS": "1",
-            **self.extra_env,
-        }
+        env = {**os.environ, **_service_env(self.redis_url), **self.extra_env}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "chatproject.asgi:application"],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=self._log,
         )
         try:
             wait_for(lambda: urllib.request.urlopen(f"{self.url}/healthz", timeout=1).status == 200,
@@ -119,6 +133,36 @@ class Gateway:
                 self.process.wait(10)
             except subprocess.TimeoutExpired:
                 self.process.kill()
-        errors = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
         self.process = None
-        return errors
+        return _read_log(self._log)
+
+
+class CeleryWorker:
+    """A real Celery worker (all queues) on the test database and the given Redis broker."""
+
+    def __init__(self, redis_url: str, extra_env: dict[str, str] | None = None) -> None:
+        self.redis_url = redis_url
+        self.extra_env = extra_env or {}
+        self.process: subprocess.Popen | None = None
+        # A file, not a pipe: a pipe nobody reads fills up and freezes a chatty process.
+        self._log = tempfile.TemporaryFile()
+
+    def start(self) -> None:
+        env = {**os.environ, **_service_env(self.redis_url), **self.extra_env}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "chatproject", "worker", "--pool=solo", "--concurrency=1",
+             "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel=WARNING"],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=self._log,
+        )
+
+    def stop(self) -> str:
+        if self.process is None:
+            return ""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self.process = None
+        return _read_log(self._log)

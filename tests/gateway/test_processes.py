@@ -155,3 +155,44 @@ async def test_after_a_redis_restart_every_device_has_every_message(people, gate
         await c.stop()
     for r in runners:
         r.cancel()
+
+
+async def test_a_large_channel_reaches_every_member_in_contiguous_batches_built_by_a_real_worker(
+    redis_server, make_user, make_device, make_group
+):
+    from messaging.models import Conversation
+    from tests.live import CeleryWorker
+
+    # A slow tail check: while the worker boots, the gateway must not repair from the store
+    # (it would, correctly, with message frames), so every frame here comes from a batch.
+    large = {"PARLEY_LARGE_CHANNEL_THRESHOLD": "3", "PARLEY_BATCH_WINDOW_MS": "100",
+             "PARLEY_GATEWAY_TAIL_CHECK_SECONDS": "60"}
+    users = [await database_sync_to_async(make_user)() for _ in range(4)]
+    channel = await database_sync_to_async(make_group)(users[0], users[1:], kind=Conversation.Kind.CHANNEL,
+                                                       title="big")
+    tokens = [(await database_sync_to_async(Token.objects.create)(user=u)).key for u in users]
+    gateway, worker = Gateway(redis_server.url, large), CeleryWorker(redis_server.url, large)
+    await asyncio.to_thread(gateway.start)
+    worker.start()
+    try:
+        members = []
+        for user, token in zip(users[1:], tokens[1:]):
+            device = await database_sync_to_async(make_device)(user)
+            members.append(ParleyClient([gateway.url], token=token, device_id=str(device.pk), keep_frames=True))
+        runners = [asyncio.create_task(c.run()) for c in members]
+        await asyncio.wait_for(asyncio.gather(*(c.ready.wait() for c in members)), 30)
+        await asyncio.gather(*(asyncio.to_thread(rest_send, gateway.url, tokens[0], channel.pk, f"b{i}")
+                               for i in range(60)))
+        await wait_all_have(members, channel.pk, 60)
+        assert_exactly_once_in_order(members, channel.pk, 60)
+        for client in members:
+            batches = [f for f in client.frames if f["type"] == "messages" and f["messages"]]
+            assert batches and not [f for f in client.frames if f["type"] == "message"]
+            assert any(len(f["messages"]) > 1 for f in batches)  # a window really batched
+            await client.stop()
+        for r in runners:
+            r.cancel()
+    finally:
+        errors = worker.stop() + gateway.stop()
+        print(errors)  # shown by pytest when the test fails
+    assert "Traceback" not in errors
