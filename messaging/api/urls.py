@@ -7,7 +7,7 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, path, register_converter
 from drf_spectacular.views import SpectacularAPIView
 
-from . import auth, docs, views
+from . import auth, channels, docs, views
 
 
 class IdConverter:
@@ -37,6 +37,7 @@ urlpatterns = [
     path("devices/<str:device_id>", views.DeviceView.as_view(), name="device"),
     path("devices/<str:device_id>/push-subscription", views.PushSubscriptionView.as_view(),
          name="device-push-subscription"),
+    path("channels", channels.PublicChannelsView.as_view(), name="channels"),
     path("conversations", views.ConversationsView.as_view(), name="conversations"),
     path("conversations/<id:conversation_id>", views.ConversationView.as_view(), name="conversation"),
     path("conversations/<id:conversation_id>/members", views.MembersView.as_view(), name="conversation-members"),
