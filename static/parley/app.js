@@ -1,0 +1,614 @@
+// The chat app: wires the REST API, the socket, the outbox and the store to the page.
+import { api, ApiError, inBatches } from "./api.js";
+import { deviceIsKnown, ensureDevice, registerDevice, setUpPush } from "./device.js";
+import { Outbox } from "./outbox.js";
+import { CLOSE_FORBIDDEN, CLOSE_NOT_AUTHENTICATED, ParleySocket } from "./socket.js";
+import { Store } from "./store.js";
+import {
+  el, MessageView, pickRow, renderConnection, renderConversationList, renderTyping, replaceChildren, toast,
+} from "./ui.js";
+
+const config = JSON.parse(document.getElementById("parley-config").textContent);
+const $ = (id) => document.getElementById(id);
+const store = new Store(config.me);
+const outbox = new Outbox(config.me.id);
+const HISTORY_PAGE = 50;
+const RETRYABLE = new Set(["rate_limited", "unavailable"]);
+
+let deviceId = null;
+let socket = null;
+let openId = null;
+let lastTypingSent = 0;
+const inflight = new Set(); // client_msg_ids sent on the current connection
+
+const view = new MessageView({
+  list: $("message-list"),
+  scroller: $("message-scroller"),
+  store,
+  actions: { info: showInfo, flag: showFlag, retry: retrySend, discard: discardSend },
+});
+
+// --- rendering, batched per task ------------------------------------------------------------------
+const dirty = { list: false, view: false, head: false, typing: false };
+let flushQueued = false;
+
+function mark(...parts) {
+  for (const part of parts) dirty[part] = true;
+  if (flushQueued) return;
+  flushQueued = true;
+  queueMicrotask(flush);
+}
+
+function flush() {
+  flushQueued = false;
+  if (dirty.list) {
+    renderConversationList($("conversation-list"), store, openId);
+    $("conversation-list-empty").hidden = store.sortedConversations().length > 0;
+    const unread = [...store.conversations.values()].reduce((sum, c) => sum + store.unread(c), 0);
+    document.title = unread ? `(${unread}) Parley` : "Parley";
+  }
+  const open = store.get(openId);
+  if (open && dirty.head) renderHead(open);
+  if (open && dirty.view) {
+    view.render();
+    renderHistoryEdge(open);
+    maybeMarkRead();
+  }
+  if (open && dirty.typing) renderTyping($("typing-indicator"), store.typingNames(open));
+  for (const part of Object.keys(dirty)) dirty[part] = false;
+}
+
+store.subscribe((change) => {
+  const isOpen = change.conversation === openId;
+  switch (change.kind) {
+    case "conversations": mark("list"); if (isOpen) mark("head"); break;
+    case "messages": case "receipts": if (isOpen) mark("view"); break;
+    case "members": mark("list"); if (isOpen) mark("head", "view"); break;
+    case "typing": if (isOpen) mark("typing"); break;
+    case "presence": mark("list", "head"); break;
+  }
+});
+
+function renderHead(conversation) {
+  $("chat-title").textContent = store.title(conversation);
+  const { info } = conversation;
+  let subtitle;
+  if (info.kind === "direct") {
+    const peer = store.peer(conversation);
+    const online = peer ? store.presence.get(peer.id) : undefined;
+    subtitle = online === true ? "Online" : online === false ? "Offline" : peer ? `@${peer.username}` : "";
+  } else {
+    const members = `${info.member_count} member${info.member_count === 1 ? "" : "s"}`;
+    subtitle = info.kind === "channel" ? `${info.public ? "Public" : "Private"} channel · ${members}` : members;
+  }
+  $("chat-subtitle").textContent = subtitle;
+  const member = Boolean(info.me);
+  $("composer").hidden = !member;
+  $("join-bar").hidden = member;
+}
+
+function renderHistoryEdge(conversation) {
+  const known = conversation.oldestLoaded !== null;
+  $("load-older").hidden = !known || !conversation.hasOlder;
+  $("history-start").hidden = !known || conversation.hasOlder;
+}
+
+// --- connection ------------------------------------------------------------------------------------
+let countdown = null;
+
+function showStatus(status) {
+  const box = $("connection");
+  renderConnection(box, status);
+  clearInterval(countdown);
+  if (status.state === "reconnecting" && status.retryAt) {
+    countdown = setInterval(() => renderConnection(box, status), 250);
+  }
+}
+
+async function refused(code) {
+  if (code === CLOSE_NOT_AUTHENTICATED) {
+    try {
+      await api.get("me");
+    } catch (error) {
+      if (error instanceof ApiError && (error.status === 401 || error.status === 403)) {
+        window.location.assign(`/login?next=${encodeURIComponent(window.location.pathname)}`);
+        return false;
+      }
+    }
+    return true; // the session is fine (e.g. another tab logged out everywhere): come back
+  }
+  if (code === CLOSE_FORBIDDEN && !(await deviceIsKnown(deviceId).catch(() => true))) {
+    deviceId = await registerDevice(config.me.id); // removed elsewhere: this browser is a new device
+  }
+  return true;
+}
+
+function socketUrl() {
+  const scheme = window.location.protocol === "https:" ? "wss" : "ws";
+  return `${scheme}://${window.location.host}/ws/v1/?device=${encodeURIComponent(deviceId)}`;
+}
+
+async function onFrame(frame) {
+  switch (frame.type) {
+    case "ready":
+      inflight.clear();
+      flushOutbox();
+      break;
+    case "messages":
+      try {
+        await ensureConversation(frame.conversation);
+      } catch {
+        return; // no longer ours
+      }
+      for (const message of frame.messages) {
+        if (message.sender.id === config.me.id) settle(message.client_msg_id);
+      }
+      store.addMessages(frame.conversation, frame.messages);
+      break;
+    case "send.ok":
+      settle(frame.client_msg_id);
+      store.addMessages(frame.message.conversation, [frame.message]);
+      break;
+    case "send.error":
+      sendFailed(frame);
+      break;
+    case "receipt":
+      store.setReceipt(frame.conversation, frame.user, { delivered_seq: frame.delivered_seq, read_seq: frame.read_seq });
+      break;
+    case "typing":
+      store.setTyping(frame.conversation, frame.user);
+      break;
+    case "presence":
+      store.setPresence(frame.user, frame.online);
+      break;
+    case "conversation.joined":
+    case "conversation.updated":
+      store.upsertConversation(frame.conversation);
+      loadDetails([store.get(frame.conversation.id)]);
+      break;
+    case "conversation.left":
+      store.removeConversation(frame.conversation.id);
+      if (frame.conversation.id === openId) {
+        closeConversation();
+        toast("You are no longer a member of that conversation.");
+      }
+      break;
+    case "message.removed":
+      store.markRemoved(frame.conversation, frame.id, frame.seq);
+      break;
+    case "degraded":
+      showDegraded(frame.shed || []);
+      break;
+    case "error":
+      console.warn("parley: server error frame", frame);
+      break;
+  }
+}
+
+function showDegraded(shed) {
+  const banner = $("degraded-banner");
+  banner.hidden = !shed.length;
+  banner.textContent = shed.length
+    ? `Parley is under heavy load. Paused for now: ${shed.join(", ")}. Your messages are still delivered.`
+    : "";
+}
+
+// --- outbox ----------------------------------------------------------------------------------------
+function sendEntry(entry) {
+  if (inflight.has(entry.client_msg_id)) return;
+  const sent = socket.send({ type: "send", conversation: entry.conversation,
+                             client_msg_id: entry.client_msg_id, body: entry.body });
+  if (sent) inflight.add(entry.client_msg_id);
+}
+
+function flushOutbox() {
+  for (const entry of outbox.waiting()) sendEntry(entry);
+}
+
+function settle(clientMsgId) {
+  inflight.delete(clientMsgId);
+  outbox.remove(clientMsgId);
+}
+
+function sendFailed(frame) {
+  const entry = outbox.get(frame.client_msg_id);
+  inflight.delete(frame.client_msg_id);
+  if (!entry) return;
+  if (RETRYABLE.has(frame.code)) {
+    setTimeout(() => sendEntry(entry), frame.retry_after_ms ?? 1000);
+    return;
+  }
+  const failed = { code: frame.code, detail: frame.detail };
+  outbox.update(entry.client_msg_id, { failed });
+  store.updatePending(entry.conversation, entry.client_msg_id, { failed });
+}
+
+function retrySend(conversation, message) {
+  outbox.update(message.client_msg_id, { failed: null });
+  store.updatePending(conversation.id, message.client_msg_id, { failed: null });
+  const entry = outbox.get(message.client_msg_id);
+  if (entry) sendEntry(entry);
+}
+
+function discardSend(conversation, message) {
+  outbox.remove(message.client_msg_id);
+  store.dropPending(conversation.id, message.client_msg_id);
+}
+
+// --- conversations -----------------------------------------------------------------------------------
+const fetching = new Map();
+
+/** The conversation in the store, fetched first if this page has not seen it yet. */
+function ensureConversation(id) {
+  if (store.get(id)) return Promise.resolve(store.get(id));
+  if (!fetching.has(id)) {
+    fetching.set(id, api.get(`conversations/${id}`).then((info) => {
+      const conversation = store.upsertConversation(info);
+      loadDetails([conversation]);
+      return conversation;
+    }).finally(() => fetching.delete(id)));
+  }
+  return fetching.get(id);
+}
+
+async function loadMembers(conversation) {
+  const page = await api.get(`conversations/${conversation.id}/members`, { limit: 200 });
+  store.setMembers(conversation.id, page.results.map((m) => m.user));
+}
+
+async function loadPreview(conversation) {
+  if (conversation.lastMessage || !conversation.info.last_seq) return;
+  const page = await api.get(`conversations/${conversation.id}/messages`, { before_seq: conversation.info.last_seq + 1, limit: 1 });
+  store.addMessages(conversation.id, page.messages, { history: true });
+}
+
+/** Names for direct chats and untitled groups, and last-message previews, a few at a time. */
+function loadDetails(conversations) {
+  const needMembers = conversations.filter((c) => !c.members && (c.info.kind === "direct" || !c.info.title));
+  inBatches(needMembers, 4, loadMembers);
+  inBatches(conversations, 4, loadPreview);
+}
+
+async function loadReceipts(conversation) {
+  if (conversation.info.member_count > config.limits.receipt_broadcast_max_members || !conversation.info.me) return;
+  const { members } = await api.get(`conversations/${conversation.id}/receipts`);
+  for (const marks of members) {
+    store.setReceipt(conversation.id, marks.user, { delivered_seq: marks.delivered_seq, read_seq: marks.read_seq });
+  }
+}
+
+async function loadLatest(conversation) {
+  const before = Math.max(conversation.lastSeq, socket.cursor(conversation.id)) + 1;
+  const page = await api.get(`conversations/${conversation.id}/messages`, { before_seq: before, limit: HISTORY_PAGE });
+  store.setHistory(conversation.id, page.messages[0]?.seq ?? before, page.has_more);
+  store.addMessages(conversation.id, page.messages, { history: true });
+}
+
+let loadingOlder = false;
+async function loadOlder() {
+  const conversation = store.get(openId);
+  if (!conversation || loadingOlder || !conversation.hasOlder || conversation.oldestLoaded === null) return;
+  loadingOlder = true;
+  try {
+    const page = await api.get(`conversations/${conversation.id}/messages`,
+                               { before_seq: conversation.oldestLoaded, limit: HISTORY_PAGE });
+    if (conversation.id !== openId) return;
+    store.setHistory(conversation.id, page.messages[0]?.seq ?? conversation.oldestLoaded, page.has_more);
+    store.addMessages(conversation.id, page.messages, { history: true });
+    view.render({ keepPosition: true });
+    renderHistoryEdge(conversation);
+  } catch (error) {
+    toast(error.message);
+  } finally {
+    loadingOlder = false;
+  }
+}
+
+async function openConversation(id, { push = true } = {}) {
+  if (push && window.location.pathname !== `/c/${id}`) history.pushState({ id }, "", `/c/${id}`);
+  let conversation;
+  try {
+    conversation = await ensureConversation(id);
+  } catch (error) {
+    toast(error.status === 404 ? "That conversation doesn't exist, or you're not in it." : error.message);
+    closeConversation({ push: true });
+    return;
+  }
+  openId = id;
+  $("chat-empty").hidden = true;
+  $("chat-open").hidden = false;
+  $("main").dataset.view = "chat";
+  view.open(conversation);
+  renderTyping($("typing-indicator"), []);
+  mark("list", "head");
+  if (conversation.oldestLoaded === null) {
+    try {
+      await loadLatest(conversation);
+    } catch (error) {
+      toast(error.message);
+    }
+  }
+  if (openId !== id) return;
+  view.render({ toBottom: true });
+  renderHistoryEdge(conversation);
+  if (!conversation.members) loadMembers(conversation).catch((e) => console.warn("parley:", e));
+  loadReceipts(conversation).catch((e) => console.warn("parley:", e));
+  if (window.matchMedia("(hover: hover)").matches && conversation.info.me) $("composer-input").focus();
+  maybeMarkRead();
+}
+
+function closeConversation({ push = false } = {}) {
+  openId = null;
+  view.conversation = null;
+  $("chat-empty").hidden = false;
+  $("chat-open").hidden = true;
+  $("main").dataset.view = "list";
+  if (push && window.location.pathname !== "/") history.pushState({}, "", "/");
+  mark("list");
+}
+
+function routeFromLocation() {
+  const match = window.location.pathname.match(/^\/c\/(\d+)\/?$/);
+  if (match) openConversation(Number(match[1]), { push: false });
+  else closeConversation();
+}
+
+/** Tell the server we read the open conversation, when a person can actually see it. */
+function maybeMarkRead() {
+  const conversation = store.get(openId);
+  if (!conversation?.info.me || document.visibilityState !== "visible" || !document.hasFocus() || !view.nearBottom()) return;
+  const seq = conversation.maxSeq;
+  if (seq <= conversation.info.me.read_seq) return;
+  if (!socket.send({ type: "read", conversation: conversation.id, seq })) {
+    api.post(`conversations/${conversation.id}/read`, { seq }).catch((e) => console.warn("parley:", e));
+  }
+  store.setReceipt(conversation.id, config.me.id, { delivered_seq: seq, read_seq: seq });
+}
+
+// --- composer ---------------------------------------------------------------------------------------
+function autosize(textarea) {
+  textarea.style.height = "auto";
+  textarea.style.height = `${Math.min(textarea.scrollHeight + 2, 160)}px`;
+}
+
+function submitMessage(event) {
+  event.preventDefault();
+  const input = $("composer-input");
+  const body = input.value;
+  if (!body.trim() || !openId) return;
+  if (body.length > config.limits.max_body_length) {
+    toast(`Messages can be at most ${config.limits.max_body_length} characters.`);
+    return;
+  }
+  const entry = outbox.add({ conversation: openId, body });
+  store.addPending(entry);
+  input.value = "";
+  autosize(input);
+  view.render({ toBottom: true });
+  sendEntry(entry);
+}
+
+$("composer").addEventListener("submit", submitMessage);
+$("composer-input").addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    $("composer").requestSubmit();
+  }
+});
+$("composer-input").addEventListener("input", (event) => {
+  autosize(event.target);
+  const now = Date.now();
+  if (openId && event.target.value && now - lastTypingSent > config.limits.typing_throttle_ms) {
+    if (socket.send({ type: "typing", conversation: openId })) lastTypingSent = now;
+  }
+});
+
+// --- dialogs -----------------------------------------------------------------------------------------
+function debounce(fn, ms) {
+  let timer;
+  return (...args) => { clearTimeout(timer); timer = setTimeout(() => fn(...args), ms); };
+}
+
+async function searchUsers(text) {
+  if (!text.trim()) return [];
+  return (await api.get("users", { search: text.trim() })).results;
+}
+
+async function startDirect(user) {
+  try {
+    const info = await api.post("conversations", { kind: "direct", members: [user.id] });
+    store.upsertConversation(info);
+    $("direct-dialog").close();
+    await loadMembers(store.get(info.id)).catch(() => {});
+    openConversation(info.id);
+  } catch (error) {
+    toast(error.message_for_people || error.message);
+  }
+}
+
+$("new-direct").addEventListener("click", () => {
+  $("direct-search").value = "";
+  replaceChildren($("direct-results"), []);
+  $("direct-dialog").showModal();
+});
+$("direct-search").addEventListener("input", debounce(async (event) => {
+  const users = await searchUsers(event.target.value).catch(() => []);
+  replaceChildren($("direct-results"), users.length
+    ? users.map((u) => pickRow(u.display_name, `@${u.username}`, "Chat", () => startDirect(u), { label: `Chat with ${u.display_name}` }))
+    : [el("li", { cls: "pick-sub", text: event.target.value.trim() ? "Nobody found." : "" })]);
+}, 250));
+
+const groupPicks = new Map();
+function renderGroupPicks() {
+  $("group-picked").textContent = groupPicks.size ? [...groupPicks.values()].map((u) => u.display_name).join(", ") : "nobody yet";
+}
+$("new-group").addEventListener("click", () => {
+  groupPicks.clear();
+  renderGroupPicks();
+  $("group-title").value = "";
+  $("group-search").value = "";
+  $("group-error").hidden = true;
+  replaceChildren($("group-results"), []);
+  $("group-dialog").showModal();
+});
+$("group-search").addEventListener("input", debounce(async (event) => {
+  const users = await searchUsers(event.target.value).catch(() => []);
+  replaceChildren($("group-results"), users.map((u) => pickRow(u.display_name, `@${u.username}`, groupPicks.has(u.id) ? "Added" : "Add", (e) => {
+    groupPicks.set(u.id, u);
+    e.target.textContent = "Added";
+    e.target.disabled = true;
+    renderGroupPicks();
+  }, { disabled: groupPicks.has(u.id) })));
+}, 250));
+$("group-form").addEventListener("submit", async (event) => {
+  if (event.submitter?.value !== "create") return;
+  event.preventDefault();
+  try {
+    const info = await api.post("conversations", { kind: "group", title: $("group-title").value.trim(), members: [...groupPicks.keys()] });
+    store.upsertConversation(info);
+    $("group-dialog").close();
+    openConversation(info.id);
+  } catch (error) {
+    $("group-error").textContent = error.message_for_people || error.message;
+    $("group-error").hidden = false;
+  }
+});
+
+async function listChannels(text = "") {
+  try {
+    const page = await api.get("channels", { search: text.trim() || undefined });
+    replaceChildren($("channel-results"), page.results.length ? page.results.map((info) => pickRow(
+      info.title, `${info.member_count} member${info.member_count === 1 ? "" : "s"}`,
+      info.me ? "Open" : "Join", () => joinChannel(info))) : [el("li", { cls: "pick-sub", text: "No public channels found." })]);
+  } catch (error) {
+    replaceChildren($("channel-results"), [el("li", { cls: "pick-sub", text: error.message })]);
+  }
+}
+
+async function joinChannel(info) {
+  try {
+    const joined = info.me ? info : await api.post(`conversations/${info.id}/join`);
+    store.upsertConversation(joined);
+    $("channels-dialog").close();
+    openConversation(joined.id);
+  } catch (error) {
+    toast(error.message);
+  }
+}
+
+$("browse-channels").addEventListener("click", () => {
+  $("channel-search").value = "";
+  listChannels();
+  $("channels-dialog").showModal();
+});
+$("channel-search").addEventListener("input", debounce((event) => listChannels(event.target.value), 250));
+$("channel-create").addEventListener("click", async () => {
+  try {
+    const info = await api.post("conversations", { kind: "channel", title: $("channel-title").value.trim(), public: $("channel-public").checked });
+    store.upsertConversation(info);
+    $("channels-dialog").close();
+    openConversation(info.id);
+  } catch (error) {
+    toast(error.message_for_people || error.message);
+  }
+});
+
+async function showInfo(conversation, message) {
+  try {
+    const info = await api.get(`messages/${message.id}/info`);
+    $("info-body").textContent = info.message.state === "removed" ? "This message was removed by a moderator." : info.message.body;
+    const { read, delivered, sent } = info.counts;
+    $("info-counts").textContent = `Read by ${read} · Delivered to ${delivered} · Not yet delivered to ${sent}`;
+    const labels = { read: "Read", delivered: "Delivered", sent: "Sent" };
+    replaceChildren($("info-recipients"), info.recipients.map((r) => el("li", {},
+      el("span", { text: r.user.display_name }),
+      el("span", { cls: "state-label", text: labels[r.state], attrs: { "data-state": r.state } }))));
+    $("info-dialog").showModal();
+  } catch (error) {
+    toast(error.message);
+  }
+}
+
+let flagging = null;
+function showFlag(conversation, message) {
+  flagging = message;
+  $("flag-body").textContent = message.body;
+  $("flag-form").reset();
+  $("flag-error").hidden = true;
+  $("flag-dialog").showModal();
+}
+$("flag-form").addEventListener("submit", async (event) => {
+  if (event.submitter?.value !== "report") return;
+  event.preventDefault();
+  const reason = new FormData($("flag-form")).get("reason");
+  if (!reason) {
+    $("flag-error").textContent = "Pick a reason.";
+    $("flag-error").hidden = false;
+    return;
+  }
+  try {
+    await api.post(`messages/${flagging.id}/flag`, { reason, note: $("flag-note").value.trim() });
+    $("flag-dialog").close();
+    toast("Reported. A moderator will look at it.");
+  } catch (error) {
+    $("flag-error").textContent = error.status === 409 ? "You have already reported this message." : error.message_for_people;
+    $("flag-error").hidden = false;
+  }
+});
+
+// --- navigation and focus ---------------------------------------------------------------------------------
+$("conversation-list").addEventListener("click", (event) => {
+  const link = event.target.closest("a[data-conversation]");
+  if (!link || event.metaKey || event.ctrlKey || event.shiftKey || event.button !== 0) return;
+  event.preventDefault();
+  openConversation(Number(link.dataset.conversation));
+});
+$("back-to-list").addEventListener("click", () => closeConversation({ push: true }));
+$("join-channel").addEventListener("click", () => {
+  const conversation = store.get(openId);
+  if (conversation) joinChannel(conversation.info);
+});
+$("load-older").addEventListener("click", loadOlder);
+$("reconnect-now").addEventListener("click", () => socket.connectNow());
+window.addEventListener("popstate", routeFromLocation);
+window.addEventListener("focus", maybeMarkRead);
+document.addEventListener("visibilitychange", maybeMarkRead);
+$("message-scroller").addEventListener("scroll", debounce(maybeMarkRead, 150));
+new IntersectionObserver((entries) => {
+  if (entries.some((e) => e.isIntersecting)) loadOlder();
+}, { root: $("message-scroller") }).observe($("load-older"));
+
+// --- start ---------------------------------------------------------------------------------------------------
+async function start() {
+  try {
+    deviceId = await ensureDevice(config.me.id);
+  } catch (error) {
+    showStatus({ state: "offline" });
+    toast(`This browser could not be registered: ${error.message}`);
+    return;
+  }
+  socket = new ParleySocket({ url: socketUrl, onFrame, onStatus: showStatus, onRefused: refused });
+  try {
+    const page = await api.get("conversations");
+    for (const info of page.results) {
+      store.upsertConversation(info);
+      socket.follow(info.id, info.last_seq); // resume live from here: the list already says what came before
+    }
+  } catch (error) {
+    toast(`Could not load your conversations: ${error.message}`);
+  }
+  for (const entry of outbox.all()) {
+    await ensureConversation(entry.conversation).then(
+      () => store.addPending(entry),
+      () => outbox.remove(entry.client_msg_id), // gone, or no longer ours: nothing to send it to
+    );
+  }
+  mark("list");
+  socket.start();
+  loadDetails([...store.conversations.values()]);
+  routeFromLocation();
+  setUpPush({ button: $("enable-push"), deviceId, push: config.push, onEnabled: () => toast("Notifications are on.") })
+    .catch((e) => console.warn("parley: push", e));
+}
+
+start();

@@ -1,0 +1,76 @@
+// This browser as a Parley device (CONTRACT, "Devices"): registered once per user and kept
+// in localStorage, registered again if the server no longer knows it. Also offers Web Push
+// when the server has a VAPID key and the service worker (static/sw.js) is there.
+import { api } from "./api.js";
+
+const deviceKey = (userId) => `parley:device:${userId}`;
+
+function describeBrowser() {
+  const ua = navigator.userAgent;
+  const browser = /Edg\//.test(ua) ? "Edge" : /Firefox\//.test(ua) ? "Firefox" : /Chrom(e|ium)\//.test(ua) ? "Chrome"
+    : /Safari\//.test(ua) ? "Safari" : "Browser";
+  const os = /Android/.test(ua) ? "Android" : /iPhone|iPad/.test(ua) ? "iOS" : /Windows/.test(ua) ? "Windows"
+    : /Mac OS X/.test(ua) ? "macOS" : /Linux/.test(ua) ? "Linux" : "";
+  return os ? `${browser} on ${os}` : browser;
+}
+
+export async function registerDevice(userId) {
+  const device = await api.post("devices", { name: describeBrowser(), platform: "web" });
+  localStorage.setItem(deviceKey(userId), device.id);
+  return device.id;
+}
+
+export async function ensureDevice(userId) {
+  return localStorage.getItem(deviceKey(userId)) || registerDevice(userId);
+}
+
+export async function deviceIsKnown(deviceId) {
+  const devices = await api.get("devices");
+  return devices.some((d) => d.id === deviceId);
+}
+
+// --- Web Push ----------------------------------------------------------------------------------
+
+function keyBytes(base64url) {
+  const base64 = (base64url + "=".repeat((4 - (base64url.length % 4)) % 4)).replace(/-/g, "+").replace(/_/g, "/");
+  return Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
+}
+
+async function saveSubscription(deviceId, subscription) {
+  const { endpoint, keys } = subscription.toJSON();
+  const marker = `parley:push:${deviceId}`;
+  if (localStorage.getItem(marker) === endpoint) return;
+  await api.post(`devices/${deviceId}/push-subscription`, { endpoint, keys });
+  localStorage.setItem(marker, endpoint);
+}
+
+/**
+ * Registers the service worker if the server ships one, and shows `button` to turn on
+ * notifications when push is possible and not yet on. Does nothing (quietly) otherwise.
+ */
+export async function setUpPush({ button, deviceId, push, onEnabled }) {
+  if (!push.service_worker || !("serviceWorker" in navigator)) return;
+  let registration;
+  try {
+    registration = await navigator.serviceWorker.register(push.service_worker);
+  } catch (error) {
+    console.info("parley: no service worker", error);
+    return;
+  }
+  if (!push.vapid_public_key || !("PushManager" in window) || Notification.permission === "denied") return;
+  const existing = await registration.pushManager.getSubscription();
+  if (existing) {
+    await saveSubscription(deviceId, existing).catch((e) => console.warn("parley:", e));
+    return;
+  }
+  button.hidden = false;
+  button.addEventListener("click", async () => {
+    button.hidden = true;
+    if ((await Notification.requestPermission()) !== "granted") return;
+    const subscription = await registration.pushManager.subscribe({
+      userVisibleOnly: true, applicationServerKey: keyBytes(push.vapid_public_key),
+    });
+    await saveSubscription(deviceId, subscription);
+    onEnabled?.();
+  }, { once: true });
+}

@@ -1,0 +1,247 @@
+// The client's state: conversations, their messages by seq, messages waiting in the outbox,
+// members, receipt watermarks, typing and presence. Every change notifies the subscribers
+// with what changed, so the UI redraws only that part.
+//
+// Messages are kept by seq, so the same message arriving twice (a REST page overlapping a
+// replay page, or the stream) is stored once. A pending message is keyed by its
+// client_msg_id and gives way to the stored one with the same key.
+
+const TYPING_SHOWN_MS = 5000;
+
+export class Conversation {
+  constructor(info) {
+    this.id = info.id;
+    this.info = info;
+    this.messages = new Map(); // seq -> message
+    this.maxSeq = 0; // highest seq in messages
+    this.pending = new Map(); // client_msg_id -> outbox entry (maybe with .failed)
+    this.members = null; // Map user id -> user, once fetched
+    this.receipts = new Map(); // user id -> {delivered_seq, read_seq}
+    this.typing = new Map(); // user id -> time it stops showing
+    this.oldestLoaded = null; // lowest seq of the history shown; null until it is fetched
+    this.hasOlder = true;
+  }
+
+  get lastSeq() {
+    return Math.max(this.info.last_seq || 0, this.maxSeq);
+  }
+
+  get lastMessage() {
+    return this.messages.get(this.maxSeq) || null;
+  }
+}
+
+export class Store {
+  constructor(me) {
+    this.me = me;
+    this.conversations = new Map();
+    this.presence = new Map(); // user id -> online
+    this.listeners = new Set();
+  }
+
+  subscribe(listener) {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  emit(change) {
+    for (const listener of this.listeners) listener(change);
+  }
+
+  get(id) {
+    return this.conversations.get(id);
+  }
+
+  // --- conversations -------------------------------------------------------------------------
+  upsertConversation(info) {
+    let conversation = this.conversations.get(info.id);
+    if (conversation) {
+      const me = info.me && conversation.info.me ? this.mergeMarks(conversation.info.me, info.me) : info.me;
+      conversation.info = { ...conversation.info, ...info, me,
+                            last_seq: Math.max(conversation.info.last_seq || 0, info.last_seq || 0) };
+    } else {
+      conversation = new Conversation(info);
+      this.conversations.set(info.id, conversation);
+    }
+    this.emit({ kind: "conversations", conversation: info.id });
+    return conversation;
+  }
+
+  removeConversation(id) {
+    if (this.conversations.delete(id)) this.emit({ kind: "conversations", conversation: id, removed: true });
+  }
+
+  mergeMarks(current, incoming) {
+    // Watermarks only move forward (CONTRACT, "Semantics" 5), whatever order updates arrive in.
+    return { ...current, ...incoming,
+             delivered_seq: Math.max(current.delivered_seq, incoming.delivered_seq),
+             read_seq: Math.max(current.read_seq, incoming.read_seq) };
+  }
+
+  /** The conversations I am in, most recent activity first, counting messages still in the outbox. */
+  sortedConversations() {
+    const activity = (c) => {
+      let at = c.info.last_activity_at || c.info.created_at || "";
+      const last = c.lastMessage;
+      if (last && last.created_at > at) at = last.created_at;
+      for (const entry of c.pending.values()) if (entry.created_at > at) at = entry.created_at;
+      return at;
+    };
+    const mine = [...this.conversations.values()].filter((c) => c.info.me);
+    return mine.sort((a, b) => (activity(b) > activity(a) ? 1 : activity(b) < activity(a) ? -1 : b.id - a.id));
+  }
+
+  unread(conversation) {
+    const me = conversation.info.me;
+    return me ? Math.max(0, conversation.lastSeq - me.read_seq) : 0;
+  }
+
+  peer(conversation) {
+    if (conversation.info.kind !== "direct" || !conversation.members) return null;
+    return [...conversation.members.values()].find((u) => u.id !== this.me.id) || null;
+  }
+
+  title(conversation) {
+    const { info } = conversation;
+    if (info.title) return info.title;
+    if (info.kind === "direct") return this.peer(conversation)?.display_name || "Direct chat";
+    if (conversation.members) {
+      const names = [...conversation.members.values()].filter((u) => u.id !== this.me.id).map((u) => u.display_name);
+      if (names.length) return names.slice(0, 3).join(", ") + (names.length > 3 ? ` +${names.length - 3}` : "");
+    }
+    return info.kind === "channel" ? "Channel" : "Group";
+  }
+
+  name(conversation, userId) {
+    if (userId === this.me.id) return "You";
+    return conversation?.members?.get(userId)?.display_name || "Someone";
+  }
+
+  // --- messages -------------------------------------------------------------------------------
+  addMessages(conversationId, messages, { history = false } = {}) {
+    const conversation = this.conversations.get(conversationId);
+    if (!conversation || !messages.length) return;
+    for (const message of messages) {
+      conversation.messages.set(message.seq, message);
+      conversation.maxSeq = Math.max(conversation.maxSeq, message.seq);
+      if (message.sender.id === this.me.id) {
+        conversation.pending.delete(message.client_msg_id);
+        // Sending raised our own marks to this seq (CONTRACT, "send").
+        if (conversation.info.me) {
+          conversation.info.me = this.mergeMarks(conversation.info.me,
+                                                 { delivered_seq: message.seq, read_seq: message.seq });
+        }
+      }
+      if (!history) conversation.typing.delete(message.sender.id); // the message they were typing is here
+      if (!history && conversation.members && !conversation.members.has(message.sender.id)) {
+        conversation.members.set(message.sender.id, message.sender);
+      }
+    }
+    this.emit({ kind: "messages", conversation: conversationId, history });
+    this.emit({ kind: "conversations", conversation: conversationId });
+    if (!history) this.emit({ kind: "typing", conversation: conversationId });
+  }
+
+  setHistory(conversationId, oldestSeq, hasOlder) {
+    const conversation = this.conversations.get(conversationId);
+    if (!conversation) return;
+    conversation.oldestLoaded = oldestSeq;
+    conversation.hasOlder = hasOlder;
+  }
+
+  markRemoved(conversationId, id, seq) {
+    const conversation = this.conversations.get(conversationId);
+    const message = conversation?.messages.get(seq);
+    if (!message || message.id !== id) return;
+    conversation.messages.set(seq, { ...message, body: "", state: "removed" });
+    this.emit({ kind: "messages", conversation: conversationId });
+    this.emit({ kind: "conversations", conversation: conversationId });
+  }
+
+  addPending(entry) {
+    const conversation = this.conversations.get(entry.conversation);
+    if (!conversation) return;
+    // A confirmed copy may already be here (the stream beat the outbox): nothing to show twice.
+    for (const message of conversation.messages.values()) {
+      if (message.sender.id === this.me.id && message.client_msg_id === entry.client_msg_id) return;
+    }
+    conversation.pending.set(entry.client_msg_id, entry);
+    this.emit({ kind: "messages", conversation: entry.conversation, own: true });
+    this.emit({ kind: "conversations", conversation: entry.conversation });
+  }
+
+  updatePending(conversationId, clientMsgId, changes) {
+    const conversation = this.conversations.get(conversationId);
+    const entry = conversation?.pending.get(clientMsgId);
+    if (!entry) return;
+    conversation.pending.set(clientMsgId, { ...entry, ...changes });
+    this.emit({ kind: "messages", conversation: conversationId });
+  }
+
+  dropPending(conversationId, clientMsgId) {
+    const conversation = this.conversations.get(conversationId);
+    if (conversation?.pending.delete(clientMsgId)) {
+      this.emit({ kind: "messages", conversation: conversationId });
+      this.emit({ kind: "conversations", conversation: conversationId });
+    }
+  }
+
+  // --- receipts, members, typing, presence ------------------------------------------------------
+  setReceipt(conversationId, userId, marks) {
+    const conversation = this.conversations.get(conversationId);
+    if (!conversation) return;
+    if (userId === this.me.id && conversation.info.me) {
+      conversation.info.me = this.mergeMarks(conversation.info.me, marks);
+      this.emit({ kind: "conversations", conversation: conversationId });
+    }
+    const current = conversation.receipts.get(userId);
+    conversation.receipts.set(userId, current ? this.mergeMarks(current, marks) : { ...marks });
+    this.emit({ kind: "receipts", conversation: conversationId });
+  }
+
+  setMembers(conversationId, users) {
+    const conversation = this.conversations.get(conversationId);
+    if (!conversation) return;
+    conversation.members = new Map(users.map((u) => [u.id, u]));
+    this.emit({ kind: "conversations", conversation: conversationId });
+    this.emit({ kind: "members", conversation: conversationId });
+  }
+
+  setTyping(conversationId, userId) {
+    const conversation = this.conversations.get(conversationId);
+    if (!conversation) return;
+    conversation.typing.set(userId, Date.now() + TYPING_SHOWN_MS);
+    this.setPresence(userId, true); // typing is proof of life
+    this.emit({ kind: "typing", conversation: conversationId });
+    setTimeout(() => this.emit({ kind: "typing", conversation: conversationId }), TYPING_SHOWN_MS + 50);
+  }
+
+  typingNames(conversation) {
+    const now = Date.now();
+    const names = [];
+    for (const [userId, until] of conversation.typing) {
+      if (until > now) names.push(this.name(conversation, userId));
+      else conversation.typing.delete(userId);
+    }
+    return names;
+  }
+
+  setPresence(userId, online) {
+    if (this.presence.get(userId) === online) return;
+    this.presence.set(userId, online);
+    this.emit({ kind: "presence", user: userId });
+  }
+
+  /**
+   * The tick of a message I sent: pending (no seq yet) -> sent (stored) -> delivered (every
+   * other member's delivered_seq has reached it) -> read (every other member's read_seq has).
+   */
+  tickState(conversation, message) {
+    if (!message.seq) return message.failed ? "failed" : "pending";
+    const others = [...conversation.receipts].filter(([userId]) => userId !== this.me.id).map(([, marks]) => marks);
+    if (!others.length) return "sent";
+    if (others.every((m) => m.read_seq >= message.seq)) return "read";
+    if (others.every((m) => m.delivered_seq >= message.seq)) return "delivered";
+    return "sent";
+  }
+}
