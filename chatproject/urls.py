@@ -8,6 +8,7 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("api/v1/", include("messaging.api.urls")),
+    path("", include("messaging.web_urls")),
 ]
 
 # JSON for /api/ paths, Django's page elsewhere.
