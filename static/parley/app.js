@@ -140,14 +140,10 @@ async function onFrame(frame) {
       } catch {
         return; // no longer ours
       }
-      for (const message of frame.messages) {
-        if (message.sender.id === config.me.id) settle(message.client_msg_id);
-      }
-      store.addMessages(frame.conversation, frame.messages);
+      absorb(frame.conversation, frame.messages);
       break;
     case "send.ok":
-      settle(frame.client_msg_id);
-      store.addMessages(frame.message.conversation, [frame.message]);
+      absorb(frame.message.conversation, [frame.message]);
       break;
     case "send.error":
       sendFailed(frame);
@@ -210,6 +206,14 @@ function settle(clientMsgId) {
   outbox.remove(clientMsgId);
 }
 
+/** Messages from the server, by any path: my own among them leave the outbox for good. */
+function absorb(conversationId, messages, options) {
+  for (const message of messages) {
+    if (message.sender.id === config.me.id) settle(message.client_msg_id);
+  }
+  store.addMessages(conversationId, messages, options);
+}
+
 function sendFailed(frame) {
   const entry = outbox.get(frame.client_msg_id);
   inflight.delete(frame.client_msg_id);
@@ -259,7 +263,7 @@ async function loadMembers(conversation) {
 async function loadPreview(conversation) {
   if (conversation.lastMessage || !conversation.info.last_seq) return;
   const page = await api.get(`conversations/${conversation.id}/messages`, { before_seq: conversation.info.last_seq + 1, limit: 1 });
-  store.addMessages(conversation.id, page.messages, { history: true });
+  absorb(conversation.id, page.messages, { history: true });
 }
 
 /** Names for direct chats and untitled groups, and last-message previews, a few at a time. */
@@ -281,7 +285,7 @@ async function loadLatest(conversation) {
   const before = Math.max(conversation.lastSeq, socket.cursor(conversation.id)) + 1;
   const page = await api.get(`conversations/${conversation.id}/messages`, { before_seq: before, limit: HISTORY_PAGE });
   store.setHistory(conversation.id, page.messages[0]?.seq ?? before, page.has_more);
-  store.addMessages(conversation.id, page.messages, { history: true });
+  absorb(conversation.id, page.messages, { history: true });
 }
 
 let loadingOlder = false;
@@ -294,7 +298,7 @@ async function loadOlder() {
                                { before_seq: conversation.oldestLoaded, limit: HISTORY_PAGE });
     if (conversation.id !== openId) return;
     store.setHistory(conversation.id, page.messages[0]?.seq ?? conversation.oldestLoaded, page.has_more);
-    store.addMessages(conversation.id, page.messages, { history: true });
+    absorb(conversation.id, page.messages, { history: true });
     view.render({ keepPosition: true });
     renderHistoryEdge(conversation);
   } catch (error) {

@@ -230,12 +230,12 @@ export class MessageView {
     if (tickState === "failed") {
       actions.append(this.actionButton("Retry", "retry", message), this.actionButton("Discard", "discard", message));
     }
-    foot.append(actions);
     if (tickState) {
       const tick = TICKS[tickState];
       const label = tickState === "failed" ? `Not sent: ${message.failed?.detail || "refused"}` : tick.label;
       foot.append(el("span", { cls: "tick", text: tick.text, attrs: { "data-state": tickState, title: label, "aria-label": label, role: "img" } }));
     }
+    foot.append(actions);
     return el("li", {
       cls: classes.join(" "),
       attrs: { "data-seq": message.seq || false, "data-client-msg-id": message.client_msg_id, "data-state": removed ? "removed" : "visible" },
