@@ -1,0 +1,131 @@
+"""Browser tests: Debian's Chromium, driven by pytest-playwright, against a real daphne on the
+test PostgreSQL database and a private Redis (tests.live), because Django's live_server has
+no WebSocket. Run them on their own: ``pytest -m browser tests/browser``.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import Group, Permission
+from playwright.sync_api import BrowserContext, Page, expect
+
+from tests.live import Gateway, RedisServer
+
+# The sync Playwright API runs an event loop in this thread; the ORM calls the tests make
+# between browser steps are still plain synchronous calls.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+CHROMIUM = os.environ.get("PARLEY_CHROMIUM", "/usr/bin/chromium")
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+PASSWORD = "pw-Parley-123"
+
+expect.set_options(timeout=15_000)
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args() -> dict:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"Chromium not found at {CHROMIUM} (apt-get install chromium)", pytrace=False)
+    return {
+        "executable_path": CHROMIUM,
+        "args": ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"],
+    }
+
+
+@pytest.fixture(scope="session")
+def parley_server(django_db_setup, django_db_blocker):
+    """One daphne for the whole run; each test's data is committed (transactional) and flushed after."""
+    redis = RedisServer()
+    redis.start()
+    gateway = Gateway(redis.url, extra_env={
+        "DJANGO_SETTINGS_MODULE": "tests.browser.server_settings",
+        "DJANGO_ALLOW_ASYNC_UNSAFE": "",  # the server keeps Django's guard against blocking calls
+        "PARLEY_RECEIPT_COALESCE_MS": "100",
+    })
+    with django_db_blocker.unblock():
+        gateway.start()
+    yield gateway
+    errors = gateway.stop()
+    redis.stop()
+    if "Traceback" in errors:
+        print(errors[-5000:])
+
+
+@pytest.fixture(scope="session")
+def base_url(parley_server) -> str:
+    return parley_server.url
+
+
+@pytest.fixture
+def people(transactional_db, make_user):
+    """alice and bob, and a moderator, with display names."""
+    alice = make_user("alice", password=PASSWORD, display_name="Alice Archer")
+    bob = make_user("bob", password=PASSWORD, display_name="Bob Baker")
+    moderators, _ = Group.objects.get_or_create(name="Moderators")
+    moderators.permissions.add(Permission.objects.get(codename="moderate_message"))
+    mod = make_user("mod", password=PASSWORD, display_name="Morgan Moderator")
+    mod.groups.add(moderators)
+    return {"alice": alice, "bob": bob, "mod": mod}
+
+
+@pytest.fixture
+def signed_in(new_context, base_url):
+    """signed_in(username) -> a context with a session (logged in through the REST endpoint)."""
+
+    def open_as(username: str, **context_args) -> BrowserContext:
+        context = new_context(**context_args)
+        response = context.request.post(f"{base_url}/api/v1/auth/login",
+                                         data={"username": username, "password": PASSWORD})
+        assert response.status == 200, response.text()
+        return context
+
+    return open_as
+
+
+def open_app(context: BrowserContext, path: str = "/") -> Page:
+    page = context.new_page()
+    page.goto(path)
+    expect(page.locator("#connection")).to_have_attribute("data-state", "online")
+    return page
+
+
+def conversation_link(page: Page, title: str):
+    return page.locator("#conversation-list a[data-conversation]").filter(has_text=title)
+
+
+def send(page: Page, text: str) -> None:
+    box = page.get_by_label("Message", exact=True)
+    box.fill(text)
+    box.press("Enter")
+
+
+def bubbles(page: Page):
+    return page.locator("#message-list .message .bubble")
+
+
+def message_with(page: Page, text: str):
+    return page.locator("#message-list .message").filter(has=page.locator(".bubble", has_text=re.compile(f"^{re.escape(text)}$")))
+
+
+def screenshot(page: Page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+
+
+def seed(conversation, *lines: tuple) -> None:
+    """Store (sender, body) messages through the one write path, before any page opens."""
+    from messaging.actions import do_send_message
+
+    for n, (sender, body) in enumerate(lines):
+        do_send_message(sender=sender, conversation_id=conversation.pk, client_msg_id=f"seed-{conversation.pk}-{n}",
+                        body=body)
+
+
+def direct(a, b):
+    from messaging.actions import do_get_or_create_direct
+
+    return do_get_or_create_direct(creator=a, other_user_id=b.pk).conversation
