@@ -8,32 +8,25 @@ const REASONS = { spam: "Spam", abuse: "Abuse", other: "Other" };
 const ACTIONS = { dismiss: "Dismissed", remove_message: "Message removed" };
 let status = "open";
 
-const rows = (data) => (Array.isArray(data) ? data : data.results || data.flags || []);
-const who = (user) => (user ? user.display_name || user.username : "someone");
+const who = (user) => user.display_name || user.username;
 
-function conversationName(flag) {
-  const conversation = flag.conversation || flag.message?.conversation;
-  if (conversation && typeof conversation === "object") return conversation.title || `${conversation.kind || "conversation"} #${conversation.id}`;
-  return `conversation #${conversation}`;
+function conversationName({ conversation }) {
+  if (conversation.title) return conversation.title;
+  return conversation.kind === "direct" ? "a direct chat" : `an untitled ${conversation.kind}`;
 }
 
-function contextList(flag) {
-  const context = flag.context || flag.message_context;
-  const messages = Array.isArray(context) && context.length ? context : [flag.message];
-  return el("ol", { cls: "flag-context", attrs: { "aria-label": "The message in its conversation" } },
-    ...messages.map((m) => el("li", {
-      cls: m.id === flag.message.id ? "flagged" : "",
-      text: `${who(m.sender)}: ${m.body || (m.state === "removed" ? "(removed)" : "")}`,
-    })));
+/** The reported message as it was reported: moderators keep the text even after removal. */
+function evidence(flag) {
+  const removed = flag.message.state === "removed";
+  return el("blockquote", { cls: "flag-evidence" },
+    el("p", { cls: "flag-evidence-meta", text: `${who(flag.message.sender)} · ${fullTime(flag.message.created_at)}${removed ? " · removed" : ""}` }),
+    el("p", { cls: "flag-evidence-body", text: flag.evidence }));
 }
 
-function resolutionText(flag) {
-  const resolution = flag.resolution || flag;
-  const action = ACTIONS[resolution.action] || resolution.action || "Resolved";
-  const by = resolution.moderator || resolution.resolved_by;
-  const note = resolution.note ?? resolution.resolution_note;
-  const when = resolution.resolved_at || flag.resolved_at;
-  return [action, by ? `by ${who(by)}` : "", when ? `on ${fullTime(when)}` : "", note ? `: “${note}”` : ""].filter(Boolean).join(" ");
+function resolutionText({ decision, resolved_at: resolvedAt }) {
+  if (!decision) return `Resolved on ${fullTime(resolvedAt)}`;
+  const action = ACTIONS[decision.action] || decision.action;
+  return `${action} by ${who(decision.moderator)} on ${fullTime(decision.created_at)}${decision.note ? `: “${decision.note}”` : ""}`;
 }
 
 function flagCard(flag) {
@@ -42,20 +35,18 @@ function flagCard(flag) {
     el("h2", {}, el("span", { cls: "flag-reason", text: REASONS[flag.reason] || flag.reason }), " ",
       el("span", { text: `Message by ${who(flag.message.sender)} in ${conversationName(flag)}` })),
     el("p", { cls: "flag-meta", text: `Reported by ${who(flag.reporter)} on ${fullTime(flag.created_at)}${flag.note ? ` · “${flag.note}”` : ""}` }),
-    contextList(flag));
+    evidence(flag));
   if (flag.status === "open") {
     const note = el("textarea", { attrs: { id: noteId, rows: 2, maxlength: 1000 } });
     const act = (action) => async (event) => {
       event.target.disabled = true;
       try {
         await api.post(`moderation/flags/${flag.id}/resolve`, { action, note: note.value.trim() });
-        card.remove();
         toast(action === "remove_message" ? "Message removed." : "Flag dismissed.");
-        if (!$("flag-list").children.length) showEmpty();
       } catch (error) {
-        toast(error.message_for_people || error.message);
-        event.target.disabled = false;
+        toast(error.status === 409 ? "Another moderator resolved this flag already." : error.message_for_people);
       }
+      await load(); // removing a message resolves its other flags too
     };
     const dismiss = el("button", { cls: "button", text: "Dismiss", attrs: { type: "button" } });
     const remove = el("button", { cls: "button danger", text: "Remove message", attrs: { type: "button" } });
@@ -79,7 +70,7 @@ async function load() {
   $("flag-list").setAttribute("aria-labelledby", `tab-${status}`);
   $("flag-status").textContent = "Loading…";
   try {
-    const flags = rows(await api.get("moderation/flags", { status }));
+    const flags = (await api.get("moderation/flags", { status, limit: 100 })).results;
     replaceChildren($("flag-list"), flags.map(flagCard));
     if (flags.length) $("flag-status").textContent = `${flags.length} ${status === "open" ? "waiting" : "resolved"}`;
     else showEmpty();
