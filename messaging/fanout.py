@@ -132,6 +132,7 @@ def message_removed(*, conversation_id: int, message_id: int, seq: int) -> None:
         conversation_group(conversation_id),
         {"type": "conv.removed", "conversation": conversation_id, "id": message_id, "seq": seq},
     )
+    offline_push.message_removed(conversation_id=conversation_id, seq=seq)  # a shown push goes too
 
 
 def membership_changed(*, user_id: int, change: str, conversation: dict[str, Any]) -> None:

@@ -65,7 +65,8 @@ class PushDeadLetter(models.Model):
 
     class Kind(models.TextChoices):
         MESSAGE = "message", "Message"
-        CLOSE = "close", "Close"
+        CLOSE = "close", "Close"  # read elsewhere
+        RETRACT = "retract", "Retract"  # the message shown was removed
 
     conversation = models.ForeignKey("messaging.Conversation", on_delete=models.CASCADE, related_name="+")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")

@@ -12,7 +12,8 @@ online device. The flow, its decisions and its settings are in docs/notification
    (:func:`prepare_delivery`): read -> no push; removed -> no push; online -> no push.
 4. Failures retry with exponential backoff and jitter (:func:`retry_countdown`); 404/410
    deletes the subscription; after the last retry the push becomes a dead letter.
-5. Reading elsewhere sends a ``close`` follow-up (:func:`read_advanced`).
+5. Reading elsewhere sends a ``close`` follow-up (:func:`read_advanced`); removing the
+   message a notification shows withdraws it the same way (:func:`message_removed`).
 6. ``parley.push.sweep`` finds members behind whose watermark is behind too, within the
    staleness cut-off, and enqueues them again (:func:`overdue_notifications`): a lost task
    never loses a notification, and an outage never ends in a storm of old pushes.
@@ -50,6 +51,7 @@ logger = logging.getLogger(__name__)
 
 MESSAGE = PushDeadLetter.Kind.MESSAGE.value
 CLOSE = PushDeadLetter.Kind.CLOSE.value
+RETRACT = PushDeadLetter.Kind.RETRACT.value
 
 # Members per presence lookup and per page of the burst and sweep queries.
 _CHUNK = 500
@@ -98,12 +100,31 @@ def read_advanced(*, conversation_id: int, user_id: int, read_seq: int) -> None:
 
 
 def _close_if_read(conversation_id: int, user_id: int, read_seq: int) -> None:
-    # The marker holds the seq the shown notification was claimed up to; only reading all of
-    # it closes the notification, and the delete lets one reader (of racing ones) send it.
+    # The marker says what the shown notification covers; only reading all of it closes the
+    # notification, and the delete lets one reader (of racing ones) send the close.
     key = _shown_key(conversation_id, user_id)
     shown = cache.get(key)
-    if shown is not None and read_seq >= shown and cache.delete(key):
+    if shown is not None and read_seq >= shown["upto"] and cache.delete(key):
         tasks.close.delay(conversation_id, user_id)
+
+
+def message_removed(*, conversation_id: int, seq: int) -> None:
+    """A message is being removed: once that commits, withdraw notifications that show it."""
+    if enabled():
+        fanout.after_commit(partial(tasks.retract.delay, conversation_id, seq))
+
+
+def take_notifications_showing(*, conversation_id: int, seq: int) -> list[int]:
+    """Members whose shown notification carries message ``seq``; their markers are consumed,
+    so a later read sends no second close."""
+    notified = NotificationState.objects.filter(conversation_id=conversation_id, user_id=OuterRef("user_id"),
+                                                notified_seq__gte=seq)
+    user_ids = list(Membership.objects.filter(conversation_id=conversation_id, read_seq__lt=seq)
+                    .filter(Exists(notified)).values_list("user_id", flat=True))
+    keys = {_shown_key(conversation_id, user_id): user_id for user_id in user_ids}
+    showing = [keys[key] for key, shown in cache.get_many(list(keys)).items() if shown["seq"] == seq]
+    cache.delete_many([_shown_key(conversation_id, user_id) for user_id in showing])
+    return showing
 
 
 # --- Who needs a push ---------------------------------------------------------------------------
@@ -198,6 +219,8 @@ def claim_notification(*, conversation_id: int, user_id: int) -> Claim | None:
     than the staleness cut-off -> the watermark moves (decided, so the sweep leaves it) but
     no push goes out.
     """
+    if not enabled():  # keys removed while tasks were queued
+        return None
     membership = (Membership.objects.select_related("conversation")
                   .filter(conversation_id=conversation_id, user_id=user_id).first())
     if membership is None:
@@ -251,6 +274,7 @@ def _message_payload(conversation: Conversation, newest: Message, *, unread: int
 
 
 def _close_payload(conversation: Conversation, *, read_seq: int) -> dict[str, Any]:
+    # Also withdraws a notification whose message was removed: the browser only closes it.
     return {
         "type": CLOSE, "conversation": conversation.pk, "seq": read_seq,
         "unread": max(conversation.last_seq - read_seq, 0), "url": f"/c/{conversation.pk}",
@@ -264,10 +288,12 @@ def prepare_delivery(*, subscription_id: int, conversation_id: int, kind: str, a
     A message push goes out only while the member is still behind, offline, and has a
     message after ``after_seq`` that is not removed; it carries the newest such message.
     A close goes out only while every notified message is read (a newer notification, if
-    any, has replaced the one to close).
+    any, has replaced the one to close). A retraction (``after_seq`` is the removed
+    message's seq) goes out unless the member has read that far meanwhile (then the read's
+    own close has done it).
     """
     subscription = PushSubscription.objects.select_related("device").filter(pk=subscription_id).first()
-    if subscription is None:
+    if subscription is None or not enabled():
         return None
     user_id = subscription.device.user_id
     membership = (Membership.objects.select_related("conversation")
@@ -286,6 +312,10 @@ def prepare_delivery(*, subscription_id: int, conversation_id: int, kind: str, a
         notified = (NotificationState.objects.filter(conversation_id=conversation_id, user_id=user_id)
                     .values_list("notified_seq", flat=True).first() or 0)
         if membership.read_seq < notified:
+            return None
+        payload = _close_payload(conversation, read_seq=membership.read_seq)
+    elif kind == RETRACT:
+        if membership.read_seq >= after_seq:
             return None
         payload = _close_payload(conversation, read_seq=membership.read_seq)
     else:
@@ -341,8 +371,10 @@ def send(delivery: Delivery) -> None:
     except requests.RequestException as exc:
         raise PushFailed(f"{type(exc).__name__}: {exc}", retryable=True) from exc
     if delivery.kind == MESSAGE:
-        # Shown up to last_seq: reading that far elsewhere closes it (see read_advanced).
-        cache.set(_shown_key(delivery.conversation_id, delivery.user_id), delivery.last_seq,
+        # What the device now shows: reading up to ``upto`` elsewhere closes it
+        # (read_advanced), removing message ``seq`` withdraws it (message_removed).
+        cache.set(_shown_key(delivery.conversation_id, delivery.user_id),
+                  {"seq": delivery.payload["seq"], "upto": delivery.last_seq},
                   timeout=settings.PARLEY_PUSH_CLOSE_WINDOW_SECONDS)
 
 

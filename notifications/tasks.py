@@ -44,6 +44,17 @@ def close(conversation_id: int, user_id: int) -> int:
     return len(subscription_ids)
 
 
+@shared_task(name="parley.push.retract", acks_late=True)
+def retract(conversation_id: int, seq: int) -> int:
+    """Message ``seq`` was removed: withdraw the notifications that show it."""
+    count = 0
+    for user_id in push.take_notifications_showing(conversation_id=conversation_id, seq=seq):
+        for subscription_id in push.subscription_ids_of(user_id=user_id):
+            deliver.delay(subscription_id, conversation_id, push.RETRACT, seq)
+            count += 1
+    return count
+
+
 @shared_task(bind=True, name="parley.push.deliver", acks_late=True, max_retries=None)
 def deliver(self, subscription_id: int, conversation_id: int, kind: str, after_seq: int = 0) -> str:
     """One push to one subscription. Retry policy: 429, 5xx and network errors retry up to

@@ -252,3 +252,59 @@ def test_enabling_push_adds_no_query_to_the_send_path(team, subscribe, send, wor
 
     assert worker.names() == ["parley.push.burst"]
     assert with_push == without_push
+
+
+@pytest.fixture
+def remove(django_capture_on_commit_callbacks):
+    """Tombstone a message as moderation does: state removed, then the fan-out's removal event."""
+    from django.db import transaction
+
+    from messaging import fanout
+
+    def remove_(message):
+        with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
+            Message.objects.filter(pk=message.pk).update(state=Message.State.REMOVED)
+            fanout.message_removed(conversation_id=message.conversation_id, message_id=message.pk, seq=message.seq)
+
+    return remove_
+
+
+def test_removing_the_message_a_notification_shows_withdraws_it(team, subscribe, send, remove, read, worker,
+                                                                 push_service):
+    alice, bob, conversation = team
+    phone = subscribe(bob)
+    secret = send(alice, conversation, body="secret")
+    worker.run()
+
+    remove(secret)
+    worker.run()
+    read(bob, conversation, 1)
+
+    shown, withdrawn = push_service.delivered(phone)
+    assert shown["body"] == "Alice: secret"
+    assert (withdrawn["type"], withdrawn["tag"]) == ("close", shown["tag"])
+    assert worker.queue == []  # the read has nothing left to close
+
+
+def test_removing_an_older_message_leaves_a_newer_notification_alone(team, subscribe, send, remove, worker,
+                                                                     push_service):
+    alice, bob, conversation = team
+    phone = subscribe(bob)
+    old = send(alice, conversation, body="old")
+    send(alice, conversation, body="new")
+    worker.run()
+
+    remove(old)
+    worker.run()
+
+    assert [p["body"] for p in push_service.delivered(phone)] == ["Alice: new"]
+
+
+def test_removing_a_message_nobody_was_shown_sends_nothing(team, subscribe, send, remove, worker, push_service):
+    alice, bob, conversation = team
+    subscribe(bob)
+    message = send(alice, conversation)
+    remove(message)
+    worker.run()
+
+    assert push_service.received == []
