@@ -219,7 +219,7 @@ function sendFailed(frame) {
   inflight.delete(frame.client_msg_id);
   if (!entry) return;
   if (RETRYABLE.has(frame.code)) {
-    setTimeout(() => sendEntry(entry), frame.retry_after_ms ?? 1000);
+    setTimeout(() => { if (outbox.get(entry.client_msg_id)) sendEntry(entry); }, frame.retry_after_ms ?? 1000);
     return;
   }
   const failed = { code: frame.code, detail: frame.detail };
