@@ -114,19 +114,6 @@ def message_removed(*, conversation_id: int, seq: int) -> None:
         fanout.after_commit(partial(tasks.retract.delay, conversation_id, seq))
 
 
-def take_notifications_showing(*, conversation_id: int, seq: int) -> list[int]:
-    """Members whose shown notification carries message ``seq``; their markers are consumed,
-    so a later read sends no second close."""
-    notified = NotificationState.objects.filter(conversation_id=conversation_id, user_id=OuterRef("user_id"),
-                                                notified_seq__gte=seq)
-    user_ids = list(Membership.objects.filter(conversation_id=conversation_id, read_seq__lt=seq)
-                    .filter(Exists(notified)).values_list("user_id", flat=True))
-    keys = {_shown_key(conversation_id, user_id): user_id for user_id in user_ids}
-    showing = [keys[key] for key, shown in cache.get_many(list(keys)).items() if shown["seq"] == seq]
-    cache.delete_many([_shown_key(conversation_id, user_id) for user_id in showing])
-    return showing
-
-
 # --- Who needs a push ---------------------------------------------------------------------------
 
 def _pending(memberships: QuerySet[Membership]) -> QuerySet[Membership]:
@@ -171,6 +158,19 @@ def overdue_notifications(*, now=None) -> Iterator[tuple[int, int]]:
     pairs = (_pending(memberships).order_by().values_list("conversation_id", "user_id")
              .iterator(chunk_size=_CHUNK))
     return _offline(pairs)
+
+
+def take_notifications_showing(*, conversation_id: int, seq: int) -> list[int]:
+    """Members whose shown notification carries message ``seq``; their markers are consumed,
+    so a later read sends no second close."""
+    notified = NotificationState.objects.filter(conversation_id=conversation_id, user_id=OuterRef("user_id"),
+                                                notified_seq__gte=seq)
+    user_ids = list(Membership.objects.filter(conversation_id=conversation_id, read_seq__lt=seq)
+                    .filter(Exists(notified)).values_list("user_id", flat=True))
+    keys = {_shown_key(conversation_id, user_id): user_id for user_id in user_ids}
+    showing = [keys[key] for key, shown in cache.get_many(list(keys)).items() if shown["seq"] == seq]
+    cache.delete_many([_shown_key(conversation_id, user_id) for user_id in showing])
+    return showing
 
 
 # --- Claiming a burst ---------------------------------------------------------------------------
