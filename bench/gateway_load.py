@@ -27,7 +27,8 @@ Definitions:
   ``time.perf_counter`` in this one process.
 * *deliveries/s* of a step: deliveries of the step's messages divided by the time from the
   step's first send to its last delivery (a server that falls behind stretches that time).
-* *lost*: expected deliveries still missing after the drain timeout; *duplicates*: a message
+* *lost*: expected deliveries still missing after the drain timeout (``missing_at_end``: still
+  missing after the ladder and ``--straggler-wait`` more seconds); *duplicates*: a message
   delivered twice to one socket; *reordered*: a recipient saw a sender's messages out of the
   order they were sent; for Parley also *seq breaks*: a conversation's seq on one socket not
   exactly the previous + 1.
@@ -98,6 +99,15 @@ def live_path_store_reads() -> int:
     with psycopg.connect(f"{PG_BASE}/{DB_NAME}", autocommit=True) as conn:
         row = conn.execute("SELECT idx_scan FROM pg_stat_user_indexes WHERE indexrelname = 'message_unique_seq'").fetchone()
     return row[0] if row else 0
+
+
+def code_under_test() -> dict[str, Any]:
+    """The commit measured, and any uncommitted change to the server code (others edit it too)."""
+    def git(*argv: str) -> str:
+        return subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    dirty = git("status", "--porcelain", "--", "messaging", "receipts", "chatproject", "notifications")
+    return {"commit": git("rev-parse", "--short", "HEAD"), "uncommitted": dirty.splitlines()}
 
 
 def machine_busy_seconds() -> float:
@@ -586,7 +596,11 @@ async def run_system(plan: Plan, args, cohort: Cohort, redis: RedisServer, log_d
         app, env = "chatproject.asgi:application", {
             "DATABASE_URL": database_url, "REDIS_URL": redis.url,
             "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost", "DJANGO_CONN_MAX_AGE": str(args.conn_max_age),
-            "DJANGO_LOG_LEVEL": "WARNING", **dict(kv.split("=", 1) for kv in args.gateway_env),
+            "DJANGO_LOG_LEVEL": "WARNING",
+            # The limiters run on every frame and send, as in production, but never refuse:
+            # the benchmark measures delivery capacity, not the abuse policy.
+            "PARLEY_RATE_SEND": "1000000/s", "PARLEY_RATE_WS_FRAMES": "1000000/s",
+            **dict(kv.split("=", 1) for kv in args.gateway_env),
         }
     else:
         app, env = "bench.relay.asgi:application", {
@@ -633,6 +647,14 @@ async def run_system(plan: Plan, args, cohort: Cohort, redis: RedisServer, log_d
             if not result["sustained"]:
                 break
             await asyncio.sleep(args.pause)
+        # Stragglers: give late deliveries a bounded wait, then count what never came.
+        deadline_end = time.perf_counter() + args.straggler_wait
+        while time.perf_counter() < deadline_end and any(
+                recorder.steps[r["step"]].delivered < recorder.steps[r["step"]].expected for r in steps):
+            await asyncio.sleep(0.1)
+        for result in steps:
+            step = recorder.steps[result["step"]]
+            result["missing_at_end"] = step.expected - step.delivered
         frames = Counter()
         for sock in sockets:
             frames.update(sock.frames)
@@ -724,6 +746,8 @@ def main() -> None:
     parser.add_argument("--step-seconds", type=float, default=6.0)
     parser.add_argument("--drain", type=float, default=5.0, help="seconds to wait for stragglers after a step")
     parser.add_argument("--pause", type=float, default=1.0)
+    parser.add_argument("--straggler-wait", type=float, default=15.0,
+                        help="after the ladder, seconds to wait for late deliveries before counting them missing")
     parser.add_argument("--ack-ms", type=int, default=250,
                         help="Parley clients ack each conversation at most this often (0: every message; -1: never)")
     parser.add_argument("--body", default="x" * 60)
@@ -755,8 +779,11 @@ async def run(args, deadline: float) -> None:
                            "DJANGO_SETTINGS_MODULE": "chatproject.settings", "DJANGO_LOG_LEVEL": "WARNING"})
         await asyncio.to_thread(recreate_database)
         cohort = await asyncio.to_thread(_setup, args)
+        code = code_under_test()
         print(f"machine: {os.cpu_count()} cores; database {DB_NAME} recreated and migrated; redis on {redis.port}; "
               f"{len(cohort.members)} sockets in groups of {cohort.group_size}; logs in {log_dir}", flush=True)
+        print(f"code: commit {code['commit']}"
+              + (f", uncommitted server changes: {' '.join(code['uncommitted'])}" if code["uncommitted"] else ""), flush=True)
         results = []
         for name in [s.strip() for s in args.systems.split(",") if s.strip()]:
             if time.monotonic() > deadline:
@@ -769,7 +796,7 @@ async def run(args, deadline: float) -> None:
         for line in verdict(results):
             print(line)
         if args.json:
-            args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
+            args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "code": code,
                                              "cores": os.cpu_count(), "results": results}, indent=1))
             print(f"results written to {args.json}")
     finally:
