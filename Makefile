@@ -17,12 +17,13 @@ TEST_DATABASE_URL := $(or $(DATABASE_URL),postgres://postgres@127.0.0.1:5432/par
 TEST_REDIS_URL    := $(or $(REDIS_URL),redis://127.0.0.1:6379/0)
 PYTEST_ARGS ?=
 
-.PHONY: help run test migrate demo clean
+.PHONY: help run test test-browser migrate demo clean
 
 help:
 	@echo "make run    install into $(VENV), migrate, load demo data, serve http://$(HOST):$(PORT) with daphne"
 	@echo "make test   install test dependencies into $(VENV), run the suite on PostgreSQL and Redis"
 	@echo "            (DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL); PYTEST_ARGS=... for pytest)"
+	@echo "make test-browser   the browser tests (Chromium via Playwright), a run of their own"
 	@echo "make migrate | make demo | make clean (removes $(VENV), collected static files and the SQLite db)"
 
 $(BIN)/python:
@@ -58,6 +59,10 @@ run: demo
 
 test: $(VENV)/.installed-test
 	DATABASE_URL='$(TEST_DATABASE_URL)' REDIS_URL='$(TEST_REDIS_URL)' $(BIN)/pytest $(PYTEST_ARGS)
+
+# Chromium through Playwright against a real daphne (Debian's chromium package, not a download).
+test-browser: $(VENV)/.installed-test
+	DATABASE_URL='$(TEST_DATABASE_URL)' REDIS_URL='$(TEST_REDIS_URL)' $(BIN)/pytest -m browser tests/browser $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) staticfiles db.sqlite3 .pytest_cache .hypothesis *.egg-info
