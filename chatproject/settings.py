@@ -217,6 +217,7 @@ PARLEY_GATEWAY_GROUP_REFRESH_SECONDS = env.float("PARLEY_GATEWAY_GROUP_REFRESH_S
 PARLEY_WS_MAX_BAD_FRAMES = env.int("PARLEY_WS_MAX_BAD_FRAMES", default=20)
 PARLEY_WS_BAD_FRAME_WINDOW_SECONDS = env.float("PARLEY_WS_BAD_FRAME_WINDOW_SECONDS", default=10.0)
 PARLEY_PRESENCE_MAX_CONVERSATIONS = env.int("PARLEY_PRESENCE_MAX_CONVERSATIONS", default=50)
+PARLEY_PRESENCE_REFRESH_SECONDS = env.float("PARLEY_PRESENCE_REFRESH_SECONDS", default=60.0)
 
 # --- Offline path: Web Push (docs/notifications.md) ---------------------------------------------
 # VAPID keys from `manage.py vapid_keys`; without a private key Parley sends no pushes at all.

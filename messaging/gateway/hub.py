@@ -33,6 +33,8 @@ from django.conf import settings
 
 from messaging.models import Conversation
 
+from . import presence
+
 logger = logging.getLogger(__name__)
 
 
@@ -156,12 +158,16 @@ class GatewayHub:
     async def _maintenance_loop(self) -> None:
         interval = settings.PARLEY_GATEWAY_TAIL_CHECK_SECONDS
         refresh_every = max(1, int(settings.PARLEY_GATEWAY_GROUP_REFRESH_SECONDS / interval))
+        presence_every = max(1, int(settings.PARLEY_PRESENCE_REFRESH_SECONDS / interval))
         rounds = 0
         while True:
             await asyncio.sleep(interval)
             rounds += 1
             try:
                 await self._tail_check()
+                if rounds % presence_every == 0:
+                    users = [int(g.split(".", 1)[1]) for g in self.routes if g.startswith("user.")]
+                    await database_sync_to_async(presence.refresh, thread_sensitive=False)(users)
                 if rounds % refresh_every == 0:
                     for group in list(self.routes):
                         await self._group_add(group)

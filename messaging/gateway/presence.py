@@ -2,9 +2,13 @@
 
 Presence counts a user's open, greeted sockets across every gateway in the shared cache
 (Redis in production). The first socket announces ``online`` and the last ``offline`` to the
-user's small conversations. A gateway killed mid-flight leaves its sockets counted until
-the count's expiry; a crashed count errs towards "online" for at most that long, which is
-the honest price of keeping presence off PostgreSQL.
+user's small conversations. Counts expire after ``_ttl()`` unless a gateway
+that still holds a socket of the user refreshes them (every hub does, for its local users,
+each ``PARLEY_PRESENCE_REFRESH_SECONDS``). So a gateway killed mid-flight leaves its sockets
+counted only while the user is really online elsewhere, and for at most one TTL after the
+user's last real socket closes: the honest price of keeping presence off PostgreSQL. The
+offline path (Web Push) reads the same counts, so that is also the longest a crash can
+delay a push.
 """
 from __future__ import annotations
 
@@ -20,7 +24,10 @@ from messaging.models import Membership
 
 logger = logging.getLogger(__name__)
 
-PRESENCE_TTL_SECONDS = 6 * 3600
+
+
+def _ttl() -> int:
+    return int(settings.PARLEY_PRESENCE_REFRESH_SECONDS * 3)
 
 
 def _key(user_id: int) -> str:
@@ -29,16 +36,16 @@ def _key(user_id: int) -> str:
 
 def _change_count(user_id: int, delta: int) -> int:
     key = _key(user_id)
-    cache.add(key, 0, PRESENCE_TTL_SECONDS)
+    cache.add(key, 0, _ttl())
     try:
         value = cache.incr(key, delta)
     except ValueError:  # expired between add and incr
-        cache.add(key, max(delta, 0), PRESENCE_TTL_SECONDS)
+        cache.add(key, max(delta, 0), _ttl())
         value = max(delta, 0)
     if value < 0:
-        cache.set(key, 0, PRESENCE_TTL_SECONDS)
+        cache.set(key, 0, _ttl())
         value = 0
-    cache.touch(key, PRESENCE_TTL_SECONDS)
+    cache.touch(key, _ttl())
     return value
 
 
@@ -95,3 +102,9 @@ def online_user_ids(user_ids: list[int]) -> set[int]:
     """Which of these users have a greeted socket on some gateway (sync; for tasks and services)."""
     counts = cache.get_many([_key(u) for u in user_ids])
     return {u for u in user_ids if counts.get(_key(u), 0) > 0}
+
+
+def refresh(user_ids: list[int]) -> None:
+    """Keep alive the counts of users with a socket on this gateway (sync; the hub calls it)."""
+    for user_id in user_ids:
+        cache.touch(_key(user_id), _ttl())
