@@ -611,7 +611,8 @@ async function start() {
   socket.start();
   loadDetails([...store.conversations.values()]);
   routeFromLocation();
-  setUpPush({ button: $("enable-push"), deviceId, push: config.push, onEnabled: () => toast("Notifications are on.") })
+  const pushResult = (error) => toast(error ? `Notifications could not be turned on: ${error.message}` : "Notifications are on.");
+  setUpPush({ button: $("enable-push"), deviceId, push: config.push, onEnabled: pushResult })
     .catch((e) => console.warn("parley: push", e));
 }
 

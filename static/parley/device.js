@@ -66,11 +66,16 @@ export async function setUpPush({ button, deviceId, push, onEnabled }) {
   button.hidden = false;
   button.addEventListener("click", async () => {
     button.hidden = true;
-    if ((await Notification.requestPermission()) !== "granted") return;
-    const subscription = await registration.pushManager.subscribe({
-      userVisibleOnly: true, applicationServerKey: keyBytes(push.vapid_public_key),
-    });
-    await saveSubscription(deviceId, subscription);
-    onEnabled?.();
-  }, { once: true });
+    try {
+      if ((await Notification.requestPermission()) !== "granted") return;
+      const subscription = await registration.pushManager.subscribe({
+        userVisibleOnly: true, applicationServerKey: keyBytes(push.vapid_public_key),
+      });
+      await saveSubscription(deviceId, subscription);
+      onEnabled?.(null);
+    } catch (error) {
+      button.hidden = false; // let the person try again later
+      onEnabled?.(error);
+    }
+  });
 }

@@ -19,6 +19,8 @@ from tests.live import Gateway, RedisServer
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 CHROMIUM = os.environ.get("PARLEY_CHROMIUM", "/usr/bin/chromium")
+# A public key alone lets the page offer Web Push; with no private key the server sends none.
+VAPID_PUBLIC_KEY = "BNcRdreALRFXTkOOUHK1EtK2wtaz5Ry4YfYCA_0QTpQtUbVlUls0VJXg7A8u-Ts1XbjhazAkj7I99e8QcYP7DkM"
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 PASSWORD = "pw-Parley-123"
 
@@ -45,6 +47,7 @@ def parley_server(django_db_setup, django_db_blocker):
         "DJANGO_SETTINGS_MODULE": "tests.browser.server_settings",
         "DJANGO_ALLOW_ASYNC_UNSAFE": "",  # the server keeps Django's guard against blocking calls
         "PARLEY_RECEIPT_COALESCE_MS": "100",
+        "PARLEY_VAPID_PUBLIC_KEY": VAPID_PUBLIC_KEY,
     })
     with django_db_blocker.unblock():
         gateway.start()

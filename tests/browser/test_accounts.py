@@ -75,3 +75,11 @@ def test_at_phone_width_the_list_and_the_conversation_take_turns(people, signed_
     expect(page.locator(".sidebar")).to_be_visible()
     page.go_back()
     expect(page.locator("#chat-title")).to_have_text("Bob Baker")
+
+
+def test_the_app_registers_the_service_worker_and_offers_notifications_when_the_server_can_push(people, signed_in):
+    page = open_app(signed_in("alice"))
+    expect(page.get_by_role("button", name="Enable notifications")).to_be_visible()
+    # The button shows only once the worker registered (its scope is /static/, where it is served).
+    scopes = page.evaluate("navigator.serviceWorker.getRegistrations().then((all) => all.map((r) => r.scope))")
+    assert scopes == [f"{page.url}static/"]

@@ -95,3 +95,32 @@ def test_a_script_in_a_message_is_shown_as_text_and_never_runs(people, signed_in
     bob.reload()
     expect(message_with(bob, payload)).to_be_visible()
     assert dialogs == []
+
+
+def test_the_keyboard_alone_opens_a_chat_sends_and_closes_dialogs(people, signed_in):
+    chat = direct(people["alice"], people["bob"])
+    seed(chat, (people["bob"], "Can you hear me?"))
+    page = open_app(signed_in("alice"))
+
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
+    new_chat = page.get_by_role("button", name="New chat")
+    new_chat.focus()
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("dialog", name="Start a chat")).to_be_visible()
+    expect(page.get_by_label("Find people by name")).to_be_focused()
+    page.keyboard.press("Escape")
+    expect(page.get_by_role("dialog", name="Start a chat")).to_be_hidden()
+    expect(new_chat).to_be_focused()
+
+    page.keyboard.press("Tab")  # New group
+    page.keyboard.press("Tab")  # Channels
+    page.keyboard.press("Tab")  # the first conversation
+    expect(conversation_link(page, "Bob Baker")).to_be_focused()
+    page.keyboard.press("Enter")
+    composer = page.get_by_label("Message", exact=True)
+    expect(composer).to_be_focused()
+    page.keyboard.type("Loud and clear")
+    page.keyboard.press("Enter")
+    expect(message_with(page, "Loud and clear").locator(".tick")).to_have_attribute("data-state", "sent")
+    expect(composer).to_have_value("")
