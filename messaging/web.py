@@ -7,8 +7,8 @@ log out calls the same use case as ``POST /api/v1/auth/logout``.
 """
 from __future__ import annotations
 
-from functools import cache
-from typing import Any
+from functools import cache, wraps
+from typing import Any, Callable
 
 from django.conf import settings
 from django.contrib.auth import logout
@@ -26,6 +26,23 @@ from .events import user_payload
 
 MODERATE_PERMISSION = "messaging.moderate_message"
 SERVICE_WORKER = "sw.js"
+# Defence in depth behind "user content only ever goes in as text": the pages run no script
+# but Parley's own files, load nothing from elsewhere, and can't be framed.
+CONTENT_SECURITY_POLICY = "; ".join([
+    "default-src 'self'", "script-src 'self'", "style-src 'self'", "img-src 'self' data:",
+    "connect-src 'self'", "object-src 'none'", "base-uri 'none'", "form-action 'self'",
+    "frame-ancestors 'none'",
+])
+
+
+def content_security_policy(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        response = view(request, *args, **kwargs)
+        response.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        return response
+
+    return wrapped
 
 
 def _next_url(request: HttpRequest) -> str:
@@ -61,6 +78,7 @@ def _client_config(request: HttpRequest, **extra: Any) -> dict[str, Any]:
     }
 
 
+@content_security_policy
 @require_GET
 def login_page(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated:
@@ -69,6 +87,7 @@ def login_page(request: HttpRequest) -> HttpResponse:
                                                  "signup_open": settings.PARLEY_OPEN_SIGNUP})
 
 
+@content_security_policy
 @require_GET
 def signup_page(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated:
@@ -76,6 +95,7 @@ def signup_page(request: HttpRequest) -> HttpResponse:
     return render(request, "parley/signup.html", {"signup_open": settings.PARLEY_OPEN_SIGNUP})
 
 
+@content_security_policy
 @require_http_methods(["GET", "POST"])
 def logout_page(request: HttpRequest) -> HttpResponse:
     """GET asks to confirm (a link or a prefetch must not log anyone out); POST logs out."""
@@ -89,6 +109,7 @@ def logout_page(request: HttpRequest) -> HttpResponse:
     return redirect(settings.LOGIN_URL)
 
 
+@content_security_policy
 @login_required
 @require_GET
 def app_shell(request: HttpRequest, conversation_id: str | None = None) -> HttpResponse:
@@ -97,6 +118,7 @@ def app_shell(request: HttpRequest, conversation_id: str | None = None) -> HttpR
     return render(request, "parley/app.html", {"config": config})
 
 
+@content_security_policy
 @login_required
 @require_GET
 def moderation_page(request: HttpRequest) -> HttpResponse:

@@ -360,7 +360,7 @@ function routeFromLocation() {
 /** Tell the server we read the open conversation, when a person can actually see it. */
 function maybeMarkRead() {
   const conversation = store.get(openId);
-  if (!conversation?.info.me || document.visibilityState !== "visible" || !document.hasFocus() || !view.nearBottom()) return;
+  if (!conversation?.info.me || conversation.oldestLoaded === null || document.visibilityState !== "visible" || !document.hasFocus() || !view.nearBottom()) return;
   const seq = conversation.maxSeq;
   if (seq <= conversation.info.me.read_seq) return;
   if (!socket.send({ type: "read", conversation: conversation.id, seq })) {

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 
+from messaging.actions import do_create_group
 from messaging.models import Device
 
 from .conftest import PASSWORD, bubbles, conversation_link, direct, open_app, screenshot, seed, send
@@ -54,8 +55,12 @@ def test_logging_in_with_a_wrong_password_says_so_and_the_right_one_opens_the_pa
     expect(page.locator("#chat-title")).to_have_text("Bob Baker")
 
 
-def test_at_phone_width_the_list_and_the_conversation_take_turns(people, signed_in):
+def test_at_phone_width_the_list_and_the_conversation_take_turns(people, signed_in, make_user):
     alice_user, bob_user = people["alice"], people["bob"]
+    carol = make_user("carol", display_name="Carol Chen")
+    hike = do_create_group(creator=carol, title="Weekend hike", member_ids=[alice_user.pk]).conversation
+    seed(hike, (carol, "Trailhead at 8, bring water!"))
+    seed(direct(carol, alice_user), (carol, "Lunch tomorrow?"), (alice_user, "Sure, 12:30?"))
     chat = direct(alice_user, bob_user)
     seed(chat, (bob_user, "Are we still on for tonight?"), (alice_user, "Yes! 7pm works."),
          (bob_user, "Perfect. I'll grab the tickets."))

@@ -86,3 +86,12 @@ def test_logging_out_is_refused_without_the_csrf_token(client, make_user):
     strict.force_login(user)
     assert strict.post("/logout").status_code == 403
     assert strict.get("/").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/", "/login", "/signup"])
+def test_pages_allow_only_parleys_own_scripts(visitor, path):
+    if path != "/":
+        visitor.logout()
+    policy = visitor.get(path)["Content-Security-Policy"]
+    assert "script-src 'self'" in policy
+    assert "frame-ancestors 'none'" in policy
