@@ -4,6 +4,8 @@ from __future__ import annotations
 import io
 
 import pytest
+from django.apps import apps
+from django.contrib import admin
 from django.contrib.auth import authenticate
 from django.core.management import CommandError, call_command
 from django.db import connection
@@ -53,10 +55,22 @@ def stored(make_user, make_device, make_group):
 
 
 MODELS = [User, Conversation, Membership, Device, Message, Flag, DeviceCursor]
+REGISTERED = sorted(admin.site._registry, key=lambda m: m._meta.label)
+
+
+def test_every_parley_model_has_an_admin():
+    parley_models = [m for app in ("messaging", "receipts", "notifications")
+                     for m in apps.get_app_config(app).get_models()]
+    assert [m._meta.label for m in parley_models if m not in admin.site._registry] == []
+
+
+@pytest.mark.parametrize("model", REGISTERED, ids=lambda m: m._meta.label)
+def test_every_admin_list_loads_with_data_present(admin_client, stored, model):
+    assert admin_client.get(_admin_url(model, "changelist")).status_code == 200
 
 
 @pytest.mark.parametrize("model", MODELS, ids=lambda m: m.__name__)
-def test_the_admin_lists_and_shows_every_model(admin_client, stored, model):
+def test_the_admin_lists_and_shows_each_messaging_model(admin_client, stored, model):
     obj = stored[model]
     listing = admin_client.get(_admin_url(model, "changelist"))
     assert listing.status_code == 200
