@@ -48,6 +48,9 @@ def parley_server(django_db_setup, django_db_blocker):
         "DJANGO_ALLOW_ASYNC_UNSAFE": "",  # the server keeps Django's guard against blocking calls
         "PARLEY_RECEIPT_COALESCE_MS": "100",
         "PARLEY_VAPID_PUBLIC_KEY": VAPID_PUBLIC_KEY,
+        # Every test logs its people in again; the guessing throttles are tested elsewhere.
+        "PARLEY_RATE_LOGIN": "10000/m",
+        "PARLEY_RATE_SIGNUP": "10000/h",
     })
     with django_db_blocker.unblock():
         gateway.start()
