@@ -140,8 +140,11 @@ def membership_changed(*, user_id: int, change: str, conversation: dict[str, Any
     publish_after_commit(user_group(user_id), {"type": f"user.{change}", "conversation": conversation})
 
 
-def receipt_advanced(*, conversation_id: int, user_id: int, member_count: int,
-                     delivered_seq: int, read_seq: int) -> None:
+def receipt_route(*, conversation_id: int, user_id: int, member_count: int,
+                  delivered_seq: int, read_seq: int) -> tuple[str, dict[str, Any]]:
+    """Where a receipt goes, and the event. The user's own other devices always hear it
+    (badges clear everywhere); the other members only in conversations small enough for
+    receipts to be broadcast."""
     event = {
         "type": "conv.receipt",
         "conversation": conversation_id,
@@ -149,12 +152,24 @@ def receipt_advanced(*, conversation_id: int, user_id: int, member_count: int,
         "delivered_seq": delivered_seq,
         "read_seq": read_seq,
     }
-    # The user's own other devices always hear it (badges clear everywhere); the other
-    # members only in conversations small enough for receipts to be broadcast.
     if member_count <= settings.PARLEY_RECEIPT_BROADCAST_MAX_MEMBERS:
-        publish_after_commit(conversation_group(conversation_id), event)
-    else:
-        publish_after_commit(user_group(user_id), event)
+        return conversation_group(conversation_id), event
+    return user_group(user_id), event
+
+
+def receipt_advanced(*, conversation_id: int, user_id: int, member_count: int,
+                     delivered_seq: int, read_seq: int) -> None:
+    publish_after_commit(*receipt_route(conversation_id=conversation_id, user_id=user_id,
+                                        member_count=member_count, delivered_seq=delivered_seq,
+                                        read_seq=read_seq))
+
+
+async def publish_committed(group: str, event: dict[str, Any]) -> None:
+    """From async code, for events whose transaction has already committed (gateway ack batches)."""
+    try:
+        await get_channel_layer().group_send(group, {**event, "group": group})
+    except Exception as error:  # noqa: BLE001 - lossy doorbell; the watermarks are stored
+        logger.warning("fan-out publish to %s failed (%s)", group, error)
 
 
 def close_user_sockets(*, user_id: int, code: int) -> None:

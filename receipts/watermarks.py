@@ -126,3 +126,93 @@ def record_device_acks(*, user: User, device_id: Any, acks: Mapping[int, int]) -
     with transaction.atomic():
         upsert_ack_cursors(device_id, clamped)
         return [(m.conversation_id, advance_watermarks(m, delivered=clamped[m.conversation_id])) for m in memberships]
+
+
+@dataclass(frozen=True)
+class AdvancedReceipt:
+    conversation_id: int
+    user_id: int
+    member_count: int
+    delivered_seq: int
+    read_seq: int
+
+
+def record_acks(acks: Mapping[tuple[int, Any, int], int]) -> list[AdvancedReceipt]:
+    """A gateway process's coalesced acks, ``(user_id, device_id, conversation_id) -> seq``,
+    written in one transaction whatever the number of sockets: one read, one cursor upsert,
+    one watermark update. Returns the members whose ``delivered_seq`` advanced.
+
+    Same merge as everywhere (module docstring): clamped to ``last_seq``, raised only, and only
+    for conversations the user still belongs to (a removed member's late ack is dropped).
+    """
+    if not acks:
+        return []
+    users = {user_id for user_id, _, _ in acks}
+    conversations = {conversation_id for _, _, conversation_id in acks}
+    members = {
+        (user_id, conversation_id): (pk, last_seq, member_count)
+        for pk, user_id, conversation_id, last_seq, member_count in Membership.objects.filter(
+            user_id__in=users, conversation_id__in=conversations
+        ).values_list("pk", "user_id", "conversation_id", "conversation__last_seq", "conversation__member_count")
+    }
+    cursors: dict[tuple[int, Any], int] = {}
+    targets: dict[int, int] = {}  # membership pk -> highest clamped ack over its devices
+    for (user_id, device_id, conversation_id), seq in acks.items():
+        member = members.get((user_id, conversation_id))
+        if member is None:
+            continue
+        pk, last_seq, _ = member
+        seq = min(seq, last_seq)
+        cursors[(conversation_id, device_id)] = seq
+        targets[pk] = max(seq, targets.get(pk, 0))
+    if not targets:
+        return []
+    by_pk = {pk: (user_id, conversation_id, member_count)
+             for (user_id, conversation_id), (pk, _, member_count) in members.items()}
+    with transaction.atomic():
+        _upsert_cursor_rows(cursors)
+        advanced = _raise_delivered(targets)
+    return [
+        AdvancedReceipt(by_pk[pk][1], by_pk[pk][0], by_pk[pk][2], delivered_seq, read_seq)
+        for pk, delivered_seq, read_seq in advanced
+    ]
+
+
+def _upsert_cursor_rows(cursors: Mapping[tuple[int, Any], int]) -> None:
+    table = DeviceCursor._meta.db_table
+    greatest = _greatest_sql()
+    rows = ", ".join(["(%s, %s, %s, CURRENT_TIMESTAMP)"] * len(cursors))
+    params: list[Any] = []
+    for (conversation_id, device_id), seq in sorted(cursors.items(), key=lambda item: (item[0][0], str(item[0][1]))):
+        if connection.vendor == "sqlite" and hasattr(device_id, "hex"):
+            device_id = device_id.hex
+        params += [conversation_id, device_id, seq]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (conversation_id, device_id, ack_seq, updated_at) VALUES {rows} "
+            f"ON CONFLICT (conversation_id, device_id) DO UPDATE SET "
+            f"ack_seq = {greatest}({table}.ack_seq, excluded.ack_seq), updated_at = excluded.updated_at",
+            params,
+        )
+
+
+def _raise_delivered(targets: Mapping[int, int]) -> list[tuple[int, int, int]]:
+    """Raise delivered_seq of many memberships in one statement; rows that advanced come back.
+
+    Only rows below their target are touched, so the new value is the target itself, the
+    maximum of old and new: the watermark never decreases, and read_seq <= delivered_seq holds.
+    """
+    table = Membership._meta.db_table
+    values = ", ".join(["(%s, %s)"] * len(targets))
+    params: list[Any] = []
+    for pk, seq in sorted(targets.items()):
+        params += [pk, seq]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH target (id, seq) AS (VALUES {values}) "
+            f"UPDATE {table} SET delivered_seq = target.seq FROM target "
+            f"WHERE {table}.id = target.id AND {table}.delivered_seq < target.seq "
+            f"RETURNING {table}.id, {table}.delivered_seq, {table}.read_seq",
+            params,
+        )
+        return [tuple(row) for row in cursor.fetchall()]

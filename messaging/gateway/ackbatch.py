@@ -1,0 +1,73 @@
+"""Coalesced ack writes, per gateway process (docs/architecture.md, "Receipts").
+
+Every socket of the process hands its ``ack`` frames here. Acks are merged by max per
+(user, device, conversation) and written every ``PARLEY_ACK_FLUSH_MS`` in ONE transaction
+for the whole process (receipts.watermarks.record_acks): the database cost of acks grows
+with the flush rate, not with the number of sockets or messages. A socket that closes
+flushes at once, so a clean disconnect loses nothing.
+
+Crash bound: a gateway killed between flushes loses at most one window of acks. Those
+devices' stored cursors are then at most ``PARLEY_ACK_FLUSH_MS`` of traffic behind what
+they had; on reconnect, replay repeats those messages and the client drops them by seq.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from messaging import fanout
+from receipts.watermarks import record_acks
+
+logger = logging.getLogger(__name__)
+
+
+class AckBatcher:
+    def __init__(self) -> None:
+        self.pending: dict[tuple[int, Any, int], int] = {}
+        self._scheduled: asyncio.TimerHandle | None = None
+        self._lock: asyncio.Lock | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def add(self, *, user_id: int, device_id: Any, conversation_id: int, seq: int) -> None:
+        key = (user_id, device_id, conversation_id)
+        if seq > self.pending.get(key, -1):
+            self.pending[key] = seq
+        loop = asyncio.get_running_loop()
+        if self._scheduled is None or self._loop is not loop:
+            self._loop = loop
+            self._scheduled = loop.call_later(settings.PARLEY_ACK_FLUSH_MS / 1000, self._flush_soon)
+
+    def _flush_soon(self) -> None:
+        self._scheduled = None
+        asyncio.get_running_loop().create_task(self.flush())
+
+    async def flush(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._lock is None or self._loop is not loop:
+            self._lock, self._loop = asyncio.Lock(), loop
+        async with self._lock:
+            batch, self.pending = self.pending, {}
+            if not batch:
+                return
+            try:
+                advanced = await database_sync_to_async(record_acks, thread_sensitive=False)(batch)
+            except Exception:  # noqa: BLE001 - keep them for the next window; a lost ack only repeats replay
+                logger.warning("ack flush of %d entries failed; retrying next window", len(batch), exc_info=True)
+                for key, seq in batch.items():
+                    if seq > self.pending.get(key, -1):
+                        self.pending[key] = seq
+                return
+        for receipt in advanced:
+            group, event = fanout.receipt_route(
+                conversation_id=receipt.conversation_id, user_id=receipt.user_id,
+                member_count=receipt.member_count, delivered_seq=receipt.delivered_seq,
+                read_seq=receipt.read_seq,
+            )
+            await fanout.publish_committed(group, event)
+
+
+acks = AckBatcher()
