@@ -114,20 +114,6 @@ def receipts_of(conversation: Conversation) -> list[dict[str, Any]]:
     ]
 
 
-def record_device_acks(*, user: User, device_id: Any, acks: Mapping[int, int]) -> list[tuple[int, Watermarks]]:
-    """A gateway's coalesced acks of one device: cursors in one upsert, then each member mark.
-
-    Only conversations the user still belongs to count; cursors are clamped to last_seq.
-    """
-    memberships = list(
-        Membership.objects.filter(user=user, conversation_id__in=list(acks)).select_related("conversation")
-    )
-    clamped = {m.conversation_id: min(acks[m.conversation_id], m.conversation.last_seq) for m in memberships}
-    with transaction.atomic():
-        upsert_ack_cursors(device_id, clamped)
-        return [(m.conversation_id, advance_watermarks(m, delivered=clamped[m.conversation_id])) for m in memberships]
-
-
 @dataclass(frozen=True)
 class AdvancedReceipt:
     conversation_id: int

@@ -28,9 +28,10 @@ from messaging.actions import do_send_message
 from messaging.errors import ParleyError
 from messaging.models import Device, User
 from messaging.replay import conversation_last_seqs, fill_range, replay_page, resume_points
-from receipts.watermarks import do_mark_read, record_device_acks
+from receipts.watermarks import do_mark_read
 
 from . import presence
+from .ackbatch import acks
 from .hub import hub
 from .protocol import Ack, FrameError, Hello, Ping, Read, Replay, Send, Typing, parse_frame
 from .stream import Action, ConnectionStreams
@@ -104,8 +105,6 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
         self.groups_joined: set[str] = set()
         self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.stream_lock = asyncio.Lock()
-        self.pending_acks: dict[int, int] = {}
-        self.ack_flush: asyncio.Task | None = None
         self.receipts_sent_at: dict[tuple[int, int], float] = {}
         self.receipts_pending: dict[tuple[int, int], dict[str, Any]] = {}
         self.typing_sent_at: dict[int, float] = {}
@@ -139,10 +138,8 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
             await hub.unsubscribe(group, self)
         if self.pump is not None:
             self.pump.cancel()
-        if self.ack_flush is not None:
-            self.ack_flush.cancel()
         if self.user is not None and self.device is not None:
-            await self._flush_acks()
+            await acks.flush()  # a clean disconnect leaves its cursors stored
             if self.helloed:
                 await presence.went_offline(self.user.pk)
 
@@ -198,9 +195,8 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
                 await self._send_message(frame)
             case Ack():
                 self._require_follow(frame.conversation)
-                self.pending_acks[frame.conversation] = max(frame.seq, self.pending_acks.get(frame.conversation, 0))
-                if self.ack_flush is None or self.ack_flush.done():
-                    self.ack_flush = asyncio.get_running_loop().create_task(self._flush_acks_later())
+                acks.add(user_id=self.user.pk, device_id=self.device.pk, conversation_id=frame.conversation,
+                         seq=frame.seq)
             case Read():
                 self._require_follow(frame.conversation)
                 await db(do_mark_read)(user=self.user, conversation_id=frame.conversation, seq=frame.seq)
@@ -280,20 +276,6 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
             return
         self.typing_sent_at[frame.conversation] = now
         await presence.publish_typing(conversation_id=frame.conversation, user_id=self.user.pk)
-
-    # --- acks: coalesced, one write per flush window -----------------------------------------
-    async def _flush_acks_later(self) -> None:
-        await asyncio.sleep(settings.PARLEY_ACK_FLUSH_MS / 1000)
-        await self._flush_acks()
-
-    async def _flush_acks(self) -> None:
-        acks, self.pending_acks = self.pending_acks, {}
-        if not acks:
-            return
-        try:
-            await db(record_device_acks)(user=self.user, device_id=self.device.pk, acks=acks)
-        except Exception:  # noqa: BLE001 - an unflushed ack only means replay repeats a little
-            logger.warning("ack flush failed for device %s", self.device.pk, exc_info=True)
 
     # --- live events, from the hub -------------------------------------------------------------
     def deliver(self, event: dict[str, Any]) -> None:
