@@ -114,7 +114,9 @@ def bubbles(page: Page):
 
 
 def message_with(page: Page, text: str):
-    return page.locator("#message-list .message").filter(has=page.locator(".bubble", has_text=re.compile(f"^{re.escape(text)}$")))
+    """The message whose bubble says exactly ``text``."""
+    exactly = page.locator(".bubble", has_text=re.compile(f"^{re.escape(text)}$"))
+    return page.locator("#message-list .message").filter(has=exactly)
 
 
 def screenshot(page: Page, name: str) -> None:

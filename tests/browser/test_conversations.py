@@ -7,7 +7,6 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.sync_api import WebSocketRoute, expect
 
-from messaging.actions import do_create_group
 
 from .conftest import bubbles, conversation_link, direct, message_with, open_app, seed, send
 

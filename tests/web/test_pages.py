@@ -18,7 +18,8 @@ def visitor(client, make_user):
 
 def client_config(response) -> dict:
     html = response.content.decode()
-    start = html.index('id="parley-config" type="application/json">') + len('id="parley-config" type="application/json">')
+    opening = 'id="parley-config" type="application/json">'
+    start = html.index(opening) + len(opening)
     return json.loads(html[start:html.index("</script>", start)])
 
 
