@@ -55,7 +55,17 @@ run: demo
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
 	@echo "Parley on http://$(HOST):$(PORT)/  (admin: /admin/, API docs: /api/v1/docs, health: /healthz)"
 	@echo "Log in as alice, bob, carol or dave (password parley-demo), or admin (password parley-admin)"
-	exec $(BIN)/daphne -b $(HOST) -p $(PORT) chatproject.asgi:application
+	@# With a broker (REDIS_URL or CELERY_BROKER_URL) tasks are queued, so a worker (every queue)
+	@# and beat run beside daphne and stop with it; on the embedded defaults Celery is eager.
+	@if [ -n "$$REDIS_URL$$CELERY_BROKER_URL" ]; then \
+		echo "Starting a Celery worker and beat (broker configured)"; \
+		$(BIN)/celery -A chatproject worker -l warning & worker=$$!; \
+		$(BIN)/celery -A chatproject beat -l warning --schedule /tmp/parley-celerybeat-schedule & beat=$$!; \
+		trap 'kill $$worker $$beat 2>/dev/null' EXIT INT TERM; \
+		$(BIN)/daphne -b $(HOST) -p $(PORT) chatproject.asgi:application; \
+	else \
+		exec $(BIN)/daphne -b $(HOST) -p $(PORT) chatproject.asgi:application; \
+	fi
 
 test: $(VENV)/.installed-test
 	DATABASE_URL='$(TEST_DATABASE_URL)' REDIS_URL='$(TEST_REDIS_URL)' $(BIN)/pytest $(PYTEST_ARGS)
