@@ -17,7 +17,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
-from .models import Conversation, Device, Flag, Membership, Message, User
+from .models import Conversation, Device, Flag, Membership, Message, ModerationDecision, User
 
 
 class AddedElsewhere:
@@ -43,14 +43,17 @@ class UserAdmin(DjangoUserAdmin):
     fieldsets = (
         (None, {"fields": ("username", "password")}),
         ("Personal info", {"fields": ("display_name", "first_name", "last_name", "email")}),
+        ("Moderation", {"fields": ("suspended_at",)}),
         *DjangoUserAdmin.fieldsets[2:],
     )
     add_fieldsets = (
         (None, {"classes": ("wide",), "fields": ("username", "display_name", "password1", "password2")}),
     )
-    list_display = ("username", "display_name", "email", "is_active", "is_staff", "last_login", "date_joined")
+    list_display = ("username", "display_name", "email", "is_active", "is_staff", "suspended_at", "last_login",
+                    "date_joined")
     search_fields = ("username", "display_name", "email")
-    readonly_fields = ("last_login", "date_joined")
+    # Suspensions go through the moderation API, which records them and closes the sockets.
+    readonly_fields = ("last_login", "date_joined", "suspended_at")
 
 
 class MembershipFormSet(BaseInlineFormSet):
@@ -91,9 +94,10 @@ class ConversationAdmin(AddedElsewhere, admin.ModelAdmin):
     search_help_text = "Title, or an exact conversation id."
     date_hierarchy = "last_activity_at"
     ordering = ("-last_activity_at",)
-    fields = ("kind", "title", "public", "member_count", "last_seq", "direct_key", "created_by",
-              "created_at", "last_activity_at", "browse")
-    readonly_fields = ("kind", "member_count", "last_seq", "direct_key", "created_by",
+    fields = ("kind", "title", "public", "member_count", "last_seq", "slow_mode_seconds", "direct_key",
+              "created_by", "created_at", "last_activity_at", "browse")
+    # Slow mode is a moderator's decision, made (and recorded) through the moderation API.
+    readonly_fields = ("kind", "member_count", "last_seq", "slow_mode_seconds", "direct_key", "created_by",
                        "created_at", "last_activity_at", "browse")
     inlines = (MembershipInline,)
 
@@ -160,4 +164,25 @@ class FlagAdmin(ViewOnly, admin.ModelAdmin):
     list_select_related = ("message", "reporter")
     search_fields = ("note", "reporter__username", "=message__id")
     date_hierarchy = "created_at"
-    fields = ("message", "reporter", "reason", "note", "status", "created_at", "resolved_at")
+    fields = ("message", "reporter", "reason", "note", "status", "created_at", "resolved_at", "decision")
+
+
+@admin.register(ModerationDecision)
+class ModerationDecisionAdmin(ViewOnly, admin.ModelAdmin):
+    """The audit trail: written by messaging.moderation, read here, never changed or deleted."""
+
+    list_display = ("created_at", "action", "moderator", "user", "conversation", "message", "note_preview")
+    list_filter = ("action",)
+    list_select_related = ("moderator", "user", "conversation", "message")
+    search_fields = ("note", "moderator__username", "user__username", "=message__id", "=conversation__id")
+    date_hierarchy = "created_at"
+    ordering = ("-created_at", "-id")
+    fields = ("created_at", "action", "moderator", "note", "user", "conversation", "message",
+              "slow_mode_seconds", "removed_body")
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description="Note")
+    def note_preview(self, obj: ModerationDecision) -> str:
+        return Truncator(obj.note).chars(80)

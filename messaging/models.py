@@ -20,15 +20,26 @@ from django.contrib.auth.models import AbstractUser
 from django.db import models
 from django.db.models import Q
 
+# Held by the "Moderators" group (migration 0004): review flags, remove messages, suspend
+# users, set slow mode (messaging.moderation).
+MODERATE_PERMISSION = "messaging.moderate_message"
+
 
 class User(AbstractUser):
     """A Django auth user with the name other people see."""
 
     display_name = models.CharField(max_length=100, blank=True, default="")
+    # Set by a moderator (messaging.moderation.do_set_suspended): a suspended user may read
+    # but not send or type. On the user's row, so the send path checks it without a query.
+    suspended_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     @property
     def shown_name(self) -> str:
         return self.display_name or self.username
+
+    @property
+    def is_suspended(self) -> bool:
+        return self.suspended_at is not None
 
 
 class Conversation(models.Model):
@@ -43,6 +54,9 @@ class Conversation(models.Model):
     # Highest seq assigned so far. Only allocate_seq() writes it, inside the storing transaction.
     last_seq = models.BigIntegerField(default=0)
     member_count = models.PositiveIntegerField(default=0)
+    # Slow mode, set by moderators: each member sends at most one message per this many
+    # seconds here (0: off). Read with the sender's membership, so checking it costs no query.
+    slow_mode_seconds = models.PositiveIntegerField(default=0)
     # Buffered fan-out (large channels): the highest seq already handed to the gateways in a
     # batch. Only messaging.tasks.flush_channel_batch moves it, and only forward.
     fanout_seq = models.BigIntegerField(default=0, editable=False)
@@ -178,6 +192,9 @@ class Flag(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
     created_at = models.DateTimeField(auto_now_add=True)
     resolved_at = models.DateTimeField(null=True, blank=True)
+    # The moderator's decision that resolved it (a removal resolves every open flag of its message).
+    decision = models.ForeignKey("ModerationDecision", null=True, blank=True, on_delete=models.PROTECT,
+                                 related_name="flags")
 
     class Meta:
         constraints = [
@@ -190,3 +207,42 @@ class Flag(models.Model):
 
     def __str__(self) -> str:
         return f"{self.reason} flag on message {self.message_id}"
+
+
+class ModerationDecision(models.Model):
+    """The moderators' audit trail: one row per decision, written by messaging.moderation and
+    never changed afterwards (read-only in the admin).
+
+    A removed message's text lives on here as evidence, and only here: the removal blanks
+    ``Message.body``, so no read path can leak it (docs/security.md).
+    """
+
+    class Action(models.TextChoices):
+        DISMISS = "dismiss", "Dismiss a flag"
+        REMOVE_MESSAGE = "remove_message", "Remove a message"
+        SUSPEND = "suspend", "Suspend a user"
+        UNSUSPEND = "unsuspend", "Lift a suspension"
+        SLOW_MODE = "slow_mode", "Set slow mode"
+
+    # PROTECT: an audit record must keep saying who decided; deactivate moderators instead.
+    moderator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    action = models.CharField(max_length=16, choices=Action.choices)
+    note = models.CharField(max_length=1000, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    # What the decision was about; the record outlives it (SET_NULL).
+    conversation = models.ForeignKey(Conversation, null=True, blank=True, on_delete=models.SET_NULL,
+                                     related_name="+")
+    message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="Whom it was about: the user suspended, or the removed message's sender.",
+    )
+    removed_body = models.TextField(blank=True, default="", help_text="The removed message's text, as evidence.")
+    slow_mode_seconds = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        # The gateway reads a conversation's recent removals at hello.
+        indexes = [models.Index(fields=["conversation", "created_at"], name="decision_by_conversation")]
+
+    def __str__(self) -> str:
+        return f"{self.get_action_display()} by {self.moderator} at {self.created_at:%Y-%m-%d %H:%M}"
