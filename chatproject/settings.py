@@ -196,11 +196,24 @@ PARLEY_MAX_MEMBERS_PER_REQUEST = env.int("PARLEY_MAX_MEMBERS_PER_REQUEST", defau
 PARLEY_MAX_DEVICES_PER_USER = env.int("PARLEY_MAX_DEVICES_PER_USER", default=20)
 PARLEY_OPEN_SIGNUP = env.bool("PARLEY_OPEN_SIGNUP", default=True)
 PARLEY_USER_SEARCH_LIMIT = env.int("PARLEY_USER_SEARCH_LIMIT", default=20)
-# Rate limits, "<count>/<period>" with period s|m|h (DRF throttle syntax).
-PARLEY_RATE_SEND = env("PARLEY_RATE_SEND", default="30/s")
-PARLEY_RATE_LOGIN = env("PARLEY_RATE_LOGIN", default="10/m")
-PARLEY_RATE_SIGNUP = env("PARLEY_RATE_SIGNUP", default="20/h")
-PARLEY_RATE_WS_TICKET = env("PARLEY_RATE_WS_TICKET", default="60/m")
+# Rate limits (messaging.ratelimit; the table is in docs/security.md), "<count>/<period>"
+# with period s|m|h|d and an optional multiplier: "30/s", "10/m", "1/2s".
+PARLEY_RATE_SEND = env("PARLEY_RATE_SEND", default="30/s")  # new messages per user
+PARLEY_RATE_LOGIN = env("PARLEY_RATE_LOGIN", default="10/m")  # per address, and per username
+PARLEY_RATE_SIGNUP = env("PARLEY_RATE_SIGNUP", default="20/h")  # per address
+PARLEY_RATE_WS_TICKET = env("PARLEY_RATE_WS_TICKET", default="60/m")  # per user
+PARLEY_RATE_TYPING = env("PARLEY_RATE_TYPING", default="1/2s")  # per user and conversation
+# Per WebSocket connection, counted in the gateway process: frames of any kind, and refusals
+# (rate limited frames and sends) beyond which the socket closes with 4429.
+PARLEY_RATE_WS_FRAMES = env("PARLEY_RATE_WS_FRAMES", default="50/s")
+PARLEY_RATE_WS_REFUSALS = env("PARLEY_RATE_WS_REFUSALS", default="20/10s")
+# Moderators and staff pass the per-user limits (sends, slow mode, tickets, typing).
+PARLEY_RATE_LIMIT_EXEMPT_MODERATORS = env.bool("PARLEY_RATE_LIMIT_EXEMPT_MODERATORS", default=True)
+# Proxies in front of Parley that append to X-Forwarded-For: per-address limits trust only
+# the entries they wrote. 0: the peer address (REMOTE_ADDR) is the client.
+PARLEY_TRUSTED_PROXIES = env.int("PARLEY_TRUSTED_PROXIES", default=0)
+# Moderation: the longest slow mode a moderator may set.
+PARLEY_SLOW_MODE_MAX_SECONDS = env.int("PARLEY_SLOW_MODE_MAX_SECONDS", default=6 * 3600)
 # Fan-out policy: conversations with at least this many members use buffered fan-out.
 PARLEY_LARGE_CHANNEL_THRESHOLD = env.int("PARLEY_LARGE_CHANNEL_THRESHOLD", default=100)
 PARLEY_BATCH_WINDOW_MS = env.int("PARLEY_BATCH_WINDOW_MS", default=100)

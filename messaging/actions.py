@@ -22,7 +22,7 @@ from django.db.models import F
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
-from . import fanout
+from . import fanout, ratelimit
 from .errors import Conflict, Forbidden, Invalid, NotFound
 from .events import MessagePayload, conversation_payload, message_payload
 from .models import Conversation, Device, Membership, Message, User
@@ -163,6 +163,20 @@ def _as_retry(prior: Message, *, sender: User, conversation_id: int, body: str) 
     return SendResult(message=prior, payload=message_payload(prior, sender), duplicate=True)
 
 
+def _enforce_send_limits(sender: User, conversation: Conversation) -> None:
+    """Suspension and rate limits of a new send (a retry of a stored one passes free).
+
+    Costs no query: the suspension is on the sender's row, slow mode on the conversation's
+    (loaded with the membership), and the counters are in the cache.
+    """
+    if sender.is_suspended:
+        raise Forbidden("your account is suspended; you cannot send messages")
+    ratelimit.enforce(ratelimit.SEND, sender.pk, user=sender)
+    if conversation.slow_mode_seconds:
+        ratelimit.enforce(ratelimit.SLOW_MODE, f"{conversation.pk}:{sender.pk}", user=sender,
+                          rate=ratelimit.Rate(1, conversation.slow_mode_seconds))
+
+
 def do_send_message(*, sender: User, conversation_id: Any, client_msg_id: Any, body: Any,
                     device: Device | None = None) -> SendResult:
     """Store a message and schedule its fan-out. The one write path for REST and WebSocket.
@@ -175,6 +189,9 @@ def do_send_message(*, sender: User, conversation_id: Any, client_msg_id: Any, b
     3. the same key with another body or conversation: :class:`Conflict`;
     4. two concurrent first sends of one key: the loser's insert hits the unique constraint,
        its transaction (and seq increment) rolls back, and it returns the winner's row.
+
+    A new send (not a retry) must pass :func:`_enforce_send_limits`: a suspended sender is
+    :class:`Forbidden`, one over a rate limit :class:`RateLimited`.
     """
     body = check_body(body)
     client_msg_id = check_client_msg_id(client_msg_id)
@@ -184,6 +201,7 @@ def do_send_message(*, sender: User, conversation_id: Any, client_msg_id: Any, b
     prior = _find_prior_send(sender, client_msg_id)
     if prior is not None:
         return _as_retry(prior, sender=sender, conversation_id=conversation.pk, body=body)
+    _enforce_send_limits(sender, conversation)
 
     try:
         with transaction.atomic():

@@ -35,6 +35,22 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         _require(bool(settings.CHANNEL_REDIS_URLS), "Redis (REDIS_URL)")
 
 
+# Rate limits would only measure how fast a test sends. The limits' own tests (tests/security,
+# tests/messaging/test_ratelimit.py) set the rates they exercise.
+LIFTED_RATE_LIMITS = {
+    "PARLEY_RATE_SEND": "1000000/s",
+    "PARLEY_RATE_TYPING": "1000000/s",
+    "PARLEY_RATE_WS_FRAMES": "1000000/s",
+    "PARLEY_RATE_WS_REFUSALS": "1000000/s",
+}
+
+
+@pytest.fixture(autouse=True)
+def lifted_rate_limits(settings):
+    for name, rate in LIFTED_RATE_LIMITS.items():
+        setattr(settings, name, rate)
+
+
 @pytest.fixture
 def make_user(db):
     from messaging.models import User

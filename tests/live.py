@@ -15,6 +15,8 @@ from pathlib import Path
 from django.conf import settings
 from django.db import connection
 
+from tests.conftest import LIFTED_RATE_LIMITS
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -53,6 +55,7 @@ def _service_env(redis_url: str) -> dict[str, str]:
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
         "DJANGO_CONN_MAX_AGE": "60",
         "PARLEY_GATEWAY_TAIL_CHECK_SECONDS": "1",
+        **LIFTED_RATE_LIMITS,
     }
 
 

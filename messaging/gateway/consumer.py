@@ -23,9 +23,9 @@ from django.conf import settings
 from django.contrib import auth
 from django.http.request import split_domain_port, validate_host
 
-from messaging import fanout
+from messaging import fanout, ratelimit
 from messaging.actions import do_send_message
-from messaging.errors import ParleyError
+from messaging.errors import ParleyError, RateLimited
 from messaging.models import Device, User
 from messaging.replay import conversation_last_seqs, fill_range, replay_page, resume_points
 from receipts.watermarks import do_mark_read
@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 CLOSE_NOT_AUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_BAD_FRAMES = 4400
+CLOSE_RATE_LIMIT_ABUSE = 4429
 
 
 def db(fn: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
@@ -109,6 +110,9 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
         self.receipts_pending: dict[tuple[int, int], dict[str, Any]] = {}
         self.typing_sent_at: dict[int, float] = {}
         self.bad_frames: list[float] = []
+        # Frames of any kind, and refusals: sustained refusals close the socket (4429).
+        self.frame_limit = ratelimit.ConnectionLimit(ratelimit.Rate.parse(settings.PARLEY_RATE_WS_FRAMES))
+        self.refusal_limit = ratelimit.ConnectionLimit(ratelimit.Rate.parse(settings.PARLEY_RATE_WS_REFUSALS))
         self.helloed = False
         self.closing = False
         self.pump: asyncio.Task | None = None
@@ -168,6 +172,12 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
         except FrameError as error:
             await self._bad_frame(error)
             return
+        # Acks are exempt: they cost a dict update (flushed in batches), and their rate follows
+        # the traffic the server sends, not the client's choice.
+        wait = 0 if isinstance(frame, Ack) else self.frame_limit.hit()
+        if wait:
+            await self._rate_limited(frame, wait)
+            return
         try:
             await self._handle(frame)
         except FrameError as error:
@@ -186,6 +196,22 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
         self.bad_frames = [t for t in self.bad_frames if now - t < window] + [now]
         if len(self.bad_frames) > settings.PARLEY_WS_MAX_BAD_FRAMES:
             await self.close(code=CLOSE_BAD_FRAMES)
+
+    async def _rate_limited(self, frame, wait_ms: int) -> None:
+        """Refuse a frame over the connection's frame rate, unprocessed."""
+        reply = {"code": RateLimited.code, "detail": "too many frames; slow down", "retry_after_ms": wait_ms}
+        if isinstance(frame, Send):
+            echo = frame.client_msg_id if isinstance(frame.client_msg_id, str) else ""
+            await self.send_json({"type": "send.error", "client_msg_id": echo, **reply})
+        else:
+            await self.send_json({"type": "error", **reply})
+        await self._refused()
+
+    async def _refused(self) -> None:
+        """Count a refusal; a client that keeps going past them is closed (4429)."""
+        if self.refusal_limit.hit() and not self.closing:
+            self.closing = True
+            await self.close(code=CLOSE_RATE_LIMIT_ABUSE)
 
     async def _handle(self, frame) -> None:
         match frame:
@@ -263,6 +289,8 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
             if error.retry_after_ms is not None:
                 reply["retry_after_ms"] = error.retry_after_ms
             await self.send_json(reply)
+            if isinstance(error, RateLimited):
+                await self._refused()
             return
         await self.send_json({"type": "send.ok", "client_msg_id": echo, "message": result.payload,
                               "duplicate": result.duplicate})
@@ -271,10 +299,15 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
         self._require_follow(frame.conversation)
         if frame.conversation in self.large:
             return  # large channels carry no typing: it would multiply by thousands
+        # This connection's throttle first: most keystrokes stop here, without a cache round trip.
         now = time.monotonic()
         if now - self.typing_sent_at.get(frame.conversation, 0.0) < settings.PARLEY_TYPING_THROTTLE_MS / 1000:
             return
         self.typing_sent_at[frame.conversation] = now
+        try:  # then the user's, across devices
+            await db(ratelimit.enforce)(ratelimit.TYPING, f"{frame.conversation}:{self.user.pk}", user=self.user)
+        except ParleyError:
+            return  # over the rate, or no cache: typing is lossy, dropping it costs nothing
         await presence.publish_typing(conversation_id=frame.conversation, user_id=self.user.pk)
 
     # --- live events, from the hub -------------------------------------------------------------
