@@ -54,7 +54,11 @@ class Socket:
 
 
 @pytest.fixture
-def open_socket():
+async def open_socket():
+    """Open sockets to the in-process ASGI app; at teardown close them and stop the process hub
+    in this test's event loop (the next test runs in a new loop)."""
+    from messaging.gateway.hub import hub
+
     opened: list[Socket] = []
 
     from chatproject.asgi import application
@@ -76,3 +80,9 @@ def open_socket():
         return socket
 
     yield open_
+    for socket in opened:
+        try:
+            await socket.close()
+        except Exception:  # noqa: BLE001 - already closed by the server or the test
+            pass
+    await hub.stop()

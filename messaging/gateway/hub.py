@@ -78,6 +78,19 @@ class GatewayHub:
                 loop.create_task(self._maintenance_loop(), name="parley-hub-maintenance"),
             ]
 
+    async def stop(self) -> None:
+        """Stop the hub's tasks in the loop that runs them (tests start one loop per test;
+        channels-redis refuses a second loop's receive while the first one's is pending)."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.channel = None
+        self._loop = None
+        self.routes.clear()
+        self.announced.clear()
+        self._suspect.clear()
+
     # --- registration ----------------------------------------------------------------------
     async def subscribe(self, group: str, subscriber: Subscriber) -> None:
         await self.ensure_started()
