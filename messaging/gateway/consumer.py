@@ -17,6 +17,7 @@ from types import SimpleNamespace
 from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qs, urlsplit
 
+from autobahn.exception import Disconnected
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
@@ -154,6 +155,14 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
     async def _leave(self, group: str) -> None:
         self.groups_joined.discard(group)
         await hub.unsubscribe(group, self)
+
+    async def send(self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool = False) -> None:
+        # A client may close while its frame is being answered (a send in flight, a fill):
+        # the answer has nowhere to go, and that is not a server error.
+        try:
+            await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
+        except Disconnected:
+            self.closing = True
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels closes stale DB connections before every handler (a thread hop per frame);
