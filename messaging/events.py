@@ -67,6 +67,7 @@ def conversation_payload(conversation: Conversation, membership: Membership | No
         "title": conversation.title,
         "public": conversation.public,
         "member_count": conversation.member_count,
+        "slow_mode_seconds": conversation.slow_mode_seconds,
         "last_seq": conversation.last_seq,
         "created_at": conversation.created_at.isoformat().replace("+00:00", "Z"),
         "last_activity_at": conversation.last_activity_at.isoformat().replace("+00:00", "Z"),

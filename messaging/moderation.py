@@ -1,19 +1,59 @@
-"""Moderation use cases: members flag messages; moderators (``messaging.moderate_message``) review them.
+"""Moderation use cases (CONTRACT, "Moderation"; threats and decisions in docs/security.md).
 
-Same prefixes as messaging.actions: ``check_*`` validates untrusted input, ``do_*`` changes state.
+Members flag messages. Moderators (``MODERATE_PERMISSION``, the "Moderators" group) work the
+queue and decide: dismiss a flag, remove a message, suspend or reinstate a user, set a
+conversation's slow mode. Every decision writes one :class:`ModerationDecision`, the audit
+trail, in the transaction that makes it.
+
+Removal tombstones a message in one transaction: ``state`` becomes ``removed``, ``body``
+is blanked, and the text moves to the decision as evidence. Blanking (rather than hiding
+the body in every serializer) means no read path, present or future (history, replay, gap
+fills, pushes, message info, the admin, a database export), can leak it; only the
+moderators' queue reads it back, from the decision. After commit the members' sockets get
+``message.removed``; devices that were away get it at their next ``hello``
+(:func:`removals_to_replay`).
+
+Same prefixes as messaging.actions: ``check_*`` validates untrusted input, ``access_*``
+authorizes, ``do_*`` changes state and schedules its events after commit.
 """
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Iterable, TypedDict
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
+from django.utils import timezone
 
-from .actions import access_message
-from .errors import Conflict, Invalid
-from .models import Flag, User
+from . import fanout
+from .actions import _announce_updated, access_message
+from .errors import Conflict, Forbidden, Invalid, NotFound
+from .events import MessagePayload, UserPayload, conversation_payload, message_payload, user_payload
+from .models import (
+    MODERATE_PERMISSION,
+    Conversation,
+    Device,
+    Flag,
+    Membership,
+    Message,
+    ModerationDecision,
+    User,
+)
 
-_NOTE_MAX_LENGTH = Flag._meta.get_field("note").max_length
+# CONTRACT close codes: 4403 is "forbidden"; a suspended user's sockets close with it, and
+# new handshakes are refused with it until the suspension is lifted.
+CLOSE_SUSPENDED = 4403
 
+Action = ModerationDecision.Action
+RESOLUTIONS = (Action.DISMISS.value, Action.REMOVE_MESSAGE.value)
+NOTE_MAX_LENGTH = Flag._meta.get_field("note").max_length
+# Removals are replayed from the device's previous hello, minus this, so that gateways whose
+# clocks disagree a little still miss none (a removal told twice is harmless).
+_CLOCK_SKEW = timedelta(minutes=1)
+
+
+# --- check_* ---------------------------------------------------------------------------------
 
 def check_flag_reason(reason: Any) -> str:
     if not isinstance(reason, str) or reason not in Flag.Reason.values:
@@ -22,27 +62,240 @@ def check_flag_reason(reason: Any) -> str:
     return reason
 
 
-def check_flag_note(note: Any) -> str:
+def check_note(note: Any) -> str:
     if note is None:
         return ""
     if not isinstance(note, str):
         raise Invalid("note must be a string", fields={"note": ["Must be a string."]})
-    if len(note) > _NOTE_MAX_LENGTH:
-        raise Invalid("note is too long", fields={"note": [f"At most {_NOTE_MAX_LENGTH} characters."]})
+    if len(note) > NOTE_MAX_LENGTH:
+        raise Invalid("note is too long", fields={"note": [f"At most {NOTE_MAX_LENGTH} characters."]})
     return note.strip()
 
+
+def check_resolution(action: Any) -> str:
+    if not isinstance(action, str) or action not in RESOLUTIONS:
+        choices = ", ".join(RESOLUTIONS)
+        raise Invalid("action is not one of the choices", fields={"action": [f"One of: {choices}."]})
+    return action
+
+
+def check_slow_mode_seconds(seconds: Any) -> int:
+    limit = settings.PARLEY_SLOW_MODE_MAX_SECONDS
+    if not isinstance(seconds, int) or isinstance(seconds, bool) or not 0 <= seconds <= limit:
+        raise Invalid("seconds is out of range", fields={"seconds": [f"An integer from 0 (off) to {limit}."]})
+    return seconds
+
+
+def _as_id(value: Any, what: str) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise NotFound(f"{what} not found") from None
+
+
+# --- access_* --------------------------------------------------------------------------------
+
+def access_moderator(user: User) -> None:
+    """Only moderators pass; everyone else gets Forbidden (the queue's existence is no secret)."""
+    if not (user.is_active and user.has_perm(MODERATE_PERMISSION)):
+        raise Forbidden("only moderators may do this")
+
+
+# --- Flags -----------------------------------------------------------------------------------
 
 def do_flag_message(*, reporter: User, message_id: Any, reason: Any, note: Any = None) -> Flag:
     """Flag a message of a conversation the reporter belongs to (else NotFound).
 
     One open flag per reporter and message: the partial unique constraint decides, so two
-    concurrent flags cannot both get in; the loser gets :class:`Conflict`.
+    concurrent flags cannot both get in; the loser gets :class:`Conflict`. A removed message
+    has nothing left to report (Conflict).
     """
     reason = check_flag_reason(reason)
-    note = check_flag_note(note)
+    note = check_note(note)
     message, _membership = access_message(reporter, message_id)
+    if message.is_removed:
+        raise Conflict("this message was already removed")
     try:
         with transaction.atomic():
             return Flag.objects.create(message=message, reporter=reporter, reason=reason, note=note)
     except IntegrityError:
         raise Conflict("you already have an open flag on this message") from None
+
+
+def flag_queue(*, status: str) -> QuerySet[Flag]:
+    """Open flags oldest first (a queue); resolved ones most recently resolved first."""
+    flags = Flag.objects.filter(status=status).select_related(
+        "reporter", "message__sender", "message__conversation", "decision__moderator")
+    if status == Flag.Status.OPEN:
+        return flags.order_by("created_at", "id")
+    return flags.order_by("-resolved_at", "-id")
+
+
+# REST-only shapes: their datetimes are rendered by the API's JSON encoder.
+class DecisionPayload(TypedDict):
+    id: int
+    action: str
+    note: str
+    moderator: UserPayload
+    created_at: datetime
+
+
+class FlagPayload(TypedDict):
+    id: int
+    reason: str
+    note: str
+    status: str
+    created_at: datetime
+    resolved_at: datetime | None
+    reporter: UserPayload
+    message: MessagePayload
+    evidence: str
+    conversation: dict[str, Any]
+    decision: DecisionPayload | None
+
+
+def flag_payloads(flags: Iterable[Flag]) -> list[FlagPayload]:
+    """The moderators' view of flags. ``evidence`` is the text as reported: the body, or once
+    removed, the text the removal kept (one query for the whole page)."""
+    flags = list(flags)
+    removed = [f.message_id for f in flags if f.message.is_removed]
+    kept = dict(ModerationDecision.objects.filter(message_id__in=removed, action=Action.REMOVE_MESSAGE)
+                .exclude(removed_body="").values_list("message_id", "removed_body")) if removed else {}
+    return [{
+        "id": flag.pk,
+        "reason": flag.reason,
+        "note": flag.note,
+        "status": flag.status,
+        "created_at": flag.created_at,
+        "resolved_at": flag.resolved_at,
+        "reporter": user_payload(flag.reporter),
+        "message": message_payload(flag.message),
+        "evidence": kept.get(flag.message_id, "") if flag.message.is_removed else flag.message.body,
+        "conversation": conversation_payload(flag.message.conversation, None),
+        "decision": None if flag.decision is None else {
+            "id": flag.decision.pk,
+            "action": flag.decision.action,
+            "note": flag.decision.note,
+            "moderator": user_payload(flag.decision.moderator),
+            "created_at": flag.decision.created_at,
+        },
+    } for flag in flags]
+
+
+def do_resolve_flag(*, moderator: User, flag_id: Any, action: Any, note: Any = None) -> Flag:
+    """Decide an open flag: ``dismiss`` resolves it; ``remove_message`` tombstones its message
+    and resolves every open flag of that message. Either way one decision is recorded.
+
+    Locks the message, then its flags, the same order whoever resolves which flag of it, so
+    two moderators deciding flags of one message queue up instead of deadlocking; the
+    second finds its flag resolved (Conflict).
+    """
+    access_moderator(moderator)
+    action = check_resolution(action)
+    note = check_note(note)
+    flag_id = _as_id(flag_id, "flag")
+    message_id = Flag.objects.filter(pk=flag_id).values_list("message_id", flat=True).first()
+    if message_id is None:
+        raise NotFound("flag not found")
+    with transaction.atomic():
+        message = Message.objects.select_for_update().get(pk=message_id)
+        flag = Flag.objects.select_for_update().get(pk=flag_id)
+        if flag.status != Flag.Status.OPEN:
+            raise Conflict("this flag is already resolved")
+        decision = ModerationDecision(moderator=moderator, action=action, note=note, message=message,
+                                      conversation_id=message.conversation_id, user_id=message.sender_id)
+        if action == Action.REMOVE_MESSAGE:
+            resolved = Flag.objects.filter(message=message, status=Flag.Status.OPEN)
+            _tombstone(message, decision)
+        else:
+            resolved = Flag.objects.filter(pk=flag.pk)
+            decision.save()
+        resolved.update(status=Flag.Status.RESOLVED, resolved_at=timezone.now(), decision=decision)
+    return flag_queue(status=Flag.Status.RESOLVED).get(pk=flag.pk)
+
+
+def _tombstone(message: Message, decision: ModerationDecision) -> None:
+    """Remove a message (its row locked by the caller): the text moves to the decision."""
+    if message.is_removed:  # removed meanwhile by another decision: nothing more to hide
+        decision.save()
+        return
+    decision.removed_body = message.body
+    decision.save()
+    Message.objects.filter(pk=message.pk).update(state=Message.State.REMOVED, body="")
+    fanout.message_removed(conversation_id=message.conversation_id, message_id=message.pk, seq=message.seq)
+
+
+def removals_to_replay(*, device: Device) -> list[dict[str, int]]:
+    """``message.removed`` frames for what was removed in the user's conversations since this
+    device's previous hello (at most a replay page, the most recent), and note this hello.
+
+    Live ``message.removed`` frames may be lost like any doorbell; counting from the previous
+    hello (not the previous disconnect) repeats the ones of the last connection, so a lost
+    one is repaired at the next hello.
+    """
+    since, now = device.last_seen_at, timezone.now()
+    Device.objects.filter(pk=device.pk).update(last_seen_at=now)
+    device.last_seen_at = now
+    if since is None:
+        return []  # a new device holds no message that could have been removed
+    conversations = Membership.objects.filter(user_id=device.user_id).values("conversation_id")
+    rows = (ModerationDecision.objects
+            .filter(action=Action.REMOVE_MESSAGE, created_at__gte=since - _CLOCK_SKEW, message__isnull=False,
+                    conversation__in=conversations)
+            .order_by("-created_at")
+            .values_list("conversation_id", "message_id", "message__seq")[:settings.PARLEY_REPLAY_PAGE_SIZE])
+    seen: set[int] = set()
+    removals = []
+    for conversation_id, message_id, seq in reversed(rows):
+        if message_id not in seen:
+            seen.add(message_id)
+            removals.append({"conversation": conversation_id, "id": message_id, "seq": seq})
+    return removals
+
+
+# --- Users and conversations ---------------------------------------------------------------------
+
+def do_set_suspended(*, moderator: User, user_id: Any, suspended: bool, note: Any = None) -> User:
+    """Suspend a user (no sending, sockets closed and refused with 4403) or lift it.
+
+    The user can still log in and read over REST. A change records a decision; asking for
+    the state the user is already in changes and records nothing.
+    """
+    access_moderator(moderator)
+    note = check_note(note)
+    if not isinstance(suspended, bool):
+        raise Invalid("suspended must be a boolean", fields={"suspended": ["Must be true or false."]})
+    user = User.objects.filter(pk=_as_id(user_id, "user")).first()
+    if user is None:
+        raise NotFound("user not found")
+    if suspended and (user.pk == moderator.pk or user.is_superuser):
+        raise Forbidden("you cannot suspend yourself or a superuser")
+    with transaction.atomic():
+        changed = User.objects.filter(pk=user.pk, suspended_at__isnull=suspended).update(
+            suspended_at=timezone.now() if suspended else None)
+        if changed:
+            ModerationDecision.objects.create(moderator=moderator, user=user, note=note,
+                                              action=Action.SUSPEND if suspended else Action.UNSUSPEND)
+            if suspended:
+                fanout.close_user_sockets(user_id=user.pk, code=CLOSE_SUSPENDED)
+    user.refresh_from_db(fields=["suspended_at"])
+    return user
+
+
+def do_set_slow_mode(*, moderator: User, conversation_id: Any, seconds: Any,
+                     note: Any = None) -> Conversation:
+    """Each member may send one message per ``seconds`` in the conversation (0 turns it off);
+    moderators and staff are exempt when PARLEY_RATE_LIMIT_EXEMPT_MODERATORS is on."""
+    access_moderator(moderator)
+    seconds = check_slow_mode_seconds(seconds)
+    note = check_note(note)
+    conversation = Conversation.objects.filter(pk=_as_id(conversation_id, "conversation")).first()
+    if conversation is None:
+        raise NotFound("conversation not found")
+    with transaction.atomic():
+        Conversation.objects.filter(pk=conversation.pk).update(slow_mode_seconds=seconds)
+        conversation.slow_mode_seconds = seconds
+        ModerationDecision.objects.create(moderator=moderator, action=Action.SLOW_MODE, note=note,
+                                          conversation=conversation, slow_mode_seconds=seconds)
+        _announce_updated(conversation)  # members' clients learn the new pace
+    return conversation

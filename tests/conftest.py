@@ -63,6 +63,23 @@ def make_user(db):
 
 
 @pytest.fixture
+def make_moderator(make_user):
+    """A member of the "Moderators" group. The group comes from a data migration, which a
+    transactional test's flush wipes, so it is made again here if need be."""
+    from django.contrib.auth.models import Group, Permission
+
+    def make(username: str | None = None, **extra):
+        user = make_user(username, **extra)
+        group, created = Group.objects.get_or_create(name="Moderators")
+        if created:
+            group.permissions.add(Permission.objects.get(codename="moderate_message"))
+        user.groups.add(group)
+        return user
+
+    return make
+
+
+@pytest.fixture
 def make_device(db):
     from messaging.models import Device
 

@@ -305,6 +305,8 @@ class ConversationSerializer(serializers.Serializer):
     title = serializers.CharField(allow_blank=True)
     public = serializers.BooleanField()
     member_count = serializers.IntegerField()
+    slow_mode_seconds = serializers.IntegerField(help_text="Each member may send one message per this many "
+                                                           "seconds (0: no slow mode). Set by moderators.")
     last_seq = serializers.IntegerField()
     created_at = serializers.DateTimeField()
     last_activity_at = serializers.DateTimeField()

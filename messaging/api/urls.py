@@ -7,7 +7,7 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, path, register_converter
 from drf_spectacular.views import SpectacularAPIView
 
-from . import auth, channels, docs, views
+from . import auth, channels, docs, moderation, views
 
 
 class IdConverter:
@@ -51,6 +51,13 @@ urlpatterns = [
     path("conversations/<id:conversation_id>/receipts", views.ReceiptsView.as_view(), name="conversation-receipts"),
     path("messages/<id:message_id>/info", views.MessageInfoView.as_view(), name="message-info"),
     path("messages/<id:message_id>/flag", views.FlagView.as_view(), name="message-flag"),
+    path("moderation/flags", moderation.FlagQueueView.as_view(), name="moderation-flags"),
+    path("moderation/flags/<id:flag_id>/resolve", moderation.ResolveFlagView.as_view(),
+         name="moderation-flag-resolve"),
+    path("moderation/users/<id:user_id>/suspension", moderation.SuspensionView.as_view(),
+         name="moderation-user-suspension"),
+    path("moderation/conversations/<id:conversation_id>/slow-mode", moderation.SlowModeView.as_view(),
+         name="moderation-conversation-slow-mode"),
     path("schema", SpectacularAPIView.as_view(), name="schema"),
     path("docs", docs.ApiDocsView.as_view(), name="docs"),
 ]

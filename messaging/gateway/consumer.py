@@ -28,6 +28,7 @@ from messaging import fanout, ratelimit
 from messaging.actions import do_send_message
 from messaging.errors import ParleyError, RateLimited
 from messaging.models import Device, User
+from messaging.moderation import removals_to_replay
 from messaging.replay import conversation_last_seqs, fill_range, replay_page, resume_points
 from receipts.watermarks import do_mark_read
 
@@ -77,6 +78,8 @@ def _authenticate(scope: dict[str, Any], ticket: str | None, device_id: str | No
             user = candidate
     if user is None:
         return CLOSE_NOT_AUTHENTICATED, None, None
+    if user.is_suspended:
+        return CLOSE_FORBIDDEN, user, None  # messaging.moderation.do_set_suspended
     from messaging.actions import _as_uuid
 
     uuid = _as_uuid(device_id)
@@ -253,6 +256,7 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
         if self.helloed:
             raise FrameError("invalid", "hello was already received on this connection")
         points = await db(resume_points)(user=self.user, device_id=self.device.pk, cursors=frame.cursors)
+        removals = await db(removals_to_replay)(device=self.device)
         async with self.stream_lock:
             self.helloed = True
             for point in points:
@@ -265,6 +269,8 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
             for point in points:
                 if point.resume_after < point.last_seq:
                     await self._send_page(point.conversation_id, point.resume_after)
+            for removal in removals:
+                await self.send_json({"type": "message.removed", **removal})
             await self.send_json({"type": "ready",
                                   "conversations": {str(p.conversation_id): p.last_seq for p in points}})
         await presence.came_online(self.user.pk)
