@@ -35,7 +35,8 @@ from .serializers import (
 )
 from .throttles import LoginPerIPThrottle, LoginPerUsernameThrottle, SignupThrottle, WsTicketThrottle
 
-ERRORS = {400: ErrorSerializer, 429: ErrorSerializer}
+# 429 over a rate limit; 503 while the rate limiter's store is down (these fail closed).
+ERRORS = {400: ErrorSerializer, 429: ErrorSerializer, 503: ErrorSerializer}
 
 
 class CredentialsEndpoint(APIView):

@@ -271,9 +271,11 @@ class MessagesView(APIView):
         operation_id="conversations_messages_send", parameters=[CONVERSATION_ID],
         request=SendMessageSerializer,
         responses={201: SendMessageResponseSerializer, 200: SendMessageResponseSerializer, 400: E, 404: E,
-                   409: E, **AUTH_ERRORS},
+                   409: E, 429: E, **AUTH_ERRORS},
         description="Send (201). A retry with the same client_msg_id returns the stored message (200, "
-                    "duplicate: true); the same client_msg_id with another body or conversation is a 409.",
+                    "duplicate: true); the same client_msg_id with another body or conversation is a 409. "
+                    "Over the send rate or the conversation's slow mode: 429 with Retry-After; a "
+                    "suspended sender: 403.",
     )
     def post(self, request: Request, conversation_id: int) -> Response:
         data = parse(SendMessageSerializer, request.data)
