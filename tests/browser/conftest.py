@@ -9,7 +9,6 @@ import re
 from pathlib import Path
 
 import pytest
-from django.contrib.auth.models import Group, Permission
 from playwright.sync_api import BrowserContext, Page, expect
 
 from tests.live import Gateway, RedisServer
@@ -67,14 +66,11 @@ def base_url(parley_server) -> str:
 
 
 @pytest.fixture
-def people(transactional_db, make_user):
-    """alice and bob, and a moderator, with display names."""
+def people(transactional_db, make_user, make_moderator):
+    """alice and bob, and a moderator (in the "Moderators" group), with display names."""
     alice = make_user("alice", password=PASSWORD, display_name="Alice Archer")
     bob = make_user("bob", password=PASSWORD, display_name="Bob Baker")
-    moderators, _ = Group.objects.get_or_create(name="Moderators")
-    moderators.permissions.add(Permission.objects.get(codename="moderate_message"))
-    mod = make_user("mod", password=PASSWORD, display_name="Morgan Moderator")
-    mod.groups.add(moderators)
+    mod = make_moderator("mod", password=PASSWORD, display_name="Morgan Moderator")
     return {"alice": alice, "bob": bob, "mod": mod}
 
 

@@ -1,0 +1,73 @@
+"""Members flag a message; a moderator removes it; everyone sees the tombstone (issue 6)."""
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import expect
+
+from messaging.actions import do_create_group
+from messaging.models import Message
+from messaging.moderation import do_flag_message
+
+from .conftest import direct, message_with, open_app, screenshot, seed
+
+pytestmark = [pytest.mark.browser, pytest.mark.postgres]
+
+SPAM = "Cheap watches!!! visit watches.example now"
+TOMBSTONE = "This message was removed by a moderator."
+
+
+def test_a_moderator_removes_a_flagged_message_and_both_members_see_the_tombstone(people, signed_in, make_user):
+    alice_user, bob_user = people["alice"], people["bob"]
+    carol = make_user("carol", display_name="Carol Chen")
+    club = do_create_group(creator=carol, title="Book club", member_ids=[alice_user.pk]).conversation
+    seed(club, (carol, "Honestly, anyone who liked that book is an idiot."))
+    do_flag_message(reporter=alice_user, message_id=Message.objects.get(conversation=club).pk, reason="abuse",
+                    note="Not the first time this week")
+    chat = direct(alice_user, bob_user)
+    seed(chat, (bob_user, "hey, how was the trip?"), (alice_user, SPAM), (bob_user, "uh, what?"))
+    alice = open_app(signed_in("alice"), f"/c/{chat.pk}")
+    bob = open_app(signed_in("bob"), f"/c/{chat.pk}")
+
+    spam = message_with(bob, SPAM)
+    spam.hover()
+    spam.get_by_role("button", name="Report").click()
+    dialog = bob.get_by_role("dialog", name="Report message")
+    dialog.get_by_label("Spam").check()
+    dialog.get_by_label("Note for the moderators").fill("Alice's account looks hacked")
+    dialog.get_by_role("button", name="Report").click()
+    expect(bob.locator("#toast")).to_have_text("Reported. A moderator will look at it.")
+    spam.get_by_role("button", name="Report").click()
+    dialog.get_by_label("Abuse or harassment").check()
+    dialog.get_by_role("button", name="Report").click()
+    expect(dialog.get_by_role("alert")).to_have_text("You have already reported this message.")
+    dialog.get_by_role("button", name="Cancel").click()
+
+    assert bob.context.new_page().goto("/moderation").status == 403
+
+    moderator = signed_in("mod").new_page()
+    moderator.goto("/moderation")
+    card = moderator.locator(".flag-card").filter(has_text=SPAM)
+    expect(card).to_contain_text("Message by Alice Archer in a direct chat")
+    expect(card).to_contain_text("Reported by Bob Baker")
+    expect(card).to_contain_text("Alice's account looks hacked")
+    screenshot(moderator, "moderation")
+    card.get_by_label("Note (kept in the audit log)").fill("Spam link; asked Alice to change her password")
+    card.get_by_role("button", name="Remove message").click()
+    expect(card).to_have_count(0)
+    other = moderator.locator(".flag-card").filter(has_text="Book club")
+    other.get_by_label("Note (kept in the audit log)").fill("Rude, not removable; talked to Carol")
+    other.get_by_role("button", name="Dismiss").click()
+    expect(moderator.locator("#flag-status")).to_contain_text("The queue is empty")
+
+    # Live, through message.removed frames: no reload on either side.
+    for page in (alice, bob):
+        expect(message_with(page, TOMBSTONE)).to_have_attribute("data-state", "removed")
+        expect(page.locator("#message-list")).not_to_contain_text("watches")
+    bob.reload()
+    expect(message_with(bob, TOMBSTONE)).to_have_attribute("data-state", "removed")
+
+    moderator.get_by_role("tab", name="Resolved").click()
+    expect(moderator.locator(".flag-card").filter(has_text=SPAM)).to_contain_text(
+        "Message removed by Morgan Moderator")
+    expect(moderator.locator(".flag-card").filter(has_text="Book club")).to_contain_text(
+        "Dismissed by Morgan Moderator")
