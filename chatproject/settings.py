@@ -10,6 +10,8 @@ from pathlib import Path
 import environ
 from kombu import Queue
 
+from ops.logs import configure_logging
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -34,9 +36,11 @@ INSTALLED_APPS = [
     "messaging",
     "receipts",
     "notifications",
+    "ops",
 ]
 
 MIDDLEWARE = [
+    "ops.middleware.request_id_middleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -178,13 +182,9 @@ if env.bool("DJANGO_SECURE", default=False):
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": env("DJANGO_LOG_LEVEL", default="INFO")},
-    "loggers": {"django.channels.server": {"level": "WARNING"}},
-}
+# Structured logs through structlog (ops.logs): PARLEY_LOG_FORMAT is console (key=value) or json.
+LOGGING = configure_logging(level=env("DJANGO_LOG_LEVEL", default="INFO"),
+                            fmt=env("PARLEY_LOG_FORMAT", default="console"))
 
 # --- Parley limits and policy (each overridable by the environment variable of that name) ----
 PARLEY_MAX_BODY_LENGTH = env.int("PARLEY_MAX_BODY_LENGTH", default=4000)
@@ -257,4 +257,45 @@ PARLEY_PUSH_PREVIEW_CHARS = env.int("PARLEY_PUSH_PREVIEW_CHARS", default=120)
 CELERY_BEAT_SCHEDULE["parley.push.sweep"] = {
     "task": "parley.push.sweep",
     "schedule": PARLEY_PUSH_SWEEP_INTERVAL_SECONDS,
+}
+
+# --- Operations: metrics, degraded mode, admission control, the canary (docs/operations.md) -----
+# /metrics answers only with "Authorization: Bearer <token>" when this is set.
+PARLEY_METRICS_TOKEN = env("PARLEY_METRICS_TOKEN", default="")
+# A message frame's ack is expected within this; later (or never) counts as a timeout.
+PARLEY_ACK_TIMEOUT_MS = env.int("PARLEY_ACK_TIMEOUT_MS", default=2000)
+# Each gateway process ticks this often: ack timeouts, metrics, degraded-mode signals.
+PARLEY_GATEWAY_TICK_SECONDS = env.float("PARLEY_GATEWAY_TICK_SECONDS", default=1.0)
+# Degraded mode (messaging.degraded): signals summed over the window; enter above a
+# threshold, leave once every signal stays below its (lower) exit threshold for CALM seconds.
+PARLEY_DEGRADED_WINDOW_SECONDS = env.int("PARLEY_DEGRADED_WINDOW_SECONDS", default=10)
+PARLEY_DEGRADED_ACK_TIMEOUT_RATIO = env.float("PARLEY_DEGRADED_ACK_TIMEOUT_RATIO", default=0.02)
+PARLEY_DEGRADED_ACK_TIMEOUT_RATIO_EXIT = env.float("PARLEY_DEGRADED_ACK_TIMEOUT_RATIO_EXIT", default=0.01)
+PARLEY_DEGRADED_MIN_ACKS = env.int("PARLEY_DEGRADED_MIN_ACKS", default=50)
+PARLEY_DEGRADED_QUEUE_LAG_SECONDS = env.float("PARLEY_DEGRADED_QUEUE_LAG_SECONDS", default=10.0)
+PARLEY_DEGRADED_QUEUE_LAG_EXIT_SECONDS = env.float("PARLEY_DEGRADED_QUEUE_LAG_EXIT_SECONDS", default=5.0)
+PARLEY_DEGRADED_QUEUES = env.list("PARLEY_DEGRADED_QUEUES", default=["messages", "receipts", "push"])
+# A disconnect spike: disconnects in the window over the average open sockets.
+PARLEY_DEGRADED_DISCONNECT_RATIO = env.float("PARLEY_DEGRADED_DISCONNECT_RATIO", default=0.10)
+PARLEY_DEGRADED_DISCONNECT_RATIO_EXIT = env.float("PARLEY_DEGRADED_DISCONNECT_RATIO_EXIT", default=0.05)
+PARLEY_DEGRADED_DISCONNECT_MIN = env.int("PARLEY_DEGRADED_DISCONNECT_MIN", default=100)
+PARLEY_DEGRADED_ESCALATE_SECONDS = env.float("PARLEY_DEGRADED_ESCALATE_SECONDS", default=10.0)
+PARLEY_DEGRADED_CALM_SECONDS = env.float("PARLEY_DEGRADED_CALM_SECONDS", default=30.0)
+# Reconnect-storm admission (messaging.gateway.admission): replays at once per gateway
+# process, and how much later a replay is served per message it is behind.
+PARLEY_REPLAY_CONCURRENCY = env.int("PARLEY_REPLAY_CONCURRENCY", default=4)
+PARLEY_REPLAY_ADMISSION_MS_PER_MESSAGE = env.float("PARLEY_REPLAY_ADMISSION_MS_PER_MESSAGE", default=1.0)
+# A gateway shutting down asks its clients to come back at random over sockets / RATE
+# seconds (at least 1 s, at most MAX), and waits at most GRACE for the goodbyes.
+PARLEY_RESTART_RECONNECT_RATE = env.float("PARLEY_RESTART_RECONNECT_RATE", default=200.0)
+PARLEY_RESTART_RECONNECT_MAX_SECONDS = env.float("PARLEY_RESTART_RECONNECT_MAX_SECONDS", default=30.0)
+PARLEY_GATEWAY_SHUTDOWN_GRACE_SECONDS = env.float("PARLEY_GATEWAY_SHUTDOWN_GRACE_SECONDS", default=5.0)
+# The canary (ops.canary): the gateway URLs it connects to (the load balancer); none: off.
+PARLEY_CANARY_URLS = env.list("PARLEY_CANARY_URLS", default=[])
+PARLEY_CANARY_INTERVAL_SECONDS = env.float("PARLEY_CANARY_INTERVAL_SECONDS", default=15.0)
+PARLEY_CANARY_TIMEOUT_SECONDS = env.float("PARLEY_CANARY_TIMEOUT_SECONDS", default=10.0)
+CELERY_BEAT_SCHEDULE["parley.bulk.canary"] = {
+    "task": "parley.bulk.canary",
+    "schedule": PARLEY_CANARY_INTERVAL_SECONDS,
+    "options": {"expires": PARLEY_CANARY_INTERVAL_SECONDS},  # a late canary is a stale one
 }

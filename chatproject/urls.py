@@ -1,12 +1,13 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from messaging import health
+from messaging import health, metrics
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics.metrics_view, name="metrics"),
     path("api/v1/", include("messaging.api.urls")),
     path("", include("messaging.web_urls")),
 ]

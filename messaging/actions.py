@@ -22,7 +22,7 @@ from django.db.models import F
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
-from . import fanout, ratelimit
+from . import fanout, metrics, ratelimit
 from .errors import Conflict, Forbidden, Invalid, NotFound
 from .events import MessagePayload, conversation_payload, message_payload
 from .models import Conversation, Device, Membership, Message, User
@@ -204,7 +204,7 @@ def do_send_message(*, sender: User, conversation_id: Any, client_msg_id: Any, b
     _enforce_send_limits(sender, conversation)
 
     try:
-        with transaction.atomic():
+        with metrics.durable_write(), transaction.atomic():  # times the commit too
             seq = allocate_seq(conversation.pk)
             message = Message.objects.create(
                 conversation_id=conversation.pk, seq=seq, sender=sender, sender_device=device,

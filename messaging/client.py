@@ -58,6 +58,7 @@ class ParleyClient:
         self._stopping = False
         self._url_index = 0
         self._held: dict[int, int] = {}  # per connection: resume point + what arrived since
+        self._reconnect_after: float | None = None  # a restarting gateway's hint, in seconds
 
     # --- public -------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -75,6 +76,11 @@ class ParleyClient:
                 break
             self.ready.clear()
             self._url_index += 1  # try the next gateway
+            if self._reconnect_after is not None:
+                # The gateway is restarting and drew this client's turn (1012 + a hint).
+                delay, self._reconnect_after = self._reconnect_after, None
+                await asyncio.sleep(delay)
+                continue
             attempt += 1
             delay = min(self.backoff_cap, self.backoff_base * 2 ** min(attempt, 6))
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # jitter spreads a reconnect storm
@@ -154,6 +160,8 @@ class ParleyClient:
         elif kind == "ready":
             self.last_ready = frame["conversations"]
             self.ready.set()
+        elif kind == "reconnect":
+            self._reconnect_after = frame["after_ms"] / 1000
         elif kind in ("send.ok", "send.error"):
             future = self._pending.get(frame["client_msg_id"])
             if future is not None and not future.done():

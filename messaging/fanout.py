@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any, Callable
 
 from asgiref.sync import async_to_sync
@@ -55,7 +56,8 @@ def is_large(member_count: int) -> bool:
 
 def _publish(group: str, event: dict[str, Any]) -> None:
     # The gateway hub holds one channel per process and routes by the group named here.
-    event = {**event, "group": group}
+    # published_at (right after commit for after-commit events) times the fan-out dispatch.
+    event = {**event, "group": group, "published_at": time.time()}
     try:
         async_to_sync(get_channel_layer().group_send)(group, event)
     except Exception as error:  # noqa: BLE001 - the store has it; replay repairs a lost doorbell

@@ -26,6 +26,9 @@ class ConversationResume:
     resume_after: int
     last_seq: int
     member_count: int
+    # Resumed from a cursor (the client's, or the device's stored ack cursor) rather than
+    # from the user's delivered_seq: a reconnect, not a device's first connection.
+    from_cursor: bool = False
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,8 @@ def resume_points(*, user: User, device_id, cursors: dict[int, int]) -> list[Con
             after = stored[cid]
         else:
             after = membership.delivered_seq
-        points.append(ConversationResume(cid, min(after, last_seq), last_seq, membership.conversation.member_count))
+        points.append(ConversationResume(cid, min(after, last_seq), last_seq, membership.conversation.member_count,
+                                         from_cursor=cid in cursors or cid in stored))
     return points
 
 

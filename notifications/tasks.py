@@ -10,6 +10,8 @@ from __future__ import annotations
 from celery import shared_task
 from django.conf import settings
 
+from messaging import metrics
+
 from . import push
 
 
@@ -67,14 +69,18 @@ def deliver(self, subscription_id: int, conversation_id: int, kind: str, after_s
     try:
         push.send(delivery)
     except push.SubscriptionGone:
+        metrics.PUSHES.labels(outcome="gone").inc()
         push.forget_subscription(subscription_id=subscription_id)
         return "gone"
     except push.PushFailed as failure:
+        metrics.PUSHES.labels(outcome="failed").inc()
         retries = self.request.retries
         if failure.retryable and retries < settings.PARLEY_PUSH_MAX_RETRIES:
             raise self.retry(countdown=push.retry_countdown(retries, retry_after=failure.retry_after), exc=failure)
         push.record_dead_letter(delivery, error=str(failure), attempts=retries + 1)
+        metrics.PUSHES.labels(outcome="dead_letter").inc()
         return "dead-letter"
+    metrics.PUSHES.labels(outcome="sent").inc()
     return "sent"
 
 

@@ -10,6 +10,7 @@ import itertools
 import os
 
 import pytest
+from channels.layers import channel_layers
 from django.conf import settings
 from django.db import connection
 
@@ -33,6 +34,25 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         _require(settings.DATABASES["default"]["ENGINE"].endswith("postgresql"), "PostgreSQL (DATABASE_URL)")
     if item.get_closest_marker("redis"):
         _require(bool(settings.CHANNEL_REDIS_URLS), "Redis (REDIS_URL)")
+
+
+@pytest.fixture(autouse=True)
+def fresh_channel_layer():
+    """A channel layer per test. channels-redis keeps a per-channel asyncio lock that a
+    message-cleaning task releases when it finishes; a test's event loop can close first,
+    leaving the lock held and bound to a dead loop, and every later test's hub then fails to
+    receive (it falls back to resyncing from the store, which hides the live path)."""
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
+
+
+@pytest.fixture(autouse=True)
+def gateway_tick_driven_by_tests(settings):
+    """The gateway's once-a-second tick evaluates degraded mode from shared signals, which are
+    noise here (test sockets never ack, no worker drains the broker): a test that needs a
+    tick runs ``messaging.gateway.process.gateway.tick()`` itself."""
+    settings.PARLEY_GATEWAY_TICK_SECONDS = 3600
 
 
 # Rate limits would only measure how fast a test sends. The limits' own tests (tests/security,

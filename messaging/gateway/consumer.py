@@ -13,10 +13,12 @@ import asyncio
 import json
 import logging
 import time
+import uuid
 from types import SimpleNamespace
 from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qs, urlsplit
 
+import structlog
 from autobahn.exception import Disconnected
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
@@ -24,7 +26,7 @@ from django.conf import settings
 from django.contrib import auth
 from django.http.request import split_domain_port, validate_host
 
-from messaging import fanout, ratelimit
+from messaging import degraded, fanout, metrics, ratelimit
 from messaging.actions import do_send_message
 from messaging.errors import ParleyError, RateLimited
 from messaging.models import Device, User
@@ -33,8 +35,10 @@ from messaging.replay import conversation_last_seqs, fill_range, replay_page, re
 from receipts.watermarks import do_mark_read
 
 from . import presence
+from .admission import admission
 from .ackbatch import acks
 from .hub import hub
+from .process import CLOSE_RESTARTING, SocketTelemetry, gateway
 from .protocol import Ack, FrameError, Hello, Ping, Read, Replay, Send, Typing, parse_frame
 from .stream import Action, ConnectionStreams
 
@@ -103,6 +107,10 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
 
     # --- lifecycle ---------------------------------------------------------------------------
     async def connect(self) -> None:
+        started = time.perf_counter()
+        structlog.contextvars.bind_contextvars(connection_id=uuid.uuid4().hex[:12])
+        self.telemetry = SocketTelemetry()
+        self.disconnected = False
         self.user: User | None = None
         self.device: Device | None = None
         self.streams = ConnectionStreams()
@@ -136,12 +144,18 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=code)
             return
         self.user, self.device = user, device
+        structlog.contextvars.bind_contextvars(user_id=user.pk, device_id=str(device.pk))
         self.pump = asyncio.get_running_loop().create_task(self._pump())
         await self._join(fanout.user_group(user.pk))
         await self._join(fanout.device_group(device.pk))
+        gateway.opened(self, started=started)
 
     async def disconnect(self, code: int) -> None:
+        if self.disconnected:
+            return  # restart() already cleaned up
+        self.disconnected = True
         self.closing = True
+        gateway.closed(self, code=code)
         for group in list(self.groups_joined):
             await hub.unsubscribe(group, self)
         if self.pump is not None:
@@ -233,6 +247,7 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
                 await self._send_message(frame)
             case Ack():
                 self._require_follow(frame.conversation)
+                self.telemetry.acked(frame.conversation, frame.seq)
                 acks.add(user_id=self.user.pk, device_id=self.device.pk, conversation_id=frame.conversation,
                          seq=frame.seq)
             case Read():
@@ -266,13 +281,19 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
                 if fanout.is_large(point.member_count):
                     self.large.add(point.conversation_id)
                 await self._join(fanout.conversation_group(point.conversation_id))
-            for point in points:
-                if point.resume_after < point.last_seq:
-                    await self._send_page(point.conversation_id, point.resume_after)
+            # A reconnect storm waits here for the process's replay budget, small gaps first;
+            # live events queue behind the stream lock meanwhile.
+            async with admission.slot(behind=sum(p.last_seq - p.resume_after for p in points)):
+                for point in points:
+                    if point.resume_after < point.last_seq:
+                        await self._send_page(point.conversation_id, point.resume_after)
             for removal in removals:
                 await self.send_json({"type": "message.removed", **removal})
             await self.send_json({"type": "ready",
                                   "conversations": {str(p.conversation_id): p.last_seq for p in points}})
+            if degraded.current().shed:
+                await self.send_json({"type": "degraded", "shed": list(degraded.current().shed)})
+        self.telemetry.helloed(resumed=bool(frame.cursors) or any(p.from_cursor for p in points))
         await presence.came_online(self.user.pk)
 
     async def _send_page(self, conversation_id: int, after_seq: int, limit: int | None = None) -> None:
@@ -283,15 +304,18 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
         self.streams.sent_run(conversation_id, [m["seq"] for m in page.messages])
         await self.send_json({"type": "messages", "conversation": conversation_id,
                               "messages": page.messages, "has_more": page.has_more})
+        self.telemetry.wrote(conversation_id, page.messages, path="replay")
         self.streams.page_done(conversation_id, has_more=page.has_more)
         if not page.has_more:
             await self._settle(conversation_id)
 
     async def _replay(self, frame: Replay) -> None:
-        async with self.stream_lock:
+        behind = max(hub.announced.get(frame.conversation, 0) - frame.after_seq, 1)
+        async with admission.slot(behind=behind), self.stream_lock:
             await self._send_page(frame.conversation, frame.after_seq, frame.limit)
 
     async def _send_message(self, frame: Send) -> None:
+        started = time.perf_counter()
         echo = frame.client_msg_id if isinstance(frame.client_msg_id, str) else ""
         if not self.helloed:
             raise FrameError("invalid", "send hello first", client_msg_id=echo)
@@ -309,11 +333,14 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
             return
         await self.send_json({"type": "send.ok", "client_msg_id": echo, "message": result.payload,
                               "duplicate": result.duplicate})
+        metrics.observe_stage("response", started)
 
     async def _typing(self, frame: Typing) -> None:
         self._require_follow(frame.conversation)
         if frame.conversation in self.large:
             return  # large channels carry no typing: it would multiply by thousands
+        if degraded.sheds(degraded.TYPING):
+            return
         # This connection's throttle first: most keystrokes stop here, without a cache round trip.
         now = time.monotonic()
         if now - self.typing_sent_at.get(frame.conversation, 0.0) < settings.PARLEY_TYPING_THROTTLE_MS / 1000:
@@ -363,10 +390,11 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
                 await self.send_json({"type": "message.removed", "conversation": event["conversation"],
                                       "id": event["id"], "seq": event["seq"]})
         elif kind == "conv.typing":
-            if event["user"] != self.user.pk and self.streams.follows(event["conversation"]):
+            if (event["user"] != self.user.pk and self.streams.follows(event["conversation"])
+                    and not degraded.sheds(degraded.TYPING)):
                 await self.send_json({"type": "typing", "conversation": event["conversation"], "user": event["user"]})
         elif kind == "conv.presence":
-            if event["user"] != self.user.pk:
+            if event["user"] != self.user.pk and not degraded.sheds(degraded.PRESENCE):
                 await self.send_json({"type": "presence", "user": event["user"], "online": event["online"]})
         elif kind == "user.joined":
             await self._on_joined(event["conversation"])
@@ -380,12 +408,15 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=event["code"])
         elif kind == "gateway.resync":
             await self._resync()
+        elif kind == "gateway.degraded":
+            await self._on_degraded(event["shed"])
 
     async def _on_live(self, conversation_id: int, seq: int, event: dict[str, Any] | None) -> None:
         decision = self.streams.on_live(conversation_id, seq)
         if decision.action is Action.SEND and event is not None:
             if self.streams.sent_run(conversation_id, [seq]):
                 await self.send(text_data=_frame_text(event, lambda: {"type": "message", "message": event["message"]}))
+                self.telemetry.wrote(conversation_id, [event["message"]], path="direct", event=event)
         elif decision.action in (Action.SEND, Action.FILL):
             await self._fill(conversation_id, self.streams.held(conversation_id), seq)
 
@@ -404,10 +435,13 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
         if len(fresh) == len(messages):
             await self.send(text_data=_frame_text(event, lambda: {
                 "type": "messages", "conversation": conversation_id, "messages": messages, "has_more": False}))
+            self.telemetry.wrote(conversation_id, messages, path="buffered")
         else:
             first = fresh[0]
+            tail = [m for m in messages if m["seq"] >= first]
             await self.send_json({"type": "messages", "conversation": conversation_id,
-                                  "messages": [m for m in messages if m["seq"] >= first], "has_more": False})
+                                  "messages": tail, "has_more": False})
+            self.telemetry.wrote(conversation_id, tail, path="buffered")
 
     async def _settle(self, conversation_id: int) -> None:
         """After catching up: fill whatever live events announced while the client was behind."""
@@ -417,17 +451,20 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
 
     async def _fill(self, conversation_id: int, after_seq: int, upto_seq: int) -> None:
         page = await db(fill_range)(conversation_id=conversation_id, after_seq=after_seq, upto_seq=upto_seq)
+        path = "buffered" if conversation_id in self.large else "direct"
         if page.has_more:
             # Too far behind for a live fill: hand the client a replay page and let it pull.
             self.streams.page_done(conversation_id, has_more=True)
             self.streams.sent_run(conversation_id, [m["seq"] for m in page.messages])
             await self.send_json({"type": "messages", "conversation": conversation_id,
                                   "messages": page.messages, "has_more": True})
+            self.telemetry.wrote(conversation_id, page.messages, path=path)
             return
         fresh = set(self.streams.sent_run(conversation_id, [m["seq"] for m in page.messages]))
         for message in page.messages:
             if message["seq"] in fresh:
                 await self.send_json({"type": "message", "message": message})
+                self.telemetry.wrote(conversation_id, [message], path=path)
 
     async def _resync(self) -> None:
         if not self.helloed:
@@ -466,6 +503,8 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
         self.receipts_pending[key] = event
         if not first_pending:
             return  # a flush is already scheduled; it will carry these latest marks
+        if degraded.sheds(degraded.RECEIPTS):
+            return  # deferred: _on_degraded sends the latest marks when receipts flow again
         wait = self.receipts_sent_at.get(key, -window) + window - time.monotonic()
         asyncio.get_running_loop().call_later(max(wait, 0), self._flush_receipt_soon, key)
 
@@ -480,3 +519,21 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
         self.receipts_sent_at[key] = time.monotonic()
         await self.send_json({"type": "receipt", "conversation": event["conversation"], "user": event["user"],
                               "delivered_seq": event["delivered_seq"], "read_seq": event["read_seq"]})
+
+    # --- operations: degraded mode and restarts (messaging.gateway.process) ----------------------
+    async def _on_degraded(self, shed: list[str]) -> None:
+        if not self.helloed:
+            return  # hello will say so
+        await self.send_json({"type": "degraded", "shed": shed})
+        if degraded.RECEIPTS not in shed:
+            for key in list(self.receipts_pending):
+                self._flush_receipt_soon(key)
+
+    async def restart(self, *, after_ms: int) -> None:
+        """This gateway is shutting down: tell the client when to come back, close, clean up."""
+        if self.closing:
+            return
+        self.closing = True
+        await self.send_json({"type": "reconnect", "after_ms": after_ms})
+        await self.close(code=CLOSE_RESTARTING)
+        await self.disconnect(CLOSE_RESTARTING)

@@ -19,7 +19,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.cache import cache
 
-from messaging import fanout
+from messaging import degraded, fanout
 from messaging.models import Membership
 
 logger = logging.getLogger(__name__)
@@ -60,6 +60,8 @@ def _small_conversations(user_id: int) -> list[int]:
 
 
 async def _announce(user_id: int, online: bool) -> None:
+    if degraded.sheds(degraded.PRESENCE):
+        return  # the count above is still kept: the offline push path depends on it
     try:
         conversation_ids = await database_sync_to_async(_small_conversations, thread_sensitive=False)(user_id)
         layer = get_channel_layer()
