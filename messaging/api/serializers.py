@@ -315,10 +315,15 @@ class ConversationSerializer(serializers.Serializer):
 
 class MemberSerializer(serializers.ModelSerializer):
     user = UserSerializer()
+    online = serializers.BooleanField(
+        read_only=True, allow_null=True,
+        help_text="Presence now (lossy, like `presence` frames): for members asking about a conversation "
+                  "below PARLEY_LARGE_CHANNEL_THRESHOLD members, else null.",
+    )
 
     class Meta:
         model = Membership
-        fields = ["user", "role", "joined_at", "delivered_seq", "read_seq"]
+        fields = ["user", "role", "joined_at", "delivered_seq", "read_seq", "online"]
 
 
 class AddMembersSerializer(RequestSerializer):

@@ -17,7 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from messaging import selectors
+from messaging import fanout, selectors
 from messaging.accounts import search_users
 from messaging.actions import (
     access_conversation,
@@ -32,6 +32,7 @@ from messaging.actions import (
 )
 from messaging.devices import do_register_device, do_remove_device
 from messaging.events import conversation_payload, message_payload, user_payload
+from messaging.gateway import presence
 from messaging.models import Conversation, Device, Membership
 from messaging.moderation import do_flag_message
 from notifications.subscriptions import do_remove_push_subscription, do_save_push_subscription
@@ -209,10 +210,17 @@ class MembersView(APIView):
     @extend_schema(operation_id="conversations_members_list", parameters=[CONVERSATION_ID],
                    responses={200: MemberSerializer(many=True), 404: E, **AUTH_ERRORS})
     def get(self, request: Request, conversation_id: int) -> Response:
-        conversation, _membership = access_conversation(request.user, conversation_id)
+        conversation, membership = access_conversation(request.user, conversation_id)
         members = Membership.objects.filter(conversation=conversation).select_related("user").order_by("id")
         paginator = self.pagination_class()
         page = paginator.paginate_queryset(members, request, view=self)
+        # A presence snapshot, so a client that just connected need not wait for the next
+        # presence frame; only where those frames go (members of small conversations).
+        online = None
+        if membership is not None and not fanout.is_large(conversation.member_count):
+            online = presence.online_user_ids([m.user_id for m in page])
+        for member in page:
+            member.online = None if online is None else member.user_id in online
         return paginator.get_paginated_response(MemberSerializer(page, many=True).data)
 
     @extend_schema(

@@ -176,6 +176,30 @@ def test_public_channel_members_are_visible_to_non_members(api, make_user, make_
     assert api.as_user(make_user()).get(f"/api/v1/conversations/{channel.pk}/members").status_code == 200
 
 
+def test_members_carry_a_presence_snapshot_for_members_of_small_conversations_only(api, make_user, make_group,
+                                                                                settings):
+    from django.core.cache import cache
+
+    from messaging.gateway import presence
+
+    cache.clear()
+    owner, member = make_user(), make_user()
+    group = make_group(owner, [member])
+    presence._change_count(owner.pk, 1)  # owner has a greeted socket somewhere
+    online = {m["user"]["id"]: m["online"]
+              for m in api.as_user(member).get(f"/api/v1/conversations/{group.pk}/members").json()["results"]}
+    assert online == {owner.pk: True, member.pk: False}
+
+    # Not where presence frames don't go: to a non-member of a public channel, or in a large one.
+    channel = make_group(owner, [member], title="lobby", kind="channel", public=True)
+    outsider = api.as_user(make_user()).get(f"/api/v1/conversations/{channel.pk}/members").json()
+    assert {m["online"] for m in outsider["results"]} == {None}
+    settings.PARLEY_LARGE_CHANNEL_THRESHOLD = 2
+    large = api.as_user(member).get(f"/api/v1/conversations/{group.pk}/members").json()
+    assert {m["online"] for m in large["results"]} == {None}
+    cache.clear()
+
+
 def test_an_owner_adds_members(api, make_user, make_group):
     owner, newcomer, present = make_user(), make_user(), make_user()
     group = make_group(owner, [present])
