@@ -92,12 +92,16 @@ class MessagesBatchEvent(TypedDict):
     messages: list[MessagePayload]
 
 
-class ReceiptEvent(TypedDict):
-    type: str  # "conv.receipt"
-    conversation: int
+class ReceiptMarks(TypedDict):
     user: int
     delivered_seq: int
     read_seq: int
+
+
+class ReceiptsEvent(TypedDict):
+    type: str  # "conv.receipts": the marks of one conversation that advanced together
+    conversation: int
+    receipts: list[ReceiptMarks]
 
 
 class MessageRemovedEvent(TypedDict):

@@ -142,28 +142,30 @@ def membership_changed(*, user_id: int, change: str, conversation: dict[str, Any
     publish_after_commit(user_group(user_id), {"type": f"user.{change}", "conversation": conversation})
 
 
-def receipt_route(*, conversation_id: int, user_id: int, member_count: int,
-                  delivered_seq: int, read_seq: int) -> tuple[str, dict[str, Any]]:
-    """Where a receipt goes, and the event. The user's own other devices always hear it
-    (badges clear everywhere); the other members only in conversations small enough for
-    receipts to be broadcast."""
-    event = {
-        "type": "conv.receipt",
-        "conversation": conversation_id,
-        "user": user_id,
-        "delivered_seq": delivered_seq,
-        "read_seq": read_seq,
-    }
+def receipt_routes(receipts: list[dict[str, int]], *, member_count: int, conversation_id: int
+                   ) -> list[tuple[str, dict[str, Any]]]:
+    """Where the receipts of one conversation go, as ``(group, event)`` pairs.
+
+    ``receipts`` are the marks that advanced, ``{"user", "delivered_seq", "read_seq"}``
+    each. One ``conv.receipts`` event carries them all, so an ack flush that advanced nine
+    members of a group costs one layer message per gateway, not nine. The user's own other
+    devices always hear their receipts (badges clear everywhere); the other members only in
+    conversations small enough for receipts to be broadcast, so large channels route each
+    receipt to its user's group instead.
+    """
+    def event(marks: list[dict[str, int]]) -> dict[str, Any]:
+        return {"type": "conv.receipts", "conversation": conversation_id, "receipts": marks}
+
     if member_count <= settings.PARLEY_RECEIPT_BROADCAST_MAX_MEMBERS:
-        return conversation_group(conversation_id), event
-    return user_group(user_id), event
+        return [(conversation_group(conversation_id), event(receipts))]
+    return [(user_group(marks["user"]), event([marks])) for marks in receipts]
 
 
 def receipt_advanced(*, conversation_id: int, user_id: int, member_count: int,
                      delivered_seq: int, read_seq: int) -> None:
-    publish_after_commit(*receipt_route(conversation_id=conversation_id, user_id=user_id,
-                                        member_count=member_count, delivered_seq=delivered_seq,
-                                        read_seq=read_seq))
+    marks = {"user": user_id, "delivered_seq": delivered_seq, "read_seq": read_seq}
+    for group, event in receipt_routes([marks], member_count=member_count, conversation_id=conversation_id):
+        publish_after_commit(group, event)
 
 
 async def publish_committed(group: str, event: dict[str, Any]) -> None:

@@ -61,13 +61,18 @@ class AckBatcher:
                     if seq > self.pending.get(key, -1):
                         self.pending[key] = seq
                 return
+        # One event per conversation for all its members that advanced, published concurrently.
+        by_conversation: dict[int, list[Any]] = {}
         for receipt in advanced:
-            group, event = fanout.receipt_route(
-                conversation_id=receipt.conversation_id, user_id=receipt.user_id,
-                member_count=receipt.member_count, delivered_seq=receipt.delivered_seq,
-                read_seq=receipt.read_seq,
-            )
-            await fanout.publish_committed(group, event)
+            by_conversation.setdefault(receipt.conversation_id, []).append(receipt)
+        routes = [
+            route
+            for conversation_id, receipts in by_conversation.items()
+            for route in fanout.receipt_routes(
+                [{"user": r.user_id, "delivered_seq": r.delivered_seq, "read_seq": r.read_seq} for r in receipts],
+                member_count=receipts[0].member_count, conversation_id=conversation_id)
+        ]
+        await asyncio.gather(*(fanout.publish_committed(group, event) for group, event in routes))
 
 
 acks = AckBatcher()

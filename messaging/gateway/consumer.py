@@ -382,9 +382,10 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
             if self.helloed:
                 async with self.stream_lock:
                     await self._on_batch(event)
-        elif kind == "conv.receipt":
+        elif kind == "conv.receipts":
             if self.streams.follows(event["conversation"]):
-                self._queue_receipt(event)
+                for marks in event["receipts"]:
+                    self._queue_receipt(event["conversation"], marks)
         elif kind == "conv.removed":
             if self.streams.follows(event["conversation"]):
                 await self.send_json({"type": "message.removed", "conversation": event["conversation"],
@@ -496,12 +497,15 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json({"type": "conversation.left", "conversation": conversation})
 
     # --- receipts: at most one frame per (conversation, user) per window ------------------------
-    def _queue_receipt(self, event: dict[str, Any]) -> None:
-        key = (event["conversation"], event["user"])
+    def _queue_receipt(self, conversation_id: int, marks: dict[str, int]) -> None:
+        key = (conversation_id, marks["user"])
         window = settings.PARLEY_RECEIPT_COALESCE_MS / 1000
-        first_pending = key not in self.receipts_pending
-        self.receipts_pending[key] = event
-        if not first_pending:
+        pending = self.receipts_pending.get(key)
+        # Marks only rise; events from two publishers (ack batches, REST reads) may cross.
+        self.receipts_pending[key] = marks if pending is None else {
+            "user": marks["user"], "delivered_seq": max(pending["delivered_seq"], marks["delivered_seq"]),
+            "read_seq": max(pending["read_seq"], marks["read_seq"])}
+        if pending is not None:
             return  # a flush is already scheduled; it will carry these latest marks
         if degraded.sheds(degraded.RECEIPTS):
             return  # deferred: _on_degraded sends the latest marks when receipts flow again
@@ -513,12 +517,12 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
             asyncio.get_running_loop().create_task(self._flush_receipt(key))
 
     async def _flush_receipt(self, key: tuple[int, int]) -> None:
-        event = self.receipts_pending.pop(key, None)
-        if event is None or self.closing:
+        marks = self.receipts_pending.pop(key, None)
+        if marks is None or self.closing:
             return
         self.receipts_sent_at[key] = time.monotonic()
-        await self.send_json({"type": "receipt", "conversation": event["conversation"], "user": event["user"],
-                              "delivered_seq": event["delivered_seq"], "read_seq": event["read_seq"]})
+        await self.send_json({"type": "receipt", "conversation": key[0], "user": marks["user"],
+                              "delivered_seq": marks["delivered_seq"], "read_seq": marks["read_seq"]})
 
     # --- operations: degraded mode and restarts (messaging.gateway.process) ----------------------
     async def _on_degraded(self, shed: list[str]) -> None:

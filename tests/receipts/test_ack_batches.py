@@ -1,7 +1,13 @@
 """A gateway process's acks, written in one batch: same merge rules as one-by-one."""
-import pytest
+import asyncio
 
+import pytest
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+
+from messaging import fanout
 from messaging.actions import do_remove_member, do_send_message
+from messaging.gateway.ackbatch import AckBatcher
 from messaging.models import Membership
 from receipts.models import DeviceCursor
 from receipts.watermarks import record_acks
@@ -52,3 +58,23 @@ def test_a_removed_members_late_ack_is_dropped(chat):
     do_remove_member(actor=alice, conversation_id=group.pk, user_id=bob.pk)
     assert record_acks({(bob.pk, phone.pk, group.pk): 5}) == []
     assert not DeviceCursor.objects.filter(device=phone).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_one_flush_publishes_one_receipts_event_per_conversation_for_every_member_that_advanced(chat):
+    """Nine members acking one message must not cost nine layer messages per gateway."""
+    group, _, bob, carol, phone, _, carols = chat
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add(fanout.conversation_group(group.pk), channel)
+    batcher = AckBatcher()
+    batcher.add(user_id=bob.pk, device_id=phone.pk, conversation_id=group.pk, seq=5)
+    batcher.add(user_id=carol.pk, device_id=carols.pk, conversation_id=group.pk, seq=3)
+    await batcher.flush()
+
+    event = await asyncio.wait_for(layer.receive(channel), 2)
+    assert event["type"] == "conv.receipts" and event["conversation"] == group.pk
+    assert sorted((m["user"], m["delivered_seq"]) for m in event["receipts"]) == [(bob.pk, 5), (carol.pk, 3)]
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(layer.receive(channel), 0.3)
+    assert await sync_to_async(marks)(group, bob) == (5, 0)
