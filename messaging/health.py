@@ -18,6 +18,8 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from messaging.gateway.hub import CHANNEL_PREFIX as HUB_CHANNEL_PREFIX
+
 logger = logging.getLogger(__name__)
 
 # Well below the usual probe timeouts, so a hung backend reads as "not ready" rather than
@@ -39,7 +41,9 @@ def check_database() -> None:
 
 async def _layer_round_trip(timeout: float) -> None:
     layer = get_channel_layer()
-    channel = await layer.new_channel("readyz.")
+    # The hub's prefix: on a serving gateway the hub holds the process's one receive turn and
+    # routes what arrives for this channel to it; another prefix would never be read.
+    channel = await layer.new_channel(HUB_CHANNEL_PREFIX)
     await asyncio.wait_for(layer.send(channel, {"type": "readyz.ping"}), timeout)
     message = await asyncio.wait_for(layer.receive(channel), timeout)
     if message.get("type") != "readyz.ping":

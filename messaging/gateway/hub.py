@@ -37,6 +37,11 @@ from . import presence
 
 logger = logging.getLogger(__name__)
 
+# The prefix of the process's layer channel. channels-redis reads a process's channels of one
+# prefix through one Redis list and one reader at a time; anything else in this process that
+# needs a reply channel (the /readyz probe) must share it, or it waits behind the hub forever.
+CHANNEL_PREFIX = "gateway."
+
 
 class Subscriber(Protocol):
     def deliver(self, event: dict[str, Any]) -> None: ...
@@ -72,7 +77,7 @@ class GatewayHub:
                 self.announced.clear()
                 self._suspect.clear()
             self._loop = loop
-            self.channel = await self.layer.new_channel("gateway.")
+            self.channel = await self.layer.new_channel(CHANNEL_PREFIX)
             self._tasks = [
                 loop.create_task(self._receive_loop(), name="parley-hub-receive"),
                 loop.create_task(self._maintenance_loop(), name="parley-hub-maintenance"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.error
 import urllib.request
 
 import pytest
@@ -196,3 +197,26 @@ async def test_a_large_channel_reaches_every_member_in_contiguous_batches_built_
         errors = worker.stop() + gateway.stop()
         print(errors)  # shown by pytest when the test fails
     assert "Traceback" not in errors
+
+
+async def test_a_gateway_serving_sockets_is_ready(people, gateways):
+    """/readyz's layer round trip must not wait behind the hub's receive (a load balancer
+    routing on /readyz would otherwise take every busy gateway out)."""
+    group, devices, tokens = people
+    (gateway,) = await asyncio.to_thread(gateways, 1)
+    client = ParleyClient([gateway.url], token=tokens["bob"], device_id=devices["bob"][0])
+    runner = asyncio.create_task(client.run())
+    await asyncio.wait_for(client.ready.wait(), 30)
+
+    def readyz() -> tuple[int, dict]:
+        try:
+            with urllib.request.urlopen(f"{gateway.url}/readyz", timeout=10) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    for _ in range(3):
+        assert await asyncio.to_thread(readyz) == (200, {"status": "ok", "checks": {
+            "database": "ok", "channel_layer": "ok"}})
+    await client.stop()
+    runner.cancel()
