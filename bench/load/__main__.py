@@ -1,0 +1,118 @@
+"""python -m bench.load --scenario steady|ramp|large|storm|chaos|degraded|all --report docs/benchmarks/"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shlex
+import subprocess
+import sys
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.load import report  # noqa: E402
+from bench.load.scenarios import ORDER, SCENARIOS, Session  # noqa: E402
+from bench.load.stack import DB_NAME, Stack, migrate, recreate_database  # noqa: E402
+
+
+def git(*argv: str) -> str:
+    return subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "") + "\n\n" + (sys.modules["bench.load"].__doc__ or ""),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scenario", default="all", help="steady, ramp, large, storm, chaos, degraded, all (or a comma list)")
+    parser.add_argument("--report", type=Path, default=ROOT / "docs" / "benchmarks")
+    parser.add_argument("--seconds", type=float, default=15.0, help="seconds per steady phase")
+    parser.add_argument("--drain", type=float, default=10.0, help="seconds to wait for a phase's deliveries")
+    parser.add_argument("--ack-ms", type=float, default=0.0,
+                        help="clients ack after every frame that brought messages (0, as the reference client), "
+                             "or coalesce acks over this many ms")
+    parser.add_argument("--typing-rate", type=float, default=2000.0, help="typing frames/s of the degraded scenario's flood")
+    parser.add_argument("--port-offset", type=int, default=0,
+                        help="move every port of Procfile.stack by this much (to run beside another stack)")
+    parser.add_argument("--procfile", type=Path, default=ROOT / "Procfile.stack")
+    parser.add_argument("--env-file", type=Path, default=ROOT / "stack.env")
+    parser.add_argument("--stack-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra environment for every stack process (repeatable)")
+    parser.add_argument("--quick", action="store_true", help="small versions of each scenario (a smoke test)")
+    args = parser.parse_args()
+    names = ORDER if args.scenario == "all" else [s.strip() for s in args.scenario.split(",")]
+    for name in names:
+        if name not in SCENARIOS:
+            parser.error(f"unknown scenario {name}")
+    command = "python -m bench.load " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    asyncio.run(run(args, names, command))
+
+
+async def run(args, names: list[str], command: str) -> None:
+    overrides = {
+        # Typing is throttled per socket in production (one per 2 s); the degraded scenario's
+        # flood stands for many more typists than the run has sockets.
+        "PARLEY_TYPING_THROTTLE_MS": "0",
+        **dict(kv.split("=", 1) for kv in args.stack_env),
+    }
+    stack = Stack(procfile=args.procfile, env_file=args.env_file, port_offset=args.port_offset, overrides=overrides)
+    # This process: Django on the benchmark database and the stack's cache (it issues tickets).
+    os.environ.update({k: v for k, v in stack.env.items() if k not in ("PROMETHEUS_MULTIPROC_DIR",)})
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    os.environ["DJANGO_SETTINGS_MODULE"] = "chatproject.settings"
+    os.environ["PARLEY_MAX_MEMBERS_PER_REQUEST"] = "100000"  # cohorts are made in one call per conversation
+    t_start = time.monotonic()
+    print(f"stack from {stack.source} (ports {stack.ports}); logs in {stack.log_dir}; database {DB_NAME}", flush=True)
+    recreate_database()
+    migrate(stack.env)
+    import django
+
+    django.setup()
+    stack.start_all()
+    stack.flush_redis()
+    await asyncio.sleep(1)
+    session = Session(stack, args.ack_ms)
+    session.relay.start()
+    print(f"stack and relay up in {time.monotonic() - t_start:.0f}s; load average {loadavg()}", flush=True)
+    dirty = git("status", "--porcelain", "--", "messaging", "receipts", "chatproject", "notifications", "ops")
+    try:
+        for name in names:
+            meta = {"started": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"),
+                    "commit": git("rev-parse", "--short", "HEAD"),
+                    "dirty_note": f" (plus uncommitted changes in {len(dirty.splitlines())} server files)" if dirty else "",
+                    "loadavg_start": loadavg(), "command": command, "cores": os.cpu_count()}
+            print(f"== {name} (load average {meta['loadavg_start']})", flush=True)
+            t0 = time.monotonic()
+            for proc in list(stack.names):  # a scenario starts from a whole stack
+                if not stack.alive(proc):
+                    stack.start(proc)
+            try:
+                result = await SCENARIOS[name](session, args)
+            except Exception:  # noqa: BLE001 - report and go on with the next scenario
+                traceback.print_exc()
+                continue
+            meta["loadavg_end"] = loadavg()
+            meta["seconds"] = round(time.monotonic() - t0)
+            report.write(result, meta, args.report)
+            print(f"== {name} done in {meta['seconds']}s; report {args.report / (name + '.md')}", flush=True)
+        report.index(args.report, "python -m bench.load --scenario all --report docs/benchmarks/")
+    finally:
+        session.relay.stop()
+        stack.stop_all()
+        for name in stack.names:
+            tail = stack.log_tail(name, 400)
+            if "Traceback" in tail:
+                print(f"--- {name} log tail:\n{tail}", flush=True)
+    print(f"total {time.monotonic() - t_start:.0f}s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
