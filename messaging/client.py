@@ -150,8 +150,8 @@ class ParleyClient:
             self._accept(frame["message"])
             await self._ack(ws, frame["message"]["conversation"])
         elif kind == "messages":
-            for message in frame["messages"]:
-                self._accept(message)
+            for index, message in enumerate(frame["messages"]):
+                self._accept(message, first_of_page=index == 0)
             conversation = frame["conversation"]
             await self._ack(ws, conversation)
             if frame["has_more"]:
@@ -159,7 +159,15 @@ class ParleyClient:
                                           "after_seq": self.cursors.get(conversation, 0)}))
         elif kind == "ready":
             self.last_ready = frame["conversations"]
+            # A conversation we gave no cursor for and got no page of: the server resumed at
+            # its last_seq (the device is new, and the user had read it all elsewhere).
+            for conversation, last_seq in frame["conversations"].items():
+                self._adopt_resume_point(int(conversation), last_seq)
             self.ready.set()
+        elif kind == "conversation.joined":
+            # Followed live from its last_seq on (CONTRACT); its history is a REST read.
+            conversation = frame["conversation"]
+            self._adopt_resume_point(conversation["id"], conversation.get("last_seq", 0))
         elif kind == "reconnect":
             self._reconnect_after = frame["after_ms"] / 1000
         elif kind in ("send.ok", "send.error"):
@@ -167,8 +175,19 @@ class ParleyClient:
             if future is not None and not future.done():
                 future.set_result(frame)
 
-    def _accept(self, message: dict[str, Any]) -> None:
+    def _adopt_resume_point(self, conversation: int, seq: int) -> None:
+        """Where the server resumed a conversation we sent no cursor for: nothing before it is
+        owed to this device. Conversations with a cursor are held to it strictly."""
+        if conversation in self._held:
+            return
+        self._held[conversation] = seq
+        if seq > self.cursors.get(conversation, 0):
+            self.cursors[conversation] = seq
+
+    def _accept(self, message: dict[str, Any], *, first_of_page: bool = False) -> None:
         conversation, seq = message["conversation"], message["seq"]
+        if first_of_page and not self.ready.is_set():
+            self._adopt_resume_point(conversation, seq - 1)  # hello's page starts after it
         held = self._held.get(conversation, self.cursors.get(conversation, 0))
         if seq != held + 1:
             self.violations.append(f"conversation {conversation}: got seq {seq} after {held} on one connection")

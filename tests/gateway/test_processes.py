@@ -220,3 +220,26 @@ async def test_a_gateway_serving_sockets_is_ready(people, gateways):
             "database": "ok", "channel_layer": "ok"}})
     await client.stop()
     runner.cancel()
+
+
+async def test_a_new_device_of_a_user_who_read_everything_follows_live_from_where_the_server_resumed(
+    people, gateways, make_device
+):
+    """No cursors, nothing owed (the user read it all elsewhere): the server sends no page,
+    and the reference client must take up the stream at ready's last_seq, not wait for 1."""
+    group, devices, tokens = people
+    (gateway,) = await asyncio.to_thread(gateways, 1)
+    for i in range(3):
+        await asyncio.to_thread(rest_send, gateway.url, tokens["bob"], group.pk, f"old{i}")
+    alice = await database_sync_to_async(lambda: group.memberships.get(user__username="alice").user)()
+    laptop = await database_sync_to_async(make_device)(alice, "new laptop")
+    await asyncio.to_thread(rest_send, gateway.url, tokens["alice"], group.pk, "seen")  # alice read up to 4
+    client = ParleyClient([gateway.url], token=tokens["alice"], device_id=str(laptop.pk))
+    runner = asyncio.create_task(client.run())
+    await asyncio.wait_for(client.ready.wait(), 30)
+    for i in range(3):
+        await asyncio.to_thread(rest_send, gateway.url, tokens["bob"], group.pk, f"new{i}")
+    await wait_all_have([client], group.pk, 7, timeout=20)
+    assert client.shown[group.pk] == [5, 6, 7] and client.violations == []
+    await client.stop()
+    runner.cancel()
