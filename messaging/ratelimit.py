@@ -41,7 +41,8 @@ from functools import lru_cache
 from typing import Any, Mapping
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import cache, caches
+from django.core.cache.backends.redis import RedisCache
 from django.core.exceptions import ImproperlyConfigured
 
 from .errors import RateLimited, Unavailable
@@ -167,8 +168,8 @@ def _hit(key: str, rate: Rate) -> int:
     window, elapsed = _window(now(), rate)
     current_key = f"{key}:{rate.seconds:g}:{window}"
     # Increment first: concurrent events from other processes then count each other.
-    current = _increment(current_key, timeout=math.ceil(2 * rate.seconds) + 1)
-    previous = cache.get(f"{key}:{rate.seconds:g}:{window - 1}", 0)
+    current, previous = _count(current_key, f"{key}:{rate.seconds:g}:{window - 1}",
+                               timeout=math.ceil(2 * rate.seconds) + 1)
     wait = _wait_ms(rate, previous=previous, current=current - 1, elapsed=elapsed)
     if wait:
         cache.decr(current_key)  # a refused event does not count
@@ -187,6 +188,36 @@ def _cooldown(key: str, rate: Rate) -> int:
     # racing in that moment may both pass: the price of not needing a compare-and-set.
     cache.set(key, at, timeout=timeout)
     return 0
+
+
+def _count(current_key: str, previous_key: str, *, timeout: int) -> tuple[int, int]:
+    """Count one event in the current window and read the previous window's count.
+
+    On Redis this is one round trip (a pipeline of INCR, EXPIRE, GET) instead of Django's
+    three (``incr`` is EXISTS then INCRBY, then a GET): every send pays it. Django's Redis
+    serializer stores integers as plain numbers, so the counters stay readable through the
+    cache API. Other caches (local memory on the embedded defaults) take the portable path.
+    """
+    client = _redis_client()
+    if client is None:
+        return _increment(current_key, timeout=timeout), cache.get(previous_key, 0)
+    current_raw = cache.make_and_validate_key(current_key)
+    pipe = client.pipeline(transaction=False)
+    pipe.incr(current_raw)
+    # Refreshed on every event: the key outlives its window's last event by a window, which
+    # is all "previous" needs (windows are keyed by number, so an old count is never reused).
+    pipe.expire(current_raw, timeout)
+    pipe.get(cache.make_and_validate_key(previous_key))
+    current, _, previous = pipe.execute()
+    return int(current), int(previous or 0)
+
+
+def _redis_client():
+    """The default cache's redis-py client, or None when the cache is not Redis."""
+    backend = caches["default"]
+    if not isinstance(backend, RedisCache):
+        return None
+    return backend._cache.get_client(write=True)  # Django exposes no public handle to it
 
 
 def _increment(key: str, *, timeout: int) -> int:
