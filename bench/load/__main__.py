@@ -39,6 +39,8 @@ def main() -> None:
     parser.add_argument("--ack-ms", type=float, default=0.0,
                         help="clients ack after every frame that brought messages (0, as the reference client), "
                              "or coalesce acks over this many ms")
+    parser.add_argument("--degraded-rate", type=float, default=20.0, help="messages/s of the degraded scenario")
+    parser.add_argument("--chaos-rate", type=float, default=20.0, help="group messages/s of the chaos scenario")
     parser.add_argument("--typing-rate", type=float, default=2000.0, help="typing frames/s of the degraded scenario's flood")
     parser.add_argument("--port-offset", type=int, default=0,
                         help="move every port of Procfile.stack by this much (to run beside another stack)")
@@ -46,6 +48,9 @@ def main() -> None:
     parser.add_argument("--env-file", type=Path, default=ROOT / "stack.env")
     parser.add_argument("--stack-env", action="append", default=[], metavar="KEY=VALUE",
                         help="extra environment for every stack process (repeatable)")
+    parser.add_argument("--via", choices=("direct", "balancer"), default="direct",
+                        help="clients connect to the gateways in turn (as the reference client with a URL list) "
+                             "or through the stack's balancer")
     parser.add_argument("--quick", action="store_true", help="small versions of each scenario (a smoke test)")
     args = parser.parse_args()
     names = ORDER if args.scenario == "all" else [s.strip() for s in args.scenario.split(",")]
@@ -79,7 +84,7 @@ async def run(args, names: list[str], command: str) -> None:
     stack.start_all()
     stack.flush_redis()
     await asyncio.sleep(1)
-    session = Session(stack, args.ack_ms)
+    session = Session(stack, args.ack_ms, args.via)
     session.relay.start()
     print(f"stack and relay up in {time.monotonic() - t_start:.0f}s; load average {loadavg()}", flush=True)
     dirty = git("status", "--porcelain", "--", "messaging", "receipts", "chatproject", "notifications", "ops")

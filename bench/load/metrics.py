@@ -18,17 +18,23 @@ STAGES = ["gateway_auth", "durable_write", "fanout_dispatch", "client_ack", "res
 BUDGET_MS = {"gateway_auth": 15, "durable_write": 45, "fanout_dispatch": 70, "client_ack": 35, "response": 20}
 
 
-def scrape(base_url: str) -> dict[str, Any]:
+def scrape(base_url: str, timeout: float = 20.0, attempts: int = 2) -> dict[str, Any]:
     """{'hist': {(name, labels): {le: count}}, 'sum': {...}, 'value': {(name, labels): v}}."""
     headers = {}
     token = os.environ.get("PARLEY_METRICS_TOKEN")
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    try:
-        text = urllib.request.urlopen(urllib.request.Request(f"{base_url}/metrics", headers=headers),
-                                      timeout=10).read().decode()
-    except Exception as error:  # noqa: BLE001 - a dead gateway: no scrape
-        return {"error": str(error), "hist": {}, "value": {}}
+    text = None
+    error: Exception | None = None
+    for _ in range(attempts):
+        try:
+            text = urllib.request.urlopen(urllib.request.Request(f"{base_url}/metrics", headers=headers),
+                                          timeout=timeout).read().decode()
+            break
+        except Exception as e:  # noqa: BLE001 - a dead or overloaded gateway: try again, then give up
+            error = e
+    if text is None:
+        return {"error": repr(error), "hist": {}, "value": {}}
     hist: dict[tuple, dict[float, float]] = defaultdict(dict)
     value: dict[tuple, float] = {}
     for family in text_string_to_metric_families(text):
@@ -78,6 +84,8 @@ def counter(snapshot: dict, name: str, **labels: str) -> float:
 def breakdown(before: dict, after: dict) -> dict[str, Any]:
     """p50/p95 per stage and send-to-deliver per path over the interval, with counts."""
     out: dict[str, Any] = {"stages": {}, "send_to_deliver": {}}
+    if before.get("error") or after.get("error"):
+        out["scrape_error"] = before.get("error") or after.get("error")
     for stage in STAGES:
         b = delta_hist(before, after, "parley_stage_seconds", stage=stage)
         n = b.get(float("inf"), 0.0)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
+import subprocess
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -41,8 +41,9 @@ def machine_busy_seconds() -> float:
 
 
 class Session:
-    def __init__(self, stack: Stack, ack_ms: float) -> None:
+    def __init__(self, stack: Stack, ack_ms: float, via: str = "direct") -> None:
         self.stack = stack
+        self.via = via
         self.ack_ms = ack_ms
         self.relay = Relay(stack)
         self.prefix = itertools.count()
@@ -54,7 +55,19 @@ class Session:
         return issue_ticket(user_id=dev.user_id, device_id=dev.device_id)[0]
 
     def pool(self, recorder: Recorder) -> Pool:
-        return Pool([f"ws://127.0.0.1:{self.stack.ports['balancer']}"], self.ticket, recorder, ack_ms=self.ack_ms)
+        if self.via == "balancer":
+            urls = [f"ws://127.0.0.1:{self.stack.ports['balancer']}"]
+        else:  # the reference client's way: a list of gateways, the next one tried on failure
+            urls = [f"ws://127.0.0.1:{self.stack.ports[g]}" for g in GATEWAYS]
+        return Pool(urls, self.ticket, recorder, ack_ms=self.ack_ms)
+
+    def sockets_per_gateway(self) -> dict[str, int]:
+        out = {}
+        for name in GATEWAYS:
+            text = subprocess.run(["ss", "-Htn", "state", "established", f"( sport = :{self.stack.ports[name]} )"],
+                                  capture_output=True, text=True).stdout
+            out[name] = len(text.splitlines())
+        return out
 
     def metrics_url(self) -> str:
         for name in ("gateway1", "gateway2"):
@@ -82,6 +95,19 @@ class Session:
         machine = 100 * (after["machine"] - before["machine"]) / wall
         out["others"] = round(max(0.0, machine - sum(out.values())))
         return out
+
+
+def cpu_ms_per_msg(before: dict[str, float], after: dict[str, float], messages: int) -> dict[str, float]:
+    """CPU milliseconds per message sent, per server component (what holds on an idle machine too)."""
+    parts = {"gateways": ("gateway1", "gateway2"), "relay": ("relay",), "postgres": ("postgres",),
+             "redis": ("redis1", "redis2"), "worker": ("worker", "beat"), "balancer": ("balancer",),
+             "loadgen": ("loadgen",)}
+    out = {}
+    for part, keys in parts.items():
+        cpu = sum(max(0.0, after.get(k, 0.0) - before.get(k, 0.0)) for k in keys)
+        if cpu > 0.005 * max(1, messages) / 10:
+            out[part] = round(1000 * cpu / max(1, messages), 2)
+    return out
 
 
 def make_cohort(tag: str, groups: int, size: int, channel_of_all: bool = False,
@@ -182,7 +208,8 @@ async def run_parley_phases(session: Session, pool: Pool, recorder: Recorder, de
     conversation_of = (lambda d: d.conversations[0])
     senders = senders_round_robin(devices, conversation_of)
     rows = []
-    for label, rate in ladder:
+    for label, rate, *own in ladder:
+        secs = own[0] if own else seconds
         phase = recorder.phase(label, rate)
         before, cpu0 = await asyncio.to_thread(session.scrape), session.cpu_probe()
 
@@ -190,7 +217,7 @@ async def run_parley_phases(session: Session, pool: Pool, recorder: Recorder, de
             dev, conv, n = next(senders)
             pool.send(dev, conv, phase, PAD, n)
 
-        await offer(rate, seconds, phase, send)
+        await offer(rate, secs, phase, send)
         await drain([phase], drain_s)
         cpu1 = session.cpu_probe()
         await asyncio.sleep(1.2)  # the gateways' tick writes their tallies once a second
@@ -198,6 +225,7 @@ async def run_parley_phases(session: Session, pool: Pool, recorder: Recorder, de
         row = phase.summary()
         row["offered_deliveries_per_s"] = round(rate * members)
         row["cpu_percent"] = session.cpu_percent(cpu0, cpu1)
+        row["cpu_ms_per_msg"] = cpu_ms_per_msg(cpu0, cpu1, phase.sent)
         row["stages"] = metrics.breakdown(before, after)
         row["sustained"] = sustained(row, rate * members)
         rows.append(row)
@@ -219,15 +247,17 @@ async def run_relay_phases(session: Session, recorder: Recorder, rooms: dict[int
     typing_task = None
     if typing_rate:
         typing_task = asyncio.get_running_loop().create_task(relay_typing(relay, sockets, typing_rate))
-    for label, rate in ladder:
+    for label, rate, *own in ladder:
+        secs = own[0] if own else seconds
         phase = recorder.phase(label, rate)
         cpu0 = session.cpu_probe()
-        await offer(rate, seconds, phase, lambda: relay.send(next(senders), phase, PAD, size))
+        await offer(rate, secs, phase, lambda: relay.send(next(senders), phase, PAD, size))
         await drain([phase], drain_s)
         cpu1 = session.cpu_probe()
         row = phase.summary()
         row["offered_deliveries_per_s"] = round(rate * size)
         row["cpu_percent"] = session.cpu_percent(cpu0, cpu1)
+        row["cpu_ms_per_msg"] = cpu_ms_per_msg(cpu0, cpu1, phase.sent)
         row["sustained"] = sustained(row, rate * size)
         rows.append(row)
         print("    relay", fmt(row), flush=True)
@@ -259,6 +289,8 @@ async def connect_pool(session: Session, recorder: Recorder, members, seqs) -> t
     pool.add(devices)
     connect_s = await pool.start(devices)
     await settle(session, GATEWAYS)
+    print(f"  parley: {len(devices)} devices via {session.via}: sockets per gateway {session.sockets_per_gateway()}",
+          flush=True)
     return pool, devices, connect_s
 
 
@@ -283,10 +315,11 @@ async def final_check(pool: Pool, devices: list[Device], wait: float = 30.0) -> 
 
 async def steady(session: Session, args) -> dict[str, Any]:
     groups, size = 20, 10
-    ladder = [("steady-1k", 1000 / size), ("steady-5k", 5000 / size)]
+    ladder = [("steady-1k", 1000 / size), ("steady-5k", 5000 / size, min(args.seconds, 10.0))]
     if args.quick:
         ladder = [("steady-1k", 1000 / size)]
-    return await _groups_scenario(session, "steady", groups, size, ladder, args.seconds, args.drain, False)
+    return await _groups_scenario(session, "steady", groups, size, ladder, args.seconds, args.drain, False,
+                                  final_wait=60)
 
 
 async def ramp(session: Session, args) -> dict[str, Any]:
@@ -296,18 +329,19 @@ async def ramp(session: Session, args) -> dict[str, Any]:
     return await _groups_scenario(session, "ramp", groups, size, ladder, min(args.seconds, 6.0), min(args.drain, 6.0), True)
 
 
-async def _groups_scenario(session, name, groups, size, ladder, seconds, drain_s, stop) -> dict[str, Any]:
+async def _groups_scenario(session, name, groups, size, ladder, seconds, drain_s, stop,
+                           final_wait: float = 30) -> dict[str, Any]:
     tag = f"{name[:2]}{next(session.prefix)}u"
     members, seqs = await asyncio.to_thread(make_cohort, tag, groups, size)
     recorder = Recorder()
     pool, devices, connect_s = await connect_pool(session, recorder, members, seqs)
     print(f"  parley: {len(devices)} devices ready in {connect_s:.1f}s", flush=True)
     rows = await run_parley_phases(session, pool, recorder, devices, ladder, seconds, drain_s, size, stop)
-    check = await final_check(pool, devices)
+    check = await final_check(pool, devices, wait=final_wait)
     print(f"  parley check: {check}", flush=True)
     await pool.stop()
     relay_recorder = Recorder()
-    relay_ladder = [(f"relay-{label}", rate) for label, rate in ladder]
+    relay_ladder = [(f"relay-{label}", *rest) for label, *rest in ladder]
     rooms = {c: size for c in seqs}
     relay_rows, relay_info = await run_relay_phases(session, relay_recorder, rooms, size, relay_ladder,
                                                     seconds, drain_s, stop)
@@ -352,6 +386,7 @@ async def large(session: Session, args) -> dict[str, Any]:
         row = phase.summary()
         row["offered_deliveries_per_s"] = round(r * n)
         row["cpu_percent"] = session.cpu_percent(cpu0, cpu1)
+        row["cpu_ms_per_msg"] = cpu_ms_per_msg(cpu0, cpu1, phase.sent)
         row["stages"] = metrics.breakdown(before, after)
         row["sustained"] = row["p95_ms"] < 500 and row["missing_after_drain"] == 0
         rows.append(row)
@@ -457,8 +492,9 @@ async def chaos(session: Session, args) -> dict[str, Any]:
     pool, devices, connect_s = await connect_pool(session, recorder, members, seqs)
     channel = devices[0].conversations[1]
     print(f"  parley: {len(devices)} devices (20 groups of 10 + a channel of 200) ready in {connect_s:.1f}s", flush=True)
-    phase = recorder.phase("chaos-groups", 50)
-    chan_phase = recorder.phase("chaos-channel", 2)
+    rate = args.chaos_rate
+    phase = recorder.phase("chaos-groups", rate)
+    chan_phase = recorder.phase("chaos-channel", 1)
     senders = senders_round_robin(devices, lambda d: d.conversations[0])
     chan_senders = itertools.cycle(devices[:20])
     events: list[tuple[float, str]] = []
@@ -483,11 +519,11 @@ async def chaos(session: Session, args) -> dict[str, Any]:
         pool.send(dev, conv, phase, PAD, n)
 
     async def channel_load() -> None:
-        await offer(2.0, duration, chan_phase, lambda: pool.send(next(chan_senders), channel, chan_phase, PAD, 200))
+        await offer(1.0, duration, chan_phase, lambda: pool.send(next(chan_senders), channel, chan_phase, PAD, 200))
 
     fault_task = asyncio.get_running_loop().create_task(faults())
     chan_task = asyncio.get_running_loop().create_task(channel_load())
-    await offer(50.0, duration, phase, send)
+    await offer(rate, duration, phase, send)
     await fault_task
     await chan_task
     check = await final_check(pool, devices, wait=90)
@@ -502,7 +538,7 @@ async def chaos(session: Session, args) -> dict[str, Any]:
     relay = RelayPool(session.relay.urls, relay_recorder)
     sockets = [RelaySocket(i, c) for i, c in enumerate(c for c in seqs if c != channel for _ in range(size))]
     await relay.connect(sockets)
-    rphase = relay_recorder.phase("relay-chaos", 50)
+    rphase = relay_recorder.phase("relay-chaos", rate)
     rsenders = itertools.cycle(sorted(sockets, key=lambda s: (s.index % size, s.room)))
     rduration = duration * 0.6
     relay_events = []
@@ -523,7 +559,7 @@ async def chaos(session: Session, args) -> dict[str, Any]:
         relay_events.append((round(time.monotonic() - rt0, 1), "restart redis2 (the relay's channel layer)"))
 
     rf = asyncio.get_running_loop().create_task(relay_faults())
-    await offer(50.0, rduration, rphase, lambda: relay.send(next(rsenders), rphase, PAD, size))
+    await offer(rate, rduration, rphase, lambda: relay.send(next(rsenders), rphase, PAD, size))
     await rf
     await drain([rphase], 10)
     await relay.close()
@@ -542,7 +578,7 @@ async def chaos(session: Session, args) -> dict[str, Any]:
 
 async def degraded(session: Session, args) -> dict[str, Any]:
     groups, size = 20, 10
-    rate = 50.0  # messages/s = 500 deliveries/s
+    rate = args.degraded_rate  # messages/s; 20 = 200 deliveries/s
     typing_rate = args.typing_rate
     base_s, max_wait_shed, shed_s, recover_limit = (15, 40, 15, 90) if not args.quick else (6, 20, 6, 40)
     tag = f"dg{next(session.prefix)}u"
@@ -569,7 +605,7 @@ async def degraded(session: Session, args) -> dict[str, Any]:
     current = {"label": "unloaded"}
 
     def level() -> tuple[float | None, float | None]:
-        snap = metrics.scrape(session.metrics_url())
+        snap = metrics.scrape(session.metrics_url(), timeout=5, attempts=1)
         return metrics.gauge(snap, "parley_degraded_level"), metrics.gauge(snap, "parley_ack_timeout_ratio")
 
     async def watch() -> None:
