@@ -142,23 +142,22 @@ def membership_changed(*, user_id: int, change: str, conversation: dict[str, Any
     publish_after_commit(user_group(user_id), {"type": f"user.{change}", "conversation": conversation})
 
 
-def receipt_routes(receipts: list[dict[str, int]], *, member_count: int, conversation_id: int
+def receipt_routes(receipts: list[dict[str, Any]], *, member_count: int, conversation_id: int
                    ) -> list[tuple[str, dict[str, Any]]]:
     """Where the receipts of one conversation go, as ``(group, event)`` pairs.
 
-    ``receipts`` are the marks that advanced, ``{"user", "delivered_seq", "read_seq"}``
-    each. One ``conv.receipts`` event carries them all, so an ack flush that advanced nine
-    members of a group costs one layer message per gateway, not nine. The user's own other
-    devices always hear their receipts (badges clear everywhere); the other members only in
-    conversations small enough for receipts to be broadcast, so large channels route each
-    receipt to its user's group instead.
+    ``receipts`` are the marks that advanced together, ``{"user", "delivered_seq",
+    "read_seq"}`` each, plus ``"devices"`` (the devices whose acks moved them) from an ack
+    flush. One ``conv.receipts`` event on the conversation's group carries them all, so a
+    flush that advanced many members costs one layer message per gateway, not one per
+    member. Who takes which marks is the gateway's part: in conversations small enough for
+    receipts to be broadcast (``PARLEY_RECEIPT_BROADCAST_MAX_MEMBERS``) every member's socket
+    takes every mark; in larger ones (``own_only``) a socket takes only its own user's mark,
+    so a user's other devices still clear their badges, and not the mark its own ack caused.
     """
-    def event(marks: list[dict[str, int]]) -> dict[str, Any]:
-        return {"type": "conv.receipts", "conversation": conversation_id, "receipts": marks}
-
-    if member_count <= settings.PARLEY_RECEIPT_BROADCAST_MAX_MEMBERS:
-        return [(conversation_group(conversation_id), event(receipts))]
-    return [(user_group(marks["user"]), event([marks])) for marks in receipts]
+    event = {"type": "conv.receipts", "conversation": conversation_id, "receipts": receipts,
+             "own_only": member_count > settings.PARLEY_RECEIPT_BROADCAST_MAX_MEMBERS}
+    return [(conversation_group(conversation_id), event)]
 
 
 def receipt_advanced(*, conversation_id: int, user_id: int, member_count: int,

@@ -62,6 +62,9 @@ class AckBatcher:
                         self.pending[key] = seq
                 return
         # One event per conversation for all its members that advanced, published concurrently.
+        acked_by: dict[tuple[int, int], list[str]] = {}
+        for user_id, device_id, conversation_id in batch:
+            acked_by.setdefault((conversation_id, user_id), []).append(str(device_id))
         by_conversation: dict[int, list[Any]] = {}
         for receipt in advanced:
             by_conversation.setdefault(receipt.conversation_id, []).append(receipt)
@@ -69,7 +72,8 @@ class AckBatcher:
             route
             for conversation_id, receipts in by_conversation.items()
             for route in fanout.receipt_routes(
-                [{"user": r.user_id, "delivered_seq": r.delivered_seq, "read_seq": r.read_seq} for r in receipts],
+                [{"user": r.user_id, "delivered_seq": r.delivered_seq, "read_seq": r.read_seq,
+                  "devices": acked_by.get((conversation_id, r.user_id), [])} for r in receipts],
                 member_count=receipts[0].member_count, conversation_id=conversation_id)
         ]
         await asyncio.gather(*(fanout.publish_committed(group, event) for group, event in routes))

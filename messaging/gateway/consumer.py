@@ -101,6 +101,14 @@ def _frame_text(event: dict[str, Any], build: Callable[[], dict[str, Any]]) -> s
     return text
 
 
+def _receipts_by_user(event: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """A receipts event's marks by user, indexed once per process (every socket shares the event)."""
+    index = event.get("_by_user")
+    if index is None:
+        index = event["_by_user"] = {marks["user"]: marks for marks in event["receipts"]}
+    return index
+
+
 class GatewayConsumer(AsyncJsonWebsocketConsumer):
     # No per-socket layer channel: the process hub holds the only one (see hub.py).
     channel_layer_alias = "parley-hub-only"
@@ -383,9 +391,16 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
                 async with self.stream_lock:
                     await self._on_batch(event)
         elif kind == "conv.receipts":
-            if self.streams.follows(event["conversation"]):
+            if not self.streams.follows(event["conversation"]):
+                return
+            if not event.get("own_only"):
                 for marks in event["receipts"]:
                     self._queue_receipt(event["conversation"], marks)
+                return
+            # A large channel: only this user's mark, unless this very device's ack moved it.
+            marks = _receipts_by_user(event).get(self.user.pk)
+            if marks is not None and str(self.device.pk) not in marks.get("devices", ()):
+                self._queue_receipt(event["conversation"], marks)
         elif kind == "conv.removed":
             if self.streams.follows(event["conversation"]):
                 await self.send_json({"type": "message.removed", "conversation": event["conversation"],

@@ -277,3 +277,45 @@ async def test_deleting_a_device_closes_only_that_devices_sockets(pair, open_soc
     await laptop.send({"type": "ping"})
     assert (await laptop.recv_type("pong"))["type"] == "pong"
     await laptop.close()
+
+
+async def test_in_a_large_conversation_an_ack_reaches_only_the_ackers_other_devices(
+    pair, open_socket, make_device, settings
+):
+    """Above the broadcast size, receipts are not broadcast, but a user's other devices still
+    hear them; the device whose ack moved the mark is not told what it just said."""
+    settings.PARLEY_RECEIPT_BROADCAST_MAX_MEMBERS = 1
+    settings.PARLEY_ACK_FLUSH_MS = 10
+    alice, bob, group, alice_phone, bob_phone = pair
+    bob_laptop = await database_sync_to_async(make_device)(bob, "laptop")
+    a = await open_socket(alice, alice_phone)
+    b1 = await open_socket(bob, bob_phone)
+    b2 = await open_socket(bob, bob_laptop)
+    await send_n(alice, group, 2)
+    for socket in (b1, b2):
+        for _ in range(2):
+            await socket.recv_type("message")
+    await a.recv_type("message")
+    await a.recv_type("message")
+    await b1.send({"type": "ack", "conversation": group.pk, "seq": 2})
+
+    receipt = await b2.recv_type("receipt", timeout=3)
+    assert (receipt["user"], receipt["delivered_seq"]) == (bob.pk, 2)
+    assert not [f for f in await drain(b1) if f["type"] == "receipt" and f["user"] == bob.pk]
+    assert not [f for f in await drain(a) if f["type"] == "receipt" and f["user"] == bob.pk]
+
+    await b1.send({"type": "read", "conversation": group.pk, "seq": 2})  # reads reach every own device
+    for socket in (b1, b2):
+        receipt = await socket.recv_type("receipt", timeout=3)
+        assert (receipt["user"], receipt["read_seq"]) == (bob.pk, 2)
+    assert not [f for f in await drain(a) if f["type"] == "receipt" and f["user"] == bob.pk]
+    for s in (a, b1, b2):
+        await s.close()
+
+
+async def drain(socket, timeout: float = 0.8) -> list[dict]:
+    """Every frame that arrives until none has for ``timeout``."""
+    frames = []
+    while not await socket.nothing(timeout=timeout):
+        frames.append(await socket.recv())
+    return frames
