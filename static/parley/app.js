@@ -17,6 +17,7 @@ const RETRYABLE = new Set(["rate_limited", "unavailable"]);
 
 let deviceId = null;
 let socket = null;
+let connectedBefore = false;
 let openId = null;
 let lastTypingSent = 0;
 const inflight = new Set(); // client_msg_ids sent on the current connection
@@ -132,7 +133,13 @@ async function onFrame(frame) {
   switch (frame.type) {
     case "ready":
       inflight.clear();
+      showDegraded([]); // the server says so again, right after ready, if it still is
       flushOutbox();
+      if (connectedBefore && store.get(openId)) {
+        // Presence frames sent while we were away are lost: refresh what the open chat shows.
+        loadMembers(store.get(openId)).catch((e) => console.warn("parley:", e));
+      }
+      connectedBefore = true;
       break;
     case "messages":
       try {
@@ -256,14 +263,48 @@ function ensureConversation(id) {
 }
 
 async function loadMembers(conversation) {
+  const asked = Date.now();
   const page = await api.get(`conversations/${conversation.id}/members`, { limit: 200 });
   store.setMembers(conversation.id, page.results.map((m) => m.user));
+  // A presence snapshot (null where the server sends no presence): no waiting for a frame.
+  for (const member of page.results) {
+    if (typeof member.online === "boolean" && member.user.id !== config.me.id) {
+      store.setPresence(member.user.id, member.online, asked);
+    }
+  }
 }
 
 async function loadPreview(conversation) {
   if (conversation.lastMessage || !conversation.info.last_seq) return;
   const page = await api.get(`conversations/${conversation.id}/messages`, { before_seq: conversation.info.last_seq + 1, limit: 1 });
   absorb(conversation.id, page.messages, { history: true });
+}
+
+// The list comes a page at a time (most recent first); older conversations load on scrolling
+// down to the "Load more" button. Conversations on pages not yet loaded still show up when
+// something happens in them (their frames fetch them).
+const listPages = { offset: 0, more: true, loading: null, started: false };
+
+function loadConversationPage() {
+  if (!listPages.more) return Promise.resolve([]);
+  listPages.loading ??= api.get("conversations", { offset: listPages.offset || undefined }).then((page) => {
+    const loaded = page.results.map((info) => {
+      // Resume live from here: the list already says what came before. A conversation the
+      // socket already follows keeps its cursor (the stream, not this page, moves it).
+      if (!socket.cursors.has(info.id)) socket.follow(info.id, info.last_seq);
+      return store.upsertConversation(info);
+    });
+    listPages.offset += page.results.length;
+    listPages.more = Boolean(page.next) && page.results.length > 0;
+    $("load-more-conversations").hidden = !listPages.more;
+    if (listPages.started) loadDetails(loaded);
+    return loaded;
+  }).finally(() => { listPages.loading = null; });
+  return listPages.loading;
+}
+
+function loadMoreConversations() {
+  loadConversationPage().catch((error) => toast(`Could not load more conversations: ${error.message}`));
 }
 
 /** Names for direct chats and untitled groups, and last-message previews, a few at a time. */
@@ -573,7 +614,14 @@ $("join-channel").addEventListener("click", () => {
   if (conversation) joinChannel(conversation.info);
 });
 $("load-older").addEventListener("click", loadOlder);
+$("load-more-conversations").addEventListener("click", loadMoreConversations);
+new IntersectionObserver((entries) => {
+  if (entries.some((e) => e.isIntersecting)) loadMoreConversations();
+}, { root: $("conversation-scroller") }).observe($("load-more-conversations"));
 $("reconnect-now").addEventListener("click", () => socket.connectNow());
+// Logging out closes this user's sockets (4401). This page is leaving for the login page
+// anyway: it must not race the logout's redirect with one of its own (to /login?next=...).
+document.querySelector('form[action="/logout"]')?.addEventListener("submit", () => socket?.stop());
 window.addEventListener("popstate", routeFromLocation);
 window.addEventListener("focus", maybeMarkRead);
 document.addEventListener("visibilitychange", maybeMarkRead);
@@ -593,11 +641,7 @@ async function start() {
   }
   socket = new ParleySocket({ url: socketUrl, onFrame, onStatus: showStatus, onRefused: refused });
   try {
-    const page = await api.get("conversations");
-    for (const info of page.results) {
-      store.upsertConversation(info);
-      socket.follow(info.id, info.last_seq); // resume live from here: the list already says what came before
-    }
+    await loadConversationPage();
   } catch (error) {
     toast(`Could not load your conversations: ${error.message}`);
   }
@@ -610,6 +654,7 @@ async function start() {
   mark("list");
   socket.start();
   loadDetails([...store.conversations.values()]);
+  listPages.started = true;
   routeFromLocation();
   const pushResult = (error) => toast(error ? `Notifications could not be turned on: ${error.message}` : "Notifications are on.");
   setUpPush({ button: $("enable-push"), deviceId, push: config.push, onEnabled: pushResult })

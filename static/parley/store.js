@@ -36,6 +36,7 @@ export class Store {
     this.me = me;
     this.conversations = new Map();
     this.presence = new Map(); // user id -> online
+    this.presenceAt = new Map(); // user id -> when what we know was true (ms)
     this.listeners = new Set();
   }
 
@@ -226,7 +227,13 @@ export class Store {
     return names;
   }
 
-  setPresence(userId, online) {
+  /**
+   * A user's presence, as of `asOf` (ms): a frame is news now; a snapshot from the members
+   * endpoint is as old as its request, so a frame that came in meanwhile wins over it.
+   */
+  setPresence(userId, online, asOf = Date.now()) {
+    if (asOf < (this.presenceAt.get(userId) ?? -Infinity)) return;
+    this.presenceAt.set(userId, asOf);
     if (this.presence.get(userId) === online) return;
     this.presence.set(userId, online);
     this.emit({ kind: "presence", user: userId });

@@ -2,7 +2,7 @@
 // attribute values, never as HTML, so a message can't inject markup or script.
 
 const TICKS = {
-  pending: { text: "🕓", label: "Sending" },
+  pending: { text: "", label: "Sending" }, // a clock, drawn in CSS
   sent: { text: "✓", label: "Sent" },
   delivered: { text: "✓✓", label: "Delivered" },
   read: { text: "✓✓", label: "Read" },

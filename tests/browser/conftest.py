@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,30 @@ def parley_server(django_db_setup, django_db_blocker):
 @pytest.fixture(scope="session")
 def base_url(parley_server) -> str:
     return parley_server.url
+
+
+@pytest.fixture(autouse=True)
+def quiet_server_before_flush(request):
+    """A test's data is flushed (TRUNCATE) when it ends, while the server may still be writing
+    what its last sockets did (acks, reads, disconnects): a flush that meets those writes can
+    deadlock, leave the data behind and fail every later test. So, once the test's browser
+    contexts are closed, wait until no other session of the test database is mid-statement or
+    mid-transaction. Set up after ``transactional_db``, so it is torn down before the flush."""
+    if "transactional_db" not in request.fixturenames:
+        yield
+        return
+    request.getfixturevalue("transactional_db")
+    yield
+    from django.db import connection
+
+    busy_sql = ("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND state IN ('active', 'idle in transaction')")
+    quiet_rounds, deadline = 0, time.monotonic() + 10
+    while quiet_rounds < 3 and time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            cursor.execute(busy_sql)
+            quiet_rounds = quiet_rounds + 1 if cursor.fetchone()[0] == 0 else 0
+        time.sleep(0.1)
 
 
 @pytest.fixture

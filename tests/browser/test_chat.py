@@ -124,3 +124,20 @@ def test_the_keyboard_alone_opens_a_chat_sends_and_closes_dialogs(people, signed
     page.keyboard.press("Enter")
     expect(message_with(page, "Loud and clear").locator(".tick")).to_have_attribute("data-state", "sent")
     expect(composer).to_have_value("")
+
+
+def test_who_is_online_shows_at_once_and_follows_them_going_offline(people, signed_in):
+    direct(people["alice"], people["bob"])
+    bob = open_app(signed_in("bob"))
+    # Bob came online before Alice connected: her page learns it from the members snapshot,
+    # not from a presence frame (that one went out before she was there).
+    alice = open_app(signed_in("alice"))
+    dot = conversation_link(alice, "Bob Baker").locator(".presence-dot")
+    expect(dot).to_have_attribute("data-online", "true")
+    expect(conversation_link(alice, "Bob Baker")).to_have_attribute("aria-label", "Bob Baker, online")
+    conversation_link(alice, "Bob Baker").click()
+    expect(alice.locator("#chat-subtitle")).to_have_text("Online")
+
+    bob.context.close()
+    expect(alice.locator("#chat-subtitle")).to_have_text("Offline")
+    expect(dot).to_have_attribute("data-online", "false")

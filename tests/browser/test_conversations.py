@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from urllib.parse import urlsplit
 
 import pytest
@@ -53,6 +54,36 @@ def test_a_new_group_and_a_joined_channel_show_up_live_for_everyone_in_them(peop
     expect(message_with(alice, "thanks for the invite")).to_be_visible()
 
 
+def test_older_conversations_load_as_the_list_is_scrolled_each_once(people, signed_in, settings):
+    from messaging.actions import do_create_group
+
+    alice_user, bob_user = people["alice"], people["bob"]
+    page_size = settings.PARLEY_CONVERSATIONS_PAGE_SIZE
+    titles = [f"Project {n:03}" for n in range(1, page_size + 6)]
+    groups = {title: do_create_group(creator=bob_user, title=title, member_ids=[alice_user.pk]).conversation
+              for title in titles}
+    alice = open_app(signed_in("alice"))
+    links = alice.locator("#conversation-list a[data-conversation]")
+    expect(links).to_have_count(page_size)
+    expect(links.first).to_have_text(re.compile(titles[-1]))
+    expect(alice.get_by_role("button", name="Load more conversations")).to_be_attached()
+
+    alice.locator("#conversation-scroller").evaluate("el => { el.scrollTop = el.scrollHeight; }")
+    expect(links).to_have_count(len(titles))
+    expect(alice.get_by_role("button", name="Load more conversations")).to_be_hidden()
+    shown = [alice.locator("#conversation-list .conversation-title").nth(i).text_content()
+             for i in range(len(titles))]
+    assert shown == titles[::-1]
+
+    # A conversation from the second page is live like any other, and moves to the top.
+    bob = open_app(signed_in("bob"), f"/c/{groups['Project 001'].pk}")
+    expect(bob.locator("#chat-title")).to_have_text("Project 001")
+    send(bob, "the oldest project is back")
+    expect(links.first).to_contain_text("the oldest project is back")
+    expect(links.first.locator(".unread-badge")).to_have_text("1")
+    expect(links).to_have_count(len(titles))
+
+
 def test_scrolling_up_pages_back_through_history_in_order_without_repeats(people, signed_in):
     alice_user, bob_user = people["alice"], people["bob"]
     chat = direct(alice_user, bob_user)
@@ -86,4 +117,14 @@ def test_a_degraded_frame_shows_a_banner_until_the_server_recovers(people, signe
     expect(banner).to_have_text("Parley is under heavy load. Paused for now: typing, presence. "
                                 "Your messages are still delivered.")
     sockets[-1].send(json.dumps({"type": "degraded", "shed": []}))
+    expect(banner).to_be_hidden()
+
+    # A banner does not outlive its connection: after a reconnect the server says it again
+    # (right after ready) if it is still degraded, and this one is not.
+    sockets[-1].send(json.dumps({"type": "degraded", "shed": ["typing"]}))
+    expect(banner).to_be_visible()
+    sockets[-1].close(code=1012, reason="restarting")
+    expect(alice.locator("#connection-text")).to_contain_text("Reconnecting")
+    expect(alice.locator("#connection")).to_have_attribute("data-state", "online")
+    assert len(sockets) == 2
     expect(banner).to_be_hidden()

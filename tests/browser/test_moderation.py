@@ -63,6 +63,8 @@ def test_a_moderator_removes_a_flagged_message_and_both_members_see_the_tombston
     for page in (alice, bob):
         expect(message_with(page, TOMBSTONE)).to_have_attribute("data-state", "removed")
         expect(page.locator("#message-list")).not_to_contain_text("watches")
+    expect(bob.locator("#toast")).to_be_hidden()
+    screenshot(bob, "removed")
     bob.reload()
     expect(message_with(bob, TOMBSTONE)).to_have_attribute("data-state", "removed")
 

@@ -9,7 +9,7 @@ from playwright.sync_api import WebSocketRoute, expect
 
 from messaging.models import Message
 
-from .conftest import bubbles, direct, message_with, open_app, seed, send
+from .conftest import bubbles, direct, message_with, open_app, screenshot, seed, send
 
 pytestmark = [pytest.mark.browser, pytest.mark.postgres]
 
@@ -67,6 +67,8 @@ def test_a_message_typed_while_the_socket_is_down_survives_a_reload(people, sign
 
     alice.reload()
     expect(message_with(alice, "typed before the reload").locator(".tick")).to_have_attribute("data-state", "pending")
+    expect(alice.locator("#connection-text")).to_contain_text("Reconnecting in")
+    screenshot(alice, "reconnecting")
     socket_blocked["on"] = False
     alice.get_by_role("button", name="Retry now").click()
     expect(alice.locator("#connection")).to_have_attribute("data-state", "online")
