@@ -31,12 +31,13 @@ from messaging.actions import do_send_message
 from messaging.errors import ParleyError, RateLimited
 from messaging.models import Device, User
 from messaging.moderation import removals_to_replay
-from messaging.replay import conversation_last_seqs, fill_range, replay_page, resume_points
+from messaging.replay import conversation_last_seqs, replay_page, resume_points
 from receipts.watermarks import do_mark_read
 
 from . import presence
 from .admission import admission
 from .ackbatch import acks
+from .fills import fills
 from .hub import hub
 from .process import CLOSE_RESTARTING, SocketTelemetry, gateway
 from .protocol import Ack, FrameError, Hello, Ping, Read, Replay, Send, Typing, parse_frame
@@ -466,7 +467,8 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
             await self._fill(conversation_id, decision.after_seq, decision.upto_seq)
 
     async def _fill(self, conversation_id: int, after_seq: int, upto_seq: int) -> None:
-        page = await db(fill_range)(conversation_id=conversation_id, after_seq=after_seq, upto_seq=upto_seq)
+        shared = await fills.fill(conversation_id, after_seq, upto_seq)  # one read per process
+        page = shared.page
         path = "buffered" if conversation_id in self.large else "direct"
         if page.has_more:
             # Too far behind for a live fill: hand the client a replay page and let it pull.
@@ -479,7 +481,7 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
         fresh = set(self.streams.sent_run(conversation_id, [m["seq"] for m in page.messages]))
         for message in page.messages:
             if message["seq"] in fresh:
-                await self.send_json({"type": "message", "message": message})
+                await self.send(text_data=shared.message_frame(message))
                 self.telemetry.wrote(conversation_id, [message], path=path)
 
     async def _resync(self) -> None:

@@ -319,3 +319,30 @@ async def drain(socket, timeout: float = 0.8) -> list[dict]:
     while not await socket.nothing(timeout=timeout):
         frames.append(await socket.recv())
     return frames
+
+
+async def test_a_gap_seen_by_every_socket_of_a_process_is_read_from_the_store_once(
+    make_user, make_device, make_group, open_socket, monkeypatch
+):
+    """A lost doorbell: five sockets find the same gap at once; one read fills all of them."""
+    from messaging import fanout
+    from messaging.gateway.fills import fills
+
+    alice = await database_sync_to_async(make_user)("alice")
+    others = [await database_sync_to_async(make_user)(f"u{i}") for i in range(5)]
+    group = await database_sync_to_async(make_group)(alice, others)
+    sockets = [await open_socket(u, await database_sync_to_async(make_device)(u)) for u in others]
+
+    publish = fanout.message_stored
+    monkeypatch.setattr(fanout, "message_stored", lambda **kwargs: None)  # seq 1's doorbell is lost
+    await send(sender=alice, conversation_id=group.pk, client_msg_id="lost", body="one")
+    monkeypatch.setattr(fanout, "message_stored", publish)
+    reads_before = fills.reads
+    await send(sender=alice, conversation_id=group.pk, client_msg_id="rings", body="two")
+
+    for socket in sockets:
+        seqs = [(await socket.recv_type("message"))["message"]["seq"] for _ in range(2)]
+        assert seqs == [1, 2]
+    assert fills.reads - reads_before == 1
+    for socket in sockets:
+        await socket.close()

@@ -1,0 +1,80 @@
+"""Gap fills shared by the sockets of one gateway process.
+
+When a doorbell is lost or arrives out of order (a loaded gateway, a Redis hiccup, the hub's
+tail check), every socket of the process that follows the conversation finds the same gap
+at the same moment: they all held seq N and were just told of N + k. Reading
+(N, N + k] once per socket puts hundreds of identical queries on PostgreSQL exactly when
+the system is already behind, and serializes the same messages once per socket.
+
+Invariant: **one read per (conversation, after, upto) in flight per process**, its result
+shared by every socket that asks while it runs and for ``RETAIN_SECONDS`` after (the sockets'
+pumps reach the gap a few loop turns apart). A shared page is what PostgreSQL held when it
+was read; a removal after that arrives as its own ``message.removed`` event, exactly as it
+would after a socket's own read.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from channels.db import database_sync_to_async
+
+from messaging.replay import ReplayPage, fill_range
+
+RETAIN_SECONDS = 0.5
+
+
+class SharedPage:
+    """A fill's page, and each message's ``message`` frame serialized once for all sockets."""
+
+    def __init__(self, page: ReplayPage, *, read_at: float) -> None:
+        self.page = page
+        self.read_at = read_at
+        self._texts: dict[int, str] = {}
+
+    def message_frame(self, message: dict[str, Any]) -> str:
+        text = self._texts.get(message["seq"])
+        if text is None:
+            text = self._texts[message["seq"]] = json.dumps({"type": "message", "message": message})
+        return text
+
+
+class FillReader:
+    def __init__(self) -> None:
+        self._pages: dict[tuple[int, int, int], asyncio.Future[SharedPage]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.reads = 0  # database reads made (tests compare it with the sockets that asked)
+
+    async def fill(self, conversation_id: int, after_seq: int, upto_seq: int) -> SharedPage:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a new event loop (tests run one per test): nothing carries over
+            self._pages.clear()
+            self._loop = loop
+        self._forget_old(loop.time())
+        key = (conversation_id, after_seq, upto_seq)
+        shared = self._pages.get(key)
+        if shared is None:
+            shared = self._pages[key] = loop.create_task(self._read(key))
+        # shield: a socket closing mid-read must not cancel the read the others wait for.
+        return await asyncio.shield(shared)
+
+    async def _read(self, key: tuple[int, int, int]) -> SharedPage:
+        conversation_id, after_seq, upto_seq = key
+        self.reads += 1
+        try:
+            page = await database_sync_to_async(fill_range, thread_sensitive=False)(
+                conversation_id=conversation_id, after_seq=after_seq, upto_seq=upto_seq)
+        except BaseException:
+            self._pages.pop(key, None)  # the next ask reads again
+            raise
+        return SharedPage(page, read_at=asyncio.get_running_loop().time())
+
+    def _forget_old(self, now: float) -> None:
+        for key, shared in list(self._pages.items()):
+            if shared.done() and (shared.cancelled() or shared.exception() is not None
+                                  or now - shared.result().read_at > RETAIN_SECONDS):
+                del self._pages[key]
+
+
+fills = FillReader()
