@@ -8,8 +8,8 @@ what the one below sheds and more:
     level 0  normal
     level 1  typing and presence are shed: not published, not forwarded
     level 2  receipt broadcasts are deferred too: watermarks are still stored, and each
-             socket keeps the latest marks per (conversation, user) and sends them when
-             the level drops below 2 (or the client refreshes them over REST)
+             gateway process keeps the latest marks per (conversation, user) and sends
+             them when the level drops below 2 (or the client refreshes them over REST)
 
 No level names messages, replay, acks or watermark writes, and :func:`sheds` answers only
 for ``TYPING``, ``PRESENCE`` and ``RECEIPTS``.

@@ -102,14 +102,6 @@ def _frame_text(event: dict[str, Any], build: Callable[[], dict[str, Any]]) -> s
     return text
 
 
-def _receipts_by_user(event: dict[str, Any]) -> dict[int, dict[str, Any]]:
-    """A receipts event's marks by user, indexed once per process (every socket shares the event)."""
-    index = event.get("_by_user")
-    if index is None:
-        index = event["_by_user"] = {marks["user"]: marks for marks in event["receipts"]}
-    return index
-
-
 class GatewayConsumer(AsyncJsonWebsocketConsumer):
     # No per-socket layer channel: the process hub holds the only one (see hub.py).
     channel_layer_alias = "parley-hub-only"
@@ -127,8 +119,6 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
         self.groups_joined: set[str] = set()
         self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.stream_lock = asyncio.Lock()
-        self.receipts_sent_at: dict[tuple[int, int], float] = {}
-        self.receipts_pending: dict[tuple[int, int], dict[str, Any]] = {}
         self.typing_sent_at: dict[int, float] = {}
         self.bad_frames: list[float] = []
         # Frames of any kind, and refusals: sustained refusals close the socket (4429).
@@ -391,17 +381,13 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
             if self.helloed:
                 async with self.stream_lock:
                     await self._on_batch(event)
-        elif kind == "conv.receipts":
+        elif kind == "gateway.receipt":  # coalesced and serialized by the hub (receipts.py)
             if not self.streams.follows(event["conversation"]):
                 return
-            if not event.get("own_only"):
-                for marks in event["receipts"]:
-                    self._queue_receipt(event["conversation"], marks)
+            if "own_user" in event and (event["own_user"] != self.user.pk
+                                        or str(self.device.pk) in event["except_devices"]):
                 return
-            # A large channel: only this user's mark, unless this very device's ack moved it.
-            marks = _receipts_by_user(event).get(self.user.pk)
-            if marks is not None and str(self.device.pk) not in marks.get("devices", ()):
-                self._queue_receipt(event["conversation"], marks)
+            await self.send(text_data=event["text"])
         elif kind == "conv.removed":
             if self.streams.follows(event["conversation"]):
                 await self.send_json({"type": "message.removed", "conversation": event["conversation"],
@@ -513,42 +499,11 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
         if self.helloed:
             await self.send_json({"type": "conversation.left", "conversation": conversation})
 
-    # --- receipts: at most one frame per (conversation, user) per window ------------------------
-    def _queue_receipt(self, conversation_id: int, marks: dict[str, int]) -> None:
-        key = (conversation_id, marks["user"])
-        window = settings.PARLEY_RECEIPT_COALESCE_MS / 1000
-        pending = self.receipts_pending.get(key)
-        # Marks only rise; events from two publishers (ack batches, REST reads) may cross.
-        self.receipts_pending[key] = marks if pending is None else {
-            "user": marks["user"], "delivered_seq": max(pending["delivered_seq"], marks["delivered_seq"]),
-            "read_seq": max(pending["read_seq"], marks["read_seq"])}
-        if pending is not None:
-            return  # a flush is already scheduled; it will carry these latest marks
-        if degraded.sheds(degraded.RECEIPTS):
-            return  # deferred: _on_degraded sends the latest marks when receipts flow again
-        wait = self.receipts_sent_at.get(key, -window) + window - time.monotonic()
-        asyncio.get_running_loop().call_later(max(wait, 0), self._flush_receipt_soon, key)
-
-    def _flush_receipt_soon(self, key: tuple[int, int]) -> None:
-        if not self.closing:
-            asyncio.get_running_loop().create_task(self._flush_receipt(key))
-
-    async def _flush_receipt(self, key: tuple[int, int]) -> None:
-        marks = self.receipts_pending.pop(key, None)
-        if marks is None or self.closing:
-            return
-        self.receipts_sent_at[key] = time.monotonic()
-        await self.send_json({"type": "receipt", "conversation": key[0], "user": marks["user"],
-                              "delivered_seq": marks["delivered_seq"], "read_seq": marks["read_seq"]})
-
     # --- operations: degraded mode and restarts (messaging.gateway.process) ----------------------
     async def _on_degraded(self, shed: list[str]) -> None:
         if not self.helloed:
             return  # hello will say so
         await self.send_json({"type": "degraded", "shed": shed})
-        if degraded.RECEIPTS not in shed:
-            for key in list(self.receipts_pending):
-                self._flush_receipt_soon(key)
 
     async def restart(self, *, after_ms: int) -> None:
         """This gateway is shutting down: tell the client when to come back, close, clean up."""

@@ -34,6 +34,7 @@ from django.conf import settings
 from messaging.models import Conversation
 
 from . import presence
+from .receipts import ReceiptCoalescer
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ class Subscriber(Protocol):
 class GatewayHub:
     def __init__(self) -> None:
         self.routes: dict[str, set[Subscriber]] = defaultdict(set)
+        # Receipt events are coalesced here, once per process, then handed to the sockets.
+        self.receipts = ReceiptCoalescer(lambda group: self.routes.get(group, ()))
         self.channel: str | None = None
         # Highest seq announced per conversation (by events or by a tail check).
         self.announced: dict[int, int] = {}
@@ -169,6 +172,10 @@ class GatewayHub:
             self.note_seq(conversation_id, event["seq"])
         elif event.get("type") == "conv.messages" and isinstance(conversation_id, int):
             self.note_seq(conversation_id, event["last_seq"])
+        elif event.get("type") == "conv.receipts":
+            if event.get("group", "") in self.routes:
+                self.receipts.add(event)
+            return
         for subscriber in list(self.routes.get(event.get("group", ""), ())):
             subscriber.deliver(event)
 

@@ -38,6 +38,7 @@ from django.conf import settings
 from messaging import degraded, metrics
 
 from .acktiming import AckTracker
+from .hub import hub
 
 logger = logging.getLogger(__name__)
 
@@ -171,6 +172,8 @@ class GatewayProcess:
             event = {"type": "gateway.degraded", "shed": list(mode.shed)}
             for socket in list(self.sockets):
                 socket.deliver(event)
+            if degraded.RECEIPTS not in mode.shed:
+                hub.receipts.release()  # after the degraded frame: what level 2 deferred, latest marks
         return mode
 
     def _share(self, counts: dict[str, int], now: float) -> degraded.Mode:
