@@ -666,7 +666,11 @@ async def degraded(session: Session, args) -> dict[str, Any]:
         await asyncio.sleep(0.1)
     if shed_now():
         mark(f"degraded: shed {watcher.degraded[-1][1]}")
+        # The first seconds still drain what queued before shedding began; judged apart.
+        current["label"] = "flood-shed-first-5s"
+        await asyncio.sleep(5)
         current["label"] = "flood-shed"
+        mark("shedding for 5 s: messages from now on are the settled shed phase")
         await asyncio.sleep(shed_s)
     else:
         mark("degraded mode did not engage")
