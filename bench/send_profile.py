@@ -67,8 +67,7 @@ def main() -> None:
         actions.do_send_message(sender=alice, conversation_id=conversation.pk, client_msg_id=f"warm-{n}", body="hi")
 
     stages = [
-        ("authorize: access_membership (1 SELECT)", actions, "access_membership"),
-        ("idempotency lookup (1 SELECT)", actions, "_find_prior_send"),
+        ("authorize + idempotency lookup (1 SELECT)", actions, "_access_membership_for_send"),
         ("allocate_seq (UPDATE ... RETURNING)", actions, "allocate_seq"),
         ("INSERT message (ORM create)", Message.objects, "create"),
         ("UPDATE sender's watermarks (ORM update)", QuerySet, "update"),

@@ -18,7 +18,7 @@ from typing import Any, Iterable
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F
+from django.db.models import F, Subquery
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
@@ -152,6 +152,26 @@ def allocate_seq(conversation_id: int) -> int:
     return row[0]
 
 
+def _access_membership_for_send(sender: User, conversation_id: Any, client_msg_id: str) -> Membership:
+    """:func:`access_membership` and the idempotency lookup in one query (every send pays it):
+    the membership, its conversation, and ``prior_send_id``, the id of the sender's message
+    already stored under ``client_msg_id`` (anywhere), or None."""
+    try:
+        conversation_id = int(conversation_id)
+    except (TypeError, ValueError):
+        raise NotFound("conversation not found") from None
+    prior = Message.objects.filter(sender=sender, client_msg_id=client_msg_id).values("pk")[:1]
+    membership = (
+        Membership.objects.select_related("conversation")
+        .filter(conversation_id=conversation_id, user=sender)
+        .annotate(prior_send_id=Subquery(prior))
+        .first()
+    )
+    if membership is None:
+        raise NotFound("conversation not found")
+    return membership
+
+
 def _find_prior_send(sender: User, client_msg_id: str) -> Message | None:
     return Message.objects.filter(sender=sender, client_msg_id=client_msg_id).first()
 
@@ -195,11 +215,11 @@ def do_send_message(*, sender: User, conversation_id: Any, client_msg_id: Any, b
     """
     body = check_body(body)
     client_msg_id = check_client_msg_id(client_msg_id)
-    membership = access_membership(sender, conversation_id)
+    membership = _access_membership_for_send(sender, conversation_id, client_msg_id)
     conversation = membership.conversation
 
-    prior = _find_prior_send(sender, client_msg_id)
-    if prior is not None:
+    if membership.prior_send_id is not None:
+        prior = Message.objects.get(pk=membership.prior_send_id)
         return _as_retry(prior, sender=sender, conversation_id=conversation.pk, body=body)
     _enforce_send_limits(sender, conversation)
 

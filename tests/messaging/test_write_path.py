@@ -432,11 +432,12 @@ def test_a_retry_publishes_nothing(conversation_listener):
 
 # --- Query count ----------------------------------------------------------------------------
 
-# access_membership, idempotency lookup, then the transaction: SAVEPOINT, UPDATE conversation
-# (seq), INSERT message, UPDATE sender's watermarks, RELEASE SAVEPOINT (the test runs inside a
-# transaction; in production the same block is BEGIN ... COMMIT). Fan-out reads nothing:
-# member_count comes with the membership's row. A retry stops after the lookup.
-QUERIES_PER_SEND = 7
+# The membership with the idempotency lookup (one SELECT), then the transaction: SAVEPOINT,
+# UPDATE conversation (seq), INSERT message, UPDATE sender's watermarks, RELEASE SAVEPOINT (the
+# test runs inside a transaction; in production the same block is BEGIN ... COMMIT). Fan-out
+# reads nothing: member_count comes with the membership's row. A retry loads the stored
+# message after the lookup and stops.
+QUERIES_PER_SEND = 6
 QUERIES_PER_RETRY = 2
 
 
