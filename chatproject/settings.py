@@ -264,6 +264,8 @@ CELERY_BEAT_SCHEDULE["parley.push.sweep"] = {
 PARLEY_METRICS_TOKEN = env("PARLEY_METRICS_TOKEN", default="")
 # A message frame's ack is expected within this; later (or never) counts as a timeout.
 PARLEY_ACK_TIMEOUT_MS = env.int("PARLEY_ACK_TIMEOUT_MS", default=2000)
+# Threads per gateway process for database work (messaging.gateway.db); each holds a connection.
+PARLEY_GATEWAY_DB_THREADS = env.int("PARLEY_GATEWAY_DB_THREADS", default=16)
 # Each gateway process ticks this often: ack timeouts, metrics, degraded-mode signals.
 PARLEY_GATEWAY_TICK_SECONDS = env.float("PARLEY_GATEWAY_TICK_SECONDS", default=1.0)
 # Degraded mode (messaging.degraded): signals summed over the window; enter above a

@@ -16,11 +16,12 @@ import asyncio
 import logging
 from typing import Any
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 
 from messaging import fanout
 from receipts.watermarks import record_acks
+
+from .db import db
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class AckBatcher:
             if not batch:
                 return
             try:
-                advanced = await database_sync_to_async(record_acks, thread_sensitive=False)(batch)
+                advanced = await db(record_acks)(batch)
             except Exception:  # noqa: BLE001 - keep them for the next window; a lost ack only repeats replay
                 logger.warning("ack flush of %d entries failed; retrying next window", len(batch), exc_info=True)
                 for key, seq in batch.items():

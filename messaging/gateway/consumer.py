@@ -15,12 +15,11 @@ import logging
 import time
 import uuid
 from types import SimpleNamespace
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
 import structlog
 from autobahn.exception import Disconnected
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from django.contrib import auth
@@ -37,6 +36,7 @@ from receipts.watermarks import do_mark_read
 from . import presence
 from .admission import admission
 from .ackbatch import acks
+from .db import db
 from .fills import fills
 from .hub import hub
 from .process import CLOSE_RESTARTING, SocketTelemetry, gateway
@@ -49,12 +49,6 @@ CLOSE_NOT_AUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_BAD_FRAMES = 4400
 CLOSE_RATE_LIMIT_ABUSE = 4429
-
-
-def db(fn: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
-    # Not thread-sensitive: gateway reads and sends run on the executor's threads in
-    # parallel instead of queueing behind one shared thread.
-    return database_sync_to_async(fn, thread_sensitive=False)
 
 
 def origin_allowed(origin: str | None) -> bool:
@@ -182,7 +176,7 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels closes stale DB connections before every handler (a thread hop per frame);
-        # our database work already runs through database_sync_to_async, which does that.
+        # our database work already runs through channels' database_sync_to_async (gateway/db.py), which does that.
         handler = getattr(self, message["type"].replace(".", "_"), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")

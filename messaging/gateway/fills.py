@@ -18,9 +18,9 @@ import asyncio
 import json
 from typing import Any
 
-from channels.db import database_sync_to_async
-
 from messaging.replay import ReplayPage, fill_range
+
+from .db import db
 
 RETAIN_SECONDS = 0.5
 
@@ -63,7 +63,7 @@ class FillReader:
         conversation_id, after_seq, upto_seq = key
         self.reads += 1
         try:
-            page = await database_sync_to_async(fill_range, thread_sensitive=False)(
+            page = await db(fill_range)(
                 conversation_id=conversation_id, after_seq=after_seq, upto_seq=upto_seq)
         except BaseException:
             self._pages.pop(key, None)  # the next ask reads again

@@ -27,13 +27,13 @@ import random
 from collections import defaultdict
 from typing import Any, Protocol
 
-from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
 from messaging.models import Conversation
 
 from . import presence
+from .db import db
 from .receipts import ReceiptCoalescer
 
 logger = logging.getLogger(__name__)
@@ -192,7 +192,7 @@ class GatewayHub:
                 await self._tail_check()
                 if rounds % presence_every == 0:
                     users = [int(g.split(".", 1)[1]) for g in self.routes if g.startswith("user.")]
-                    await database_sync_to_async(presence.refresh, thread_sensitive=False)(users)
+                    await db(presence.refresh)(users)
                 if rounds % refresh_every == 0:
                     for group in list(self.routes):
                         await self._group_add(group)
@@ -205,7 +205,7 @@ class GatewayHub:
         followed = [int(g.split(".", 1)[1]) for g in self.routes if g.startswith("conv.")]
         if not followed:
             return
-        stored = await database_sync_to_async(_last_seqs, thread_sensitive=False)(followed)
+        stored = await db(_last_seqs)(followed)
         for conversation_id, last_seq in stored.items():
             if last_seq <= self.announced.get(conversation_id, 0):
                 self._suspect.pop(conversation_id, None)

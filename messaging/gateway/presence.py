@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import logging
 
-from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.cache import cache
 
 from messaging import degraded, fanout
 from messaging.models import Membership
+
+from .db import db
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ async def _announce(user_id: int, online: bool) -> None:
     if degraded.sheds(degraded.PRESENCE):
         return  # the count above is still kept: the offline push path depends on it
     try:
-        conversation_ids = await database_sync_to_async(_small_conversations, thread_sensitive=False)(user_id)
+        conversation_ids = await db(_small_conversations)(user_id)
         layer = get_channel_layer()
         for conversation_id in conversation_ids:
             group = fanout.conversation_group(conversation_id)
@@ -74,7 +75,7 @@ async def _announce(user_id: int, online: bool) -> None:
 
 async def came_online(user_id: int) -> None:
     try:
-        count = await database_sync_to_async(_change_count, thread_sensitive=False)(user_id, 1)
+        count = await db(_change_count)(user_id, 1)
     except Exception:  # noqa: BLE001
         return
     if count == 1:
@@ -83,7 +84,7 @@ async def came_online(user_id: int) -> None:
 
 async def went_offline(user_id: int) -> None:
     try:
-        count = await database_sync_to_async(_change_count, thread_sensitive=False)(user_id, -1)
+        count = await db(_change_count)(user_id, -1)
     except Exception:  # noqa: BLE001
         return
     if count == 0:

@@ -32,11 +32,11 @@ import time
 from datetime import datetime
 from typing import Any, Callable, Protocol
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 
 from messaging import degraded, metrics
 
+from .db import db
 from .acktiming import AckTracker
 from .hub import hub
 
@@ -166,7 +166,7 @@ class GatewayProcess:
         self.count_acks(in_time=0, timeouts=sum(s.telemetry.acks.expire(monotonic) for s in list(self.sockets)))
         metrics.flush()
         counts = self.window.take(sockets=len(self.sockets))
-        mode = await database_sync_to_async(self._share, thread_sensitive=False)(counts, now)
+        mode = await db(self._share)(counts, now)
         if mode != self.mode:
             self.mode = mode
             event = {"type": "gateway.degraded", "shed": list(mode.shed)}
