@@ -8,7 +8,8 @@ benchmark's own database (``parley_bench7``, dropped and migrated at the start),
 controlled by its Procfile name (the chaos scenario SIGKILLs ``gateway1``, restarts
 ``redis2`` and kills ``worker``). The clients (bench/load/clients.py) run in this process, a
 separate one from the servers: lean asyncio devices that speak the reference client's
-protocol, connected through the balancer. Each scenario then runs the Channels-tutorial relay
+protocol, each given the two gateways' URLs in turn (as the reference client's URL list; ``--via
+balancer`` sends them through the stack's balancer instead). Each scenario then runs the Channels-tutorial relay
 (bench/relay, two daphne processes) through the same load. Reports: docs/benchmarks/.
 
 Definitions: a *delivery* is a message frame reaching one member device, the sender's own

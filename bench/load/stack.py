@@ -240,6 +240,7 @@ class Stack:
     def stop_all(self) -> None:
         for name in reversed(list(self.procs)):
             self.stop(name)
+        shutil.rmtree(self.prometheus_dir, ignore_errors=True)
 
     def flush_redis(self) -> None:
         for name in ("redis1", "redis2"):
