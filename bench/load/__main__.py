@@ -87,12 +87,17 @@ async def run(args, names: list[str], command: str) -> None:
     session = Session(stack, args.ack_ms, args.via)
     session.relay.start()
     print(f"stack and relay up in {time.monotonic() - t_start:.0f}s; load average {loadavg()}", flush=True)
+    # The code under test is what the stack's processes loaded when they started (now), not what
+    # HEAD says later: others commit to this tree while a run goes on.
     dirty = git("status", "--porcelain", "--", "messaging", "receipts", "chatproject", "notifications", "ops")
+    commit = git("rev-parse", "--short", "HEAD")
+    stack_started = datetime.now(timezone.utc).strftime("%H:%M:%S")
     try:
         for name in names:
             meta = {"started": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"),
-                    "commit": git("rev-parse", "--short", "HEAD"),
-                    "dirty_note": f" (plus uncommitted changes in {len(dirty.splitlines())} server files)" if dirty else "",
+                    "commit": f"{commit} (the tree when the stack started, {stack_started} UTC)",
+                    "dirty_note": (f" plus uncommitted changes in {', '.join(l[3:] for l in dirty.splitlines())}"
+                                   if dirty else ""),
                     "loadavg_start": loadavg(), "command": command, "cores": os.cpu_count()}
             print(f"== {name} (load average {meta['loadavg_start']})", flush=True)
             t0 = time.monotonic()

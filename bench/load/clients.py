@@ -30,7 +30,6 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import websockets
 from websockets.asyncio.client import connect
 
 
