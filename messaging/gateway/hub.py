@@ -12,6 +12,9 @@ Repair, because the layer is a doorbell (CONTRACT "Semantics" 4):
 * a receive error (Redis restarted or unreachable) makes the hub back off with jitter,
   re-add every group once the layer answers (a restarted Redis forgot them), and tell
   every socket to resync its conversations from PostgreSQL;
+* with the layer spread over several Redis servers, a restart of one that does not hold the
+  hub's channel raises nothing here; the maintenance loop notices it by the server's new run
+  id and repairs it the same way;
 * groups are re-added periodically, so channels-redis group expiry never drops one;
 * a tail check compares, every few seconds, the stored ``last_seq`` of the followed
   conversations with the highest seq the layer announced; a conversation that stays
@@ -59,6 +62,7 @@ class GatewayHub:
         # Highest seq announced per conversation (by events or by a tail check).
         self.announced: dict[int, int] = {}
         self._suspect: dict[int, int] = {}
+        self._shard_run_ids: dict[int, str] = {}  # channel-layer server index -> Redis run id
         self._tasks: list[asyncio.Task] = []
         self._start_lock = asyncio.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -189,6 +193,8 @@ class GatewayHub:
             await asyncio.sleep(interval)
             rounds += 1
             try:
+                if await self._a_shard_restarted():
+                    await self._recover()
                 await self._tail_check()
                 if rounds % presence_every == 0:
                     users = [int(g.split(".", 1)[1]) for g in self.routes if g.startswith("user.")]
@@ -200,6 +206,28 @@ class GatewayHub:
                 raise
             except Exception:  # noqa: BLE001 - maintenance must outlive a bad round
                 logger.warning("gateway maintenance round failed", exc_info=True)
+
+    async def _a_shard_restarted(self) -> bool:
+        """Did a channel-layer Redis server restart since the last look (a new run id)?
+
+        A restarted server forgot the groups it held, but the hub notices a failure only on
+        its own channel's server: with the layer spread over several servers, a restart of
+        another one would silence the conversations, users and devices whose groups hashed
+        there (the tail check would repair conversations, slowly; nothing would repair the
+        rest) until the periodic group refresh.
+        """
+        ring_size = getattr(self.layer, "ring_size", 0)
+        restarted = False
+        for index in range(ring_size):
+            try:
+                run_id = (await self.layer.connection(index).info("server")).get("run_id")
+            except Exception:  # noqa: BLE001 - down now: compare again when it answers
+                continue
+            if self._shard_run_ids.get(index) not in (None, run_id):
+                logger.warning("channel-layer server %d restarted; re-adding groups and resyncing", index)
+                restarted = True
+            self._shard_run_ids[index] = run_id
+        return restarted
 
     async def _tail_check(self) -> None:
         followed = [int(g.split(".", 1)[1]) for g in self.routes if g.startswith("conv.")]
