@@ -69,6 +69,14 @@ def replay_page(*, user: User, conversation_id: int, after_seq: int, limit: int 
     return ReplayPage(conversation_id, [message_payload(m) for m in messages], has_more)
 
 
+def resume_page(*, conversation_id: int, after_seq: int) -> ReplayPage:
+    """The first page a ``hello`` sends for a conversation :func:`resume_points` just found the
+    user in (authorized there, moments before): every device of a storm that missed the same
+    messages asks for the same page, so the gateway shares it (gateway/fills.py)."""
+    messages, has_more = messages_after(conversation_id, after_seq, settings.PARLEY_REPLAY_PAGE_SIZE)
+    return ReplayPage(conversation_id, [message_payload(m) for m in messages], has_more)
+
+
 def fill_range(*, conversation_id: int, after_seq: int, upto_seq: int) -> ReplayPage:
     """The live path's gap fill: (after_seq, upto_seq], at most one page."""
     limit = settings.PARLEY_REPLAY_PAGE_SIZE

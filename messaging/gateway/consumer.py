@@ -279,7 +279,7 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
             async with admission.slot(behind=sum(p.last_seq - p.resume_after for p in points)):
                 for point in points:
                     if point.resume_after < point.last_seq:
-                        await self._send_page(point.conversation_id, point.resume_after)
+                        await self._send_page(point.conversation_id, point.resume_after, resuming=True)
             for removal in removals:
                 await self.send_json({"type": "message.removed", **removal})
             await self.send_json({"type": "ready",
@@ -289,14 +289,25 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
         self.telemetry.helloed(resumed=bool(frame.cursors) or any(p.from_cursor for p in points))
         await presence.came_online(self.user.pk)
 
-    async def _send_page(self, conversation_id: int, after_seq: int, limit: int | None = None) -> None:
-        """Send one replay page (caller holds the stream lock); catch up live if it was the last."""
+    async def _send_page(self, conversation_id: int, after_seq: int, limit: int | None = None, *,
+                         resuming: bool = False) -> None:
+        """Send one replay page (caller holds the stream lock); catch up live if it was the last.
+
+        ``resuming``: hello's first page, authorized by resume_points and shared by every socket
+        of the process resuming from the same seq; a ``replay`` frame's page is authorized again.
+        """
         self.streams.client_holds(conversation_id, after_seq)
-        page = await db(replay_page)(user=self.user, conversation_id=conversation_id,
-                                     after_seq=after_seq, limit=limit)
-        self.streams.sent_run(conversation_id, [m["seq"] for m in page.messages])
-        await self.send_json({"type": "messages", "conversation": conversation_id,
-                              "messages": page.messages, "has_more": page.has_more})
+        if resuming:
+            shared = await fills.resume_page(conversation_id, after_seq)
+            page = shared.page
+            self.streams.sent_run(conversation_id, [m["seq"] for m in page.messages])
+            await self.send(text_data=shared.page_frame())
+        else:
+            page = await db(replay_page)(user=self.user, conversation_id=conversation_id,
+                                         after_seq=after_seq, limit=limit)
+            self.streams.sent_run(conversation_id, [m["seq"] for m in page.messages])
+            await self.send_json({"type": "messages", "conversation": conversation_id,
+                                  "messages": page.messages, "has_more": page.has_more})
         self.telemetry.wrote(conversation_id, page.messages, path="replay")
         self.streams.page_done(conversation_id, has_more=page.has_more)
         if not page.has_more:

@@ -1,4 +1,4 @@
-"""Gap fills shared by the sockets of one gateway process.
+"""Reads shared by the sockets of one gateway process: gap fills and hello's first pages.
 
 When a doorbell is lost or arrives out of order (a loaded gateway, a Redis hiccup, the hub's
 tail check), every socket of the process that follows the conversation finds the same gap
@@ -6,7 +6,11 @@ at the same moment: they all held seq N and were just told of N + k. Reading
 (N, N + k] once per socket puts hundreds of identical queries on PostgreSQL exactly when
 the system is already behind, and serializes the same messages once per socket.
 
-Invariant: **one read per (conversation, after, upto) in flight per process**, its result
+The same holds for a reconnect storm: the members of a conversation who were cut off together
+come back with the same cursor, and each ``hello`` would read and serialize the same first
+page of what they missed.
+
+Invariant: **one read per (kind, conversation, after, upto or limit) in flight per process**, its result
 shared by every socket that asks while it runs and for ``RETAIN_SECONDS`` after (the sockets'
 pumps reach the gap a few loop turns apart). A shared page is what PostgreSQL held when it
 was read; a removal after that arrives as its own ``message.removed`` event, exactly as it
@@ -18,7 +22,7 @@ import asyncio
 import json
 from typing import Any
 
-from messaging.replay import ReplayPage, fill_range
+from messaging.replay import ReplayPage, fill_range, resume_page
 
 from .db import db
 
@@ -39,32 +43,49 @@ class SharedPage:
             text = self._texts[message["seq"]] = json.dumps({"type": "message", "message": message})
         return text
 
+    def page_frame(self) -> str:
+        """The whole page as one ``messages`` frame."""
+        text = self._texts.get(-1)
+        if text is None:
+            text = self._texts[-1] = json.dumps({"type": "messages", "conversation": self.page.conversation_id,
+                                                 "messages": self.page.messages, "has_more": self.page.has_more})
+        return text
+
 
 class FillReader:
     def __init__(self) -> None:
-        self._pages: dict[tuple[int, int, int], asyncio.Future[SharedPage]] = {}
+        self._pages: dict[tuple[str, int, int, int], asyncio.Future[SharedPage]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self.reads = 0  # database reads made (tests compare it with the sockets that asked)
 
     async def fill(self, conversation_id: int, after_seq: int, upto_seq: int) -> SharedPage:
+        """The live path's gap fill (after_seq, upto_seq]."""
+        return await self._shared(("fill", conversation_id, after_seq, upto_seq))
+
+    async def resume_page(self, conversation_id: int, after_seq: int) -> SharedPage:
+        """A hello's first page of a conversation after ``after_seq``."""
+        return await self._shared(("resume", conversation_id, after_seq, 0))
+
+    async def _shared(self, key: tuple[str, int, int, int]) -> SharedPage:
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # a new event loop (tests run one per test): nothing carries over
             self._pages.clear()
             self._loop = loop
         self._forget_old(loop.time())
-        key = (conversation_id, after_seq, upto_seq)
         shared = self._pages.get(key)
         if shared is None:
             shared = self._pages[key] = loop.create_task(self._read(key))
         # shield: a socket closing mid-read must not cancel the read the others wait for.
         return await asyncio.shield(shared)
 
-    async def _read(self, key: tuple[int, int, int]) -> SharedPage:
-        conversation_id, after_seq, upto_seq = key
+    async def _read(self, key: tuple[str, int, int, int]) -> SharedPage:
+        kind, conversation_id, after_seq, upto_seq = key
         self.reads += 1
         try:
-            page = await db(fill_range)(
-                conversation_id=conversation_id, after_seq=after_seq, upto_seq=upto_seq)
+            if kind == "fill":
+                page = await db(fill_range)(conversation_id=conversation_id, after_seq=after_seq, upto_seq=upto_seq)
+            else:
+                page = await db(resume_page)(conversation_id=conversation_id, after_seq=after_seq)
         except BaseException:
             self._pages.pop(key, None)  # the next ask reads again
             raise
