@@ -21,7 +21,8 @@ needs about 200 lines of asyncio for. What the stack needs is narrow:
   ``--connect-timeout``) is marked down at once and the next one is tried for the same
   client, so a SIGKILLed gateway costs no failed connection once its port is closed. An
   active **health check** (``GET --health-path`` every ``--health-interval`` seconds, up on
-  a 200) takes a gateway out that still accepts but cannot serve, and puts a recovered one
+  a 200) takes a gateway out that still accepts but cannot serve (``--health-fall`` failures
+  in a row, so one slow answer under load does not make it flap), and puts a recovered one
   back. When every backend is down the balancer still tries them all (fail open) rather
   than refuse outright: the health check may be the thing that is wrong.
 
@@ -62,6 +63,7 @@ class Backend:
     healthy: bool = True
     since: float = field(default_factory=time.monotonic)
     reason: str = ""
+    failed_checks: int = 0  # health checks failed in a row
     connections: int = 0   # open relayed connections
     served: int = 0        # connections relayed since start
 
@@ -202,7 +204,7 @@ class _ClientSide(_Side):
 class Balancer:
     def __init__(self, listen: tuple[str, int], backends: list[tuple[str, int]], *,
                  health_path: str | None = "/healthz", health_interval: float = 2.0,
-                 connect_timeout: float = 2.0) -> None:
+                 connect_timeout: float = 2.0, health_timeout: float = 3.0, health_fall: int = 3) -> None:
         if not backends:
             raise ValueError("at least one backend is needed")
         self.listen = listen
@@ -210,6 +212,8 @@ class Balancer:
         self.health_path = health_path or None
         self.health_interval = health_interval
         self.connect_timeout = connect_timeout
+        self.health_timeout = health_timeout
+        self.health_fall = max(1, health_fall)
         self._turn = itertools.count()
         self._server: asyncio.base_events.Server | None = None
         self._health_task: asyncio.Task | None = None
@@ -266,8 +270,10 @@ class Balancer:
         await asyncio.gather(*(self._probe(backend) for backend in self.backends))
 
     async def _probe(self, backend: Backend) -> None:
-        """``GET health_path``: up on a 200 within the timeout, down otherwise."""
-        timeout = min(self.connect_timeout, max(self.health_interval, 0.5))
+        """``GET health_path``: up on a 200 within the timeout; down after ``fall`` failures in a
+        row, so a gateway that answers late once under load is not taken out (and put back,
+        and taken out: flapping moves every new socket onto the other gateway)."""
+        timeout = self.health_timeout
         writer = None
         try:
             reader, writer = await asyncio.wait_for(
@@ -277,14 +283,22 @@ class Balancer:
             status_line = await asyncio.wait_for(reader.readline(), timeout)
             parts = status_line.split()
             if len(parts) >= 2 and parts[1] == b"200":
+                backend.failed_checks = 0
                 backend.mark(True)
             else:
-                backend.mark(False, f"GET {self.health_path}: {status_line.decode(errors='replace').strip() or 'no answer'}")
+                self._failed(backend, f"GET {self.health_path}: "
+                             f"{status_line.decode(errors='replace').strip() or 'no answer'}")
         except (OSError, asyncio.TimeoutError) as error:
-            backend.mark(False, f"GET {self.health_path}: {error!r}")
+            self._failed(backend, f"GET {self.health_path}: {error!r}")
         finally:
             if writer is not None:
                 writer.close()
+
+
+    def _failed(self, backend: Backend, reason: str) -> None:
+        backend.failed_checks += 1
+        if backend.failed_checks >= self.health_fall:
+            backend.mark(False, f"{reason} ({backend.failed_checks} checks in a row)")
 
 
 async def serve(balancer: Balancer) -> None:
@@ -307,11 +321,15 @@ def main(argv: list[str] | None = None) -> None:
                              "but connect failures (default %(default)s)")
     parser.add_argument("--health-interval", type=float, default=2.0, help="seconds between checks")
     parser.add_argument("--connect-timeout", type=float, default=2.0, help="seconds to wait for a backend")
+    parser.add_argument("--health-timeout", type=float, default=3.0, help="seconds a health check may take")
+    parser.add_argument("--health-fall", type=int, default=3,
+                        help="failed health checks in a row before a backend is taken out (default %(default)s)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     balancer = Balancer(parse_address(args.listen), [parse_address(b) for b in args.backend],
                         health_path=args.health_path, health_interval=args.health_interval,
-                        connect_timeout=args.connect_timeout)
+                        connect_timeout=args.connect_timeout, health_timeout=args.health_timeout,
+                        health_fall=args.health_fall)
     asyncio.run(serve(balancer))
 
 

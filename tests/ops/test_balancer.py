@@ -118,10 +118,28 @@ async def test_a_backend_that_dies_is_skipped_and_comes_back(backends):
 async def test_the_health_check_takes_out_a_backend_that_accepts_but_fails(backends):
     one, two = backends
     one.healthy = False
-    balancer = await start_balancer([one.port, two.port], health_interval=0.1)
+    balancer = await start_balancer([one.port, two.port], health_interval=0.1, health_fall=1)
     try:
         assert not balancer.backends[0].healthy  # checked before the first client
         assert [await get(balancer.port) for _ in range(4)] == [b"two"] * 4
+    finally:
+        await balancer.close()
+
+
+async def test_one_failed_health_check_does_not_take_a_backend_out_but_several_in_a_row_do(backends):
+    """A gateway that answers one check late under load must not flap in and out."""
+    one, two = backends
+    one.healthy = False
+    balancer = await start_balancer([one.port, two.port], health_interval=3600, health_fall=3)
+    try:
+        assert balancer.backends[0].healthy  # one failure (the check before the first client)
+        await balancer.check_health()
+        assert balancer.backends[0].healthy
+        await balancer.check_health()
+        assert not balancer.backends[0].healthy  # the third in a row
+        one.healthy = True
+        await balancer.check_health()
+        assert balancer.backends[0].healthy and balancer.backends[0].failed_checks == 0
     finally:
         await balancer.close()
 
@@ -130,7 +148,7 @@ async def test_every_backend_down_still_tries_them(backends):
     # Fail open: a health check that is wrong about every backend must not cut everyone off.
     for backend in backends:
         backend.healthy = False
-    balancer = await start_balancer([b.port for b in backends], health_interval=10)
+    balancer = await start_balancer([b.port for b in backends], health_interval=10, health_fall=1)
     try:
         assert not any(b.healthy for b in balancer.backends)
         assert await get(balancer.port) in (b"one", b"two")
