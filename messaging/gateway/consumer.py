@@ -470,6 +470,18 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
             self.telemetry.wrote(conversation_id, page.messages, path=path)
             return
         fresh = set(self.streams.sent_run(conversation_id, [m["seq"] for m in page.messages]))
+        if conversation_id in self.large and len(fresh) > 1:
+            # A large channel's members take live batches: the fill goes out as one, not as a
+            # frame per message per member.
+            if len(fresh) == len(page.messages):
+                await self.send(text_data=shared.page_frame())
+                self.telemetry.wrote(conversation_id, page.messages, path=path)
+            else:
+                run = [m for m in page.messages if m["seq"] in fresh]
+                await self.send_json({"type": "messages", "conversation": conversation_id,
+                                      "messages": run, "has_more": False})
+                self.telemetry.wrote(conversation_id, run, path=path)
+            return
         for message in page.messages:
             if message["seq"] in fresh:
                 await self.send(text_data=shared.message_frame(message))

@@ -138,3 +138,24 @@ async def test_every_member_socket_gets_the_batches_contiguous_and_in_order(
             seqs.extend(run)
         assert seqs == list(range(1, 31))
         await socket.close()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_lost_batch_is_filled_as_one_batch_frame_per_member_not_a_frame_per_message(
+    threshold, make_user, make_device, make_group, held_batches, open_socket, settings
+):
+    settings.PARLEY_GATEWAY_TAIL_CHECK_SECONDS = 600
+    users = [await database_sync_to_async(make_user)() for _ in range(threshold + 1)]
+    channel = await database_sync_to_async(make_group)(users[0], users[1:], kind=Conversation.Kind.CHANNEL, title="big")
+    sockets = [await open_socket(u, await database_sync_to_async(make_device)(u)) for u in users[1:]]
+    await database_sync_to_async(send)(users[0], channel, 10, "lost-")
+    # The first window's batch is lost: fanout_seq moves on as if it had been published.
+    await database_sync_to_async(Conversation.objects.filter(pk=channel.pk).update)(fanout_seq=10)
+    await database_sync_to_async(send)(users[0], channel, 5, "next-")
+    await database_sync_to_async(flush_channel_batch)(channel.pk)
+    for socket in sockets:
+        fill = await socket.recv_type("messages", "message")
+        assert fill["type"] == "messages" and [m["seq"] for m in fill["messages"]] == list(range(1, 11))
+        batch = await socket.recv_type("messages", "message")
+        assert [m["seq"] for m in batch["messages"]] == list(range(11, 16))
+        await socket.close()
