@@ -22,7 +22,12 @@ Signals, shared through the cache by every gateway process and summed over the l
 * queue lag: the age of the oldest waiting task in the queues ``PARLEY_DEGRADED_QUEUES``
   (ops.queues, read from the broker);
 * a disconnect spike: disconnects over the average open connections, once there were at
-  least ``PARLEY_DEGRADED_DISCONNECT_MIN`` disconnects.
+  least ``PARLEY_DEGRADED_DISCONNECT_MIN`` disconnects;
+* event-loop lag: the share of gateway ticks that woke more than
+  ``PARLEY_DEGRADED_LOOP_LAG_MS`` late, once there were ``PARLEY_DEGRADED_MIN_TICKS`` ticks. A
+  gateway serves all its sockets from one loop; a flood (typing, say) that swamps it delays
+  everything queued behind it at once, seconds before ack timeouts (2 s, then a window of
+  them) can say so.
 
 Hysteresis (:func:`step`). *Hot*: any signal above its enter threshold. *Calm*: every
 signal below its exit threshold, which is lower. Hot at level 0 enters level 1 at once; hot
@@ -59,7 +64,7 @@ MAX_LEVEL = len(SHED_BY_LEVEL) - 1
 STATE_KEY = "parley:degraded:state"
 LEASE_KEY = "parley:degraded:lease"
 # Per-second buckets of the shared window, one key per kind and second.
-KINDS = ("acks_in_time", "ack_timeouts", "disconnects", "sockets")
+KINDS = ("acks_in_time", "ack_timeouts", "disconnects", "sockets", "ticks", "late_ticks")
 
 
 # --- Signals, thresholds and the state machine (pure) ----------------------------------------
@@ -69,6 +74,8 @@ class Signals:
     acks_in_time: int = 0
     ack_timeouts: int = 0
     disconnects: int = 0
+    ticks: int = 0        # gateway ticks in the window, all gateways
+    late_ticks: int = 0   # of those, the ones that woke more than PARLEY_DEGRADED_LOOP_LAG_MS late
     connections: float = 0.0  # open sockets, averaged over the window
     queue_lag: float = 0.0    # seconds, the worst of PARLEY_DEGRADED_QUEUES
 
@@ -84,6 +91,10 @@ class Signals:
     def disconnect_ratio(self) -> float:
         return self.disconnects / max(self.connections, 1.0)
 
+    @property
+    def late_tick_ratio(self) -> float:
+        return self.late_ticks / self.ticks if self.ticks else 0.0
+
 
 @dataclass(frozen=True)
 class Thresholds:
@@ -95,6 +106,9 @@ class Thresholds:
     disconnect_ratio: float
     disconnect_ratio_exit: float
     min_disconnects: int
+    late_tick_ratio: float
+    late_tick_ratio_exit: float
+    min_ticks: int
     escalate_after: float
     calm_for: float
 
@@ -109,6 +123,9 @@ class Thresholds:
             disconnect_ratio=settings.PARLEY_DEGRADED_DISCONNECT_RATIO,
             disconnect_ratio_exit=settings.PARLEY_DEGRADED_DISCONNECT_RATIO_EXIT,
             min_disconnects=settings.PARLEY_DEGRADED_DISCONNECT_MIN,
+            late_tick_ratio=settings.PARLEY_DEGRADED_LATE_TICK_RATIO,
+            late_tick_ratio_exit=settings.PARLEY_DEGRADED_LATE_TICK_RATIO_EXIT,
+            min_ticks=settings.PARLEY_DEGRADED_MIN_TICKS,
             escalate_after=settings.PARLEY_DEGRADED_ESCALATE_SECONDS,
             calm_for=settings.PARLEY_DEGRADED_CALM_SECONDS,
         )
@@ -122,6 +139,8 @@ class Thresholds:
             reasons.append("queue_lag")
         if signals.disconnects >= self.min_disconnects and signals.disconnect_ratio > self.disconnect_ratio:
             reasons.append("disconnects")
+        if signals.ticks >= self.min_ticks and signals.late_tick_ratio > self.late_tick_ratio:
+            reasons.append("loop_lag")
         return tuple(reasons)
 
     def calm(self, signals: Signals) -> bool:
@@ -130,6 +149,7 @@ class Thresholds:
             (signals.acks < self.min_acks or signals.ack_timeout_ratio < self.ack_timeout_ratio_exit)
             and signals.queue_lag < self.queue_lag_exit
             and (signals.disconnects < self.min_disconnects or signals.disconnect_ratio < self.disconnect_ratio_exit)
+            and (signals.ticks < self.min_ticks or signals.late_tick_ratio < self.late_tick_ratio_exit)
         )
 
 
@@ -238,7 +258,8 @@ def read_signals(*, now: float, queue_lag: float | None = None) -> Signals:
         watched = set(settings.PARLEY_DEGRADED_QUEUES)
         queue_lag = max((d.lag for d in queues.measure(now=now) if d.queue in watched), default=0.0)
     return Signals(acks_in_time=sums["acks_in_time"], ack_timeouts=sums["ack_timeouts"],
-                   disconnects=sums["disconnects"], connections=sums["sockets"] / window, queue_lag=queue_lag)
+                   disconnects=sums["disconnects"], connections=sums["sockets"] / window, queue_lag=queue_lag,
+                   ticks=sums["ticks"], late_ticks=sums["late_ticks"])
 
 
 # --- Deciding (the first gateway of each second) ---------------------------------------

@@ -147,8 +147,13 @@ class GatewayProcess:
         self._install_restart_hook()
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(settings.PARLEY_GATEWAY_TICK_SECONDS)
+            interval = settings.PARLEY_GATEWAY_TICK_SECONDS
+            asleep = loop.time()
+            await asyncio.sleep(interval)
+            # How late the loop woke us: everything queued on it waited as long (degraded mode).
+            self.note_loop_lag(loop.time() - asleep - interval)
             try:
                 await self.tick()
                 self._tick_failing = False
@@ -158,6 +163,12 @@ class GatewayProcess:
                 if not self._tick_failing:  # once per outage, not once a second
                     logger.warning("gateway tick failed; retrying every tick", exc_info=True)
                 self._tick_failing = True
+
+    def note_loop_lag(self, lag: float) -> None:
+        metrics.LOOP_LAG.observe(max(lag, 0.0))
+        self.window.add("ticks")
+        if lag * 1000 > settings.PARLEY_DEGRADED_LOOP_LAG_MS:
+            self.window.add("late_ticks")
 
     async def tick(self, *, now: float | None = None) -> degraded.Mode:
         """One round of the duties above; ``now`` (wall clock) is for tests."""

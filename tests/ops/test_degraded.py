@@ -15,6 +15,7 @@ from .conftest import settled
 
 T = Thresholds(ack_timeout_ratio=0.02, ack_timeout_ratio_exit=0.01, min_acks=50, queue_lag=10, queue_lag_exit=5,
                disconnect_ratio=0.10, disconnect_ratio_exit=0.05, min_disconnects=100,
+               late_tick_ratio=0.2, late_tick_ratio_exit=0.05, min_ticks=5,
                escalate_after=10, calm_for=30)
 HOT = Signals(acks_in_time=950, ack_timeouts=50, connections=1000)       # 5% of acks late
 BETWEEN = Signals(acks_in_time=985, ack_timeouts=15, connections=1000)   # 1.5%: under enter, over exit
@@ -39,13 +40,24 @@ def test_an_ack_timeout_ratio_over_two_percent_enters_level_one_at_once():
 @pytest.mark.parametrize("signals, reason", [
     (Signals(queue_lag=10.5), "queue_lag"),
     (Signals(disconnects=150, connections=1000), "disconnects"),
+    (Signals(ticks=20, late_ticks=5), "loop_lag"),
 ])
-def test_queue_lag_or_a_disconnect_spike_alone_enters_too(signals, reason):
+def test_queue_lag_a_disconnect_spike_or_a_lagging_event_loop_alone_enters_too(signals, reason):
     assert step(State(), signals, 0.0, T).reasons == (reason,)
 
 
 def test_too_few_samples_are_no_signal_at_all():
-    assert levels([Signals(acks_in_time=5, ack_timeouts=5), Signals(disconnects=60, connections=100)]) == [0, 0]
+    assert levels([Signals(acks_in_time=5, ack_timeouts=5), Signals(disconnects=60, connections=100),
+                   Signals(ticks=4, late_ticks=4)]) == [0, 0, 0]
+
+
+def test_a_gateway_tick_that_wakes_late_counts_as_a_late_tick(settings):
+    settings.PARLEY_DEGRADED_LOOP_LAG_MS = 500
+    process = type(gateway)()
+    for lag in (0.01, 0.2, 0.6, 2.0):
+        process.note_loop_lag(lag)
+    counts = process.window.take(sockets=0)
+    assert (counts["ticks"], counts["late_ticks"]) == (4, 2)
 
 
 def test_staying_hot_climbs_to_deferring_receipts_after_the_escalation_delay():
