@@ -23,11 +23,14 @@ Signals, shared through the cache by every gateway process and summed over the l
   (ops.queues, read from the broker);
 * a disconnect spike: disconnects over the average open connections, once there were at
   least ``PARLEY_DEGRADED_DISCONNECT_MIN`` disconnects;
-* event-loop lag: the share of gateway ticks that woke more than
-  ``PARLEY_DEGRADED_LOOP_LAG_MS`` late, once there were ``PARLEY_DEGRADED_MIN_TICKS`` ticks. A
-  gateway serves all its sockets from one loop; a flood (typing, say) that swamps it delays
-  everything queued behind it at once, seconds before ack timeouts (2 s, then a window of
-  them) can say so.
+* gateway lag: the share of gateway ticks (one a second per process) whose lag was over
+  ``PARLEY_DEGRADED_GATEWAY_LAG_MS``, once there were ``PARLEY_DEGRADED_MIN_TICKS`` ticks. A
+  tick's lag is the longest of: how late its event loop woke it, how old the oldest message
+  event a socket handled since the last tick was (publish to handling, so the sockets'
+  own queues count), and how long a call
+  waited for a database thread. A flood (typing, say) queues ahead of messages on the loop,
+  in the layer channel or in the thread pool, and this says so at the next tick, seconds
+  before ack timeouts (2 s, then a window of them) can.
 
 Hysteresis (:func:`step`). *Hot*: any signal above its enter threshold. *Calm*: every
 signal below its exit threshold, which is lower. Hot at level 0 enters level 1 at once; hot
@@ -75,7 +78,7 @@ class Signals:
     ack_timeouts: int = 0
     disconnects: int = 0
     ticks: int = 0        # gateway ticks in the window, all gateways
-    late_ticks: int = 0   # of those, the ones that woke more than PARLEY_DEGRADED_LOOP_LAG_MS late
+    late_ticks: int = 0   # of those, the ones lagging more than PARLEY_DEGRADED_GATEWAY_LAG_MS
     connections: float = 0.0  # open sockets, averaged over the window
     queue_lag: float = 0.0    # seconds, the worst of PARLEY_DEGRADED_QUEUES
 
@@ -140,7 +143,7 @@ class Thresholds:
         if signals.disconnects >= self.min_disconnects and signals.disconnect_ratio > self.disconnect_ratio:
             reasons.append("disconnects")
         if signals.ticks >= self.min_ticks and signals.late_tick_ratio > self.late_tick_ratio:
-            reasons.append("loop_lag")
+            reasons.append("gateway_lag")
         return tuple(reasons)
 
     def calm(self, signals: Signals) -> bool:

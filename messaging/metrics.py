@@ -95,9 +95,11 @@ RECONNECTS = Counter(
     "parley_reconnects", "Hellos, by outcome: resumed (from the client's or the device's "
     "cursors) or fresh (nothing to resume from).", ["outcome"],
 )
-LOOP_LAG = Histogram(
-    "parley_event_loop_lag_seconds", "How late each gateway tick woke: the wait of everything queued on "
-    "the process's one event loop.", buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+GATEWAY_LAG = Histogram(
+    "parley_gateway_lag_seconds", "Per gateway tick: the longest of how late the event loop woke the "
+    "tick, the age of the oldest message event a socket handled since the last one, and the longest "
+    "wait for a database thread.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 REPLAYED = Counter("parley_replayed_messages", "Messages sent in replay pages (hello and replay frames).")
 ADMISSION_WAIT = Histogram(

@@ -367,6 +367,7 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
     async def _pump(self) -> None:
         while True:
             event = await self.events.get()
+            hub.note_event_handled(event)  # how long it queued (degraded mode's gateway lag)
             try:
                 await self._on_event(event)
             except asyncio.CancelledError:

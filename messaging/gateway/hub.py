@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections import defaultdict
 from typing import Any, Protocol
 
@@ -63,6 +64,7 @@ class GatewayHub:
         self.announced: dict[int, int] = {}
         self._suspect: dict[int, int] = {}
         self._shard_run_ids: dict[int, str] = {}  # channel-layer server index -> Redis run id
+        self._event_lag = 0.0  # the oldest event's age since take_event_lag (degraded mode)
         self._tasks: list[asyncio.Task] = []
         self._start_lock = asyncio.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -169,6 +171,18 @@ class GatewayHub:
             await self._group_add(group)
         for subscriber in {s for members in self.routes.values() for s in members}:
             subscriber.resync()
+
+    def note_event_handled(self, event: dict[str, Any]) -> None:
+        """A socket of this process is handling ``event`` now (after its own queue)."""
+        published_at = event.get("published_at")
+        if published_at is not None:
+            self._event_lag = max(self._event_lag, time.time() - published_at)
+
+    def take_event_lag(self) -> float:
+        """The age of the oldest event a socket handled since the last call, publish to
+        handling (0 if none carried its publish time); other hosts' clocks are taken as in sync."""
+        lag, self._event_lag = self._event_lag, 0.0
+        return lag
 
     def dispatch(self, event: dict[str, Any]) -> None:
         conversation_id = event.get("conversation")

@@ -36,7 +36,7 @@ from django.conf import settings
 
 from messaging import degraded, metrics
 
-from .db import db
+from .db import control, take_queue_wait
 from .acktiming import AckTracker
 from .hub import hub
 
@@ -152,8 +152,10 @@ class GatewayProcess:
             interval = settings.PARLEY_GATEWAY_TICK_SECONDS
             asleep = loop.time()
             await asyncio.sleep(interval)
-            # How late the loop woke us: everything queued on it waited as long (degraded mode).
-            self.note_loop_lag(loop.time() - asleep - interval)
+            # How late the loop woke us, how old the oldest event the hub got since, how long a
+            # call waited for a database thread: what work on this process waited (degraded
+            # mode's gateway-lag signal).
+            self.note_lag(max(loop.time() - asleep - interval, hub.take_event_lag(), take_queue_wait()))
             try:
                 await self.tick()
                 self._tick_failing = False
@@ -164,10 +166,10 @@ class GatewayProcess:
                     logger.warning("gateway tick failed; retrying every tick", exc_info=True)
                 self._tick_failing = True
 
-    def note_loop_lag(self, lag: float) -> None:
-        metrics.LOOP_LAG.observe(max(lag, 0.0))
+    def note_lag(self, lag: float) -> None:
+        metrics.GATEWAY_LAG.observe(max(lag, 0.0))
         self.window.add("ticks")
-        if lag * 1000 > settings.PARLEY_DEGRADED_LOOP_LAG_MS:
+        if lag * 1000 > settings.PARLEY_DEGRADED_GATEWAY_LAG_MS:
             self.window.add("late_ticks")
 
     async def tick(self, *, now: float | None = None) -> degraded.Mode:
@@ -177,7 +179,7 @@ class GatewayProcess:
         self.count_acks(in_time=0, timeouts=sum(s.telemetry.acks.expire(monotonic) for s in list(self.sockets)))
         metrics.flush()
         counts = self.window.take(sockets=len(self.sockets))
-        mode = await db(self._share)(counts, now)
+        mode = await control(self._share)(counts, now)
         if mode != self.mode:
             self.mode = mode
             event = {"type": "gateway.degraded", "shed": list(mode.shed)}
