@@ -281,9 +281,9 @@ PARLEY_DEGRADED_QUEUES = env.list("PARLEY_DEGRADED_QUEUES", default=["messages",
 PARLEY_DEGRADED_DISCONNECT_RATIO = env.float("PARLEY_DEGRADED_DISCONNECT_RATIO", default=0.10)
 PARLEY_DEGRADED_DISCONNECT_RATIO_EXIT = env.float("PARLEY_DEGRADED_DISCONNECT_RATIO_EXIT", default=0.05)
 PARLEY_DEGRADED_DISCONNECT_MIN = env.int("PARLEY_DEGRADED_DISCONNECT_MIN", default=100)
-# Event-loop lag: the share of gateway ticks (all gateways, over the window) that woke more
-# than LOOP_LAG_MS late.
-PARLEY_DEGRADED_LOOP_LAG_MS = env.int("PARLEY_DEGRADED_LOOP_LAG_MS", default=500)
+# Gateway lag: the share of gateway ticks (all gateways, over the window) lagging more than
+# GATEWAY_LAG_MS: the loop woke the tick that late, or a message event arrived that old.
+PARLEY_DEGRADED_GATEWAY_LAG_MS = env.int("PARLEY_DEGRADED_GATEWAY_LAG_MS", default=500)
 PARLEY_DEGRADED_LATE_TICK_RATIO = env.float("PARLEY_DEGRADED_LATE_TICK_RATIO", default=0.2)
 PARLEY_DEGRADED_LATE_TICK_RATIO_EXIT = env.float("PARLEY_DEGRADED_LATE_TICK_RATIO_EXIT", default=0.05)
 PARLEY_DEGRADED_MIN_TICKS = env.int("PARLEY_DEGRADED_MIN_TICKS", default=5)

@@ -40,9 +40,9 @@ def test_an_ack_timeout_ratio_over_two_percent_enters_level_one_at_once():
 @pytest.mark.parametrize("signals, reason", [
     (Signals(queue_lag=10.5), "queue_lag"),
     (Signals(disconnects=150, connections=1000), "disconnects"),
-    (Signals(ticks=20, late_ticks=5), "loop_lag"),
+    (Signals(ticks=20, late_ticks=5), "gateway_lag"),
 ])
-def test_queue_lag_a_disconnect_spike_or_a_lagging_event_loop_alone_enters_too(signals, reason):
+def test_queue_lag_a_disconnect_spike_or_a_lagging_gateway_alone_enters_too(signals, reason):
     assert step(State(), signals, 0.0, T).reasons == (reason,)
 
 
@@ -51,11 +51,11 @@ def test_too_few_samples_are_no_signal_at_all():
                    Signals(ticks=4, late_ticks=4)]) == [0, 0, 0]
 
 
-def test_a_gateway_tick_that_wakes_late_counts_as_a_late_tick(settings):
-    settings.PARLEY_DEGRADED_LOOP_LAG_MS = 500
+def test_a_tick_lagging_over_the_threshold_counts_as_a_late_tick(settings):
+    settings.PARLEY_DEGRADED_GATEWAY_LAG_MS = 500
     process = type(gateway)()
     for lag in (0.01, 0.2, 0.6, 2.0):
-        process.note_loop_lag(lag)
+        process.note_lag(lag)
     counts = process.window.take(sockets=0)
     assert (counts["ticks"], counts["late_ticks"]) == (4, 2)
 
