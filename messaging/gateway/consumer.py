@@ -358,8 +358,14 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
 
     # --- live events, from the hub -------------------------------------------------------------
     def deliver(self, event: dict[str, Any]) -> None:
-        if not self.closing:
-            self.events.put_nowait(event)
+        if self.closing:
+            return
+        if event["type"] == "gateway.degraded":
+            # Not behind the queue: under a flood the queue is the flood, and the client should
+            # hear that extras are shed now, not after the backlog (the frame carries no seq).
+            asyncio.get_running_loop().create_task(self._on_degraded(event["shed"]))
+            return
+        self.events.put_nowait(event)
 
     def resync(self) -> None:
         self.deliver({"type": "gateway.resync"})
@@ -417,8 +423,6 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=event["code"])
         elif kind == "gateway.resync":
             await self._resync()
-        elif kind == "gateway.degraded":
-            await self._on_degraded(event["shed"])
 
     async def _on_live(self, conversation_id: int, seq: int, event: dict[str, Any] | None) -> None:
         decision = self.streams.on_live(conversation_id, seq)
@@ -519,9 +523,12 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
 
     # --- operations: degraded mode and restarts (messaging.gateway.process) ----------------------
     async def _on_degraded(self, shed: list[str]) -> None:
-        if not self.helloed:
-            return  # hello will say so
-        await self.send_json({"type": "degraded", "shed": shed})
+        if not self.helloed or self.closing:
+            return  # hello will say so; a closing socket needs no news
+        try:
+            await self.send_json({"type": "degraded", "shed": shed})
+        except Exception:  # noqa: BLE001 - a task of its own: the socket went away meanwhile
+            logger.debug("degraded frame not sent", exc_info=True)
 
     async def restart(self, *, after_ms: int) -> None:
         """This gateway is shutting down: tell the client when to come back, close, clean up."""
