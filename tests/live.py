@@ -12,6 +12,7 @@ import urllib.request
 from contextlib import closing
 from pathlib import Path
 
+import pytest
 from django.conf import settings
 from django.db import connection
 
@@ -169,3 +170,32 @@ class CeleryWorker:
                 self.process.kill()
         self.process = None
         return _read_log(self._log)
+
+
+# --- Fixtures (import them into a test module that starts real processes) ------------------
+
+@pytest.fixture
+def redis_server():
+    """A private redis-server for the test, stopped after it."""
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def gateways(redis_server):
+    """``gateways(n, **env)`` starts n daphne gateways on the private Redis and returns them;
+    every gateway started is stopped after the test."""
+    started: list[Gateway] = []
+
+    def start(n: int = 1, **env: str) -> list[Gateway]:
+        for _ in range(n):
+            gateway = Gateway(redis_server.url, extra_env=env)
+            gateway.start()
+            started.append(gateway)
+        return started[-n:]
+
+    yield start
+    for gateway in started:
+        gateway.stop()

@@ -12,33 +12,9 @@ from channels.db import database_sync_to_async
 from rest_framework.authtoken.models import Token
 
 from messaging.client import ParleyClient
-from tests.live import Gateway, RedisServer
+from tests.live import CeleryWorker, Gateway, gateways, redis_server  # noqa: F401 - gateways, redis_server: fixtures
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def redis_server():
-    server = RedisServer()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def gateways(redis_server):
-    started: list[Gateway] = []
-
-    def start(n: int = 2) -> list[Gateway]:
-        for _ in range(n):
-            gateway = Gateway(redis_server.url)
-            gateway.start()
-            started.append(gateway)
-        return started
-
-    yield start
-    for gateway in started:
-        gateway.stop()
 
 
 @pytest.fixture
@@ -162,7 +138,6 @@ async def test_a_large_channel_reaches_every_member_in_contiguous_batches_built_
     redis_server, make_user, make_device, make_group
 ):
     from messaging.models import Conversation
-    from tests.live import CeleryWorker
 
     # A slow tail check: while the worker boots, the gateway must not repair from the store
     # (it would, correctly, with message frames), so every frame here comes from a batch.

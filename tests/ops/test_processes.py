@@ -14,33 +14,9 @@ from messaging.client import ParleyClient
 from messaging.models import Message
 from ops import canary
 from ops.tasks import canary_run
-from tests.live import Gateway, RedisServer
+from tests.live import gateways, redis_server  # noqa: F401 - fixtures
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def redis_server():
-    server = RedisServer()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def gateways(redis_server):
-    started: list[Gateway] = []
-
-    def start(n: int = 1, **env: str) -> list[Gateway]:
-        for _ in range(n):
-            gateway = Gateway(redis_server.url, extra_env=env)
-            gateway.start()
-            started.append(gateway)
-        return started[-n:]
-
-    yield start
-    for gateway in started:
-        gateway.stop()
 
 
 @pytest.fixture
