@@ -142,9 +142,9 @@ def membership_changed(*, user_id: int, change: str, conversation: dict[str, Any
     publish_after_commit(user_group(user_id), {"type": f"user.{change}", "conversation": conversation})
 
 
-def receipt_routes(receipts: list[dict[str, Any]], *, member_count: int, conversation_id: int
-                   ) -> list[tuple[str, dict[str, Any]]]:
-    """Where the receipts of one conversation go, as ``(group, event)`` pairs.
+def receipt_route(receipts: list[dict[str, Any]], *, member_count: int, conversation_id: int
+                  ) -> tuple[str, dict[str, Any]]:
+    """Where the receipts of one conversation go: ``(group, event)``.
 
     ``receipts`` are the marks that advanced together, ``{"user", "delivered_seq",
     "read_seq"}`` each, plus ``"devices"`` (the devices whose acks moved them) from an ack
@@ -157,14 +157,13 @@ def receipt_routes(receipts: list[dict[str, Any]], *, member_count: int, convers
     """
     event = {"type": "conv.receipts", "conversation": conversation_id, "receipts": receipts,
              "own_only": member_count > settings.PARLEY_RECEIPT_BROADCAST_MAX_MEMBERS}
-    return [(conversation_group(conversation_id), event)]
+    return conversation_group(conversation_id), event
 
 
 def receipt_advanced(*, conversation_id: int, user_id: int, member_count: int,
                      delivered_seq: int, read_seq: int) -> None:
     marks = {"user": user_id, "delivered_seq": delivered_seq, "read_seq": read_seq}
-    for group, event in receipt_routes([marks], member_count=member_count, conversation_id=conversation_id):
-        publish_after_commit(group, event)
+    publish_after_commit(*receipt_route([marks], member_count=member_count, conversation_id=conversation_id))
 
 
 async def publish_committed(group: str, event: dict[str, Any]) -> None:

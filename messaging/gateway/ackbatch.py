@@ -70,12 +70,11 @@ class AckBatcher:
         for receipt in advanced:
             by_conversation.setdefault(receipt.conversation_id, []).append(receipt)
         routes = [
-            route
-            for conversation_id, receipts in by_conversation.items()
-            for route in fanout.receipt_routes(
+            fanout.receipt_route(
                 [{"user": r.user_id, "delivered_seq": r.delivered_seq, "read_seq": r.read_seq,
                   "devices": acked_by.get((conversation_id, r.user_id), [])} for r in receipts],
                 member_count=receipts[0].member_count, conversation_id=conversation_id)
+            for conversation_id, receipts in by_conversation.items()
         ]
         await asyncio.gather(*(fanout.publish_committed(group, event) for group, event in routes))
 

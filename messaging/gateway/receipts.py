@@ -6,7 +6,7 @@ never go backwards: events from two publishers (ack flushes of every gateway, RE
 may cross, so pending marks merge by max.
 
 The window is kept per process, not per socket: a ``conv.receipts`` event (one per
-conversation per ack flush, messaging.fanout.receipt_routes) is merged here once, one timer
+conversation per ack flush, messaging.fanout.receipt_route) is merged here once, one timer
 per (conversation, user) runs per process, and each frame is serialized once and handed to
 every socket it is for. In a ten-member group that acks every message, receipt frames
 outnumber message frames several times over; per-socket timers, tasks and JSON were most of
