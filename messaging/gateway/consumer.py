@@ -299,15 +299,14 @@ class GatewayConsumer(AsyncJsonWebsocketConsumer):
         self.streams.client_holds(conversation_id, after_seq)
         if resuming:
             shared = await fills.resume_page(conversation_id, after_seq)
-            page = shared.page
-            self.streams.sent_run(conversation_id, [m["seq"] for m in page.messages])
-            await self.send(text_data=shared.page_frame())
+            page, text = shared.page, shared.page_frame()
         else:
             page = await db(replay_page)(user=self.user, conversation_id=conversation_id,
                                          after_seq=after_seq, limit=limit)
-            self.streams.sent_run(conversation_id, [m["seq"] for m in page.messages])
-            await self.send_json({"type": "messages", "conversation": conversation_id,
-                                  "messages": page.messages, "has_more": page.has_more})
+            text = json.dumps({"type": "messages", "conversation": conversation_id,
+                               "messages": page.messages, "has_more": page.has_more})
+        self.streams.sent_run(conversation_id, [m["seq"] for m in page.messages])
+        await self.send(text_data=text)
         self.telemetry.wrote(conversation_id, page.messages, path="replay")
         self.streams.page_done(conversation_id, has_more=page.has_more)
         if not page.has_more:
