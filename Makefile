@@ -20,7 +20,7 @@ PYTEST_ARGS ?=
 .PHONY: help run test test-browser migrate demo clean stack
 
 help:
-	@echo "make run    install into $(VENV), migrate, load demo data, serve http://$(HOST):$(PORT) with daphne"
+	@echo "make run    install into $(VENV), migrate, load demo data, serve http://$(HOST):$(PORT) with the gateway (daphne)"
 	@echo "make test   install test dependencies into $(VENV), run the suite on PostgreSQL and Redis"
 	@echo "            (DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL); PYTEST_ARGS=... for pytest)"
 	@echo "make test-browser   the browser tests (Chromium via Playwright), a run of their own"
@@ -64,9 +64,9 @@ run: demo
 		$(BIN)/celery -A chatproject worker -l warning & worker=$$!; \
 		$(BIN)/celery -A chatproject beat -l warning --schedule /tmp/parley-celerybeat-schedule & beat=$$!; \
 		trap 'kill $$worker $$beat 2>/dev/null' EXIT INT TERM; \
-		$(BIN)/daphne -b $(HOST) -p $(PORT) chatproject.asgi:application; \
+		$(BIN)/parley-gateway -b $(HOST) -p $(PORT) chatproject.asgi:application; \
 	else \
-		exec $(BIN)/daphne -b $(HOST) -p $(PORT) chatproject.asgi:application; \
+		exec $(BIN)/parley-gateway -b $(HOST) -p $(PORT) chatproject.asgi:application; \
 	fi
 
 test: $(VENV)/.installed-test

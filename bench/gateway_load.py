@@ -190,7 +190,7 @@ class Cohort:
 
 
 def populate(n_users: int, group_size: int) -> Cohort:
-    from messaging.actions import do_create_group, do_get_or_create_direct
+    from messaging.conversations import do_create_group, do_get_or_create_direct
     from messaging.models import Device, User
 
     users = User.objects.bulk_create(

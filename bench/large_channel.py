@@ -157,7 +157,7 @@ def setup_channel(n: int) -> tuple[int, list[Member]]:
 
     django.setup()
     call_command("migrate", verbosity=0)
-    from messaging.actions import do_create_group
+    from messaging.conversations import do_create_group
     from messaging.models import Conversation, Device, User
 
     users = User.objects.bulk_create(

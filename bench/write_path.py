@@ -4,7 +4,7 @@
 Durable sends per second on PostgreSQL, into one hot conversation and spread over 1,000
 conversations, with the same number of concurrent workers on every path:
 
-  service    messaging.actions.do_send_message, one worker process each (django.setup() in
+  service    messaging.send.do_send_message, one worker process each (django.setup() in
              each: processes, not threads, so the GIL does not cap the service);
   rest       POST /api/v1/conversations/{id}/messages over real HTTP (keep-alive) to daphne
              processes this script starts on free ports;
@@ -229,7 +229,7 @@ def make_sender(path: str, spec: dict):
     sender = spec["sender"]
     if path == "service":
         django_setup(spec["database_url"], spec["redis_url"])
-        from messaging.actions import do_send_message
+        from messaging.send import do_send_message
         from messaging.models import User
 
         user = User.objects.get(pk=sender)

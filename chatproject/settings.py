@@ -150,7 +150,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
-    "EXCEPTION_HANDLER": "messaging.api.errors.exception_handler",
+    "EXCEPTION_HANDLER": "api.errors.exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 SPECTACULAR_SETTINGS = {
@@ -264,11 +264,11 @@ CELERY_BEAT_SCHEDULE["parley.push.sweep"] = {
 PARLEY_METRICS_TOKEN = env("PARLEY_METRICS_TOKEN", default="")
 # A message frame's ack is expected within this; later (or never) counts as a timeout.
 PARLEY_ACK_TIMEOUT_MS = env.int("PARLEY_ACK_TIMEOUT_MS", default=2000)
-# Threads per gateway process for database work (messaging.gateway.db); each holds a connection.
+# Threads per gateway process for database work (gateway.db); each holds a connection.
 PARLEY_GATEWAY_DB_THREADS = env.int("PARLEY_GATEWAY_DB_THREADS", default=16)
 # Each gateway process ticks this often: ack timeouts, metrics, degraded-mode signals.
 PARLEY_GATEWAY_TICK_SECONDS = env.float("PARLEY_GATEWAY_TICK_SECONDS", default=1.0)
-# Degraded mode (messaging.degraded): signals summed over the window; enter above a
+# Degraded mode (ops.degraded): signals summed over the window; enter above a
 # threshold, leave once every signal stays below its (lower) exit threshold for CALM seconds.
 PARLEY_DEGRADED_WINDOW_SECONDS = env.int("PARLEY_DEGRADED_WINDOW_SECONDS", default=10)
 PARLEY_DEGRADED_ACK_TIMEOUT_RATIO = env.float("PARLEY_DEGRADED_ACK_TIMEOUT_RATIO", default=0.02)
@@ -289,7 +289,7 @@ PARLEY_DEGRADED_LATE_TICK_RATIO_EXIT = env.float("PARLEY_DEGRADED_LATE_TICK_RATI
 PARLEY_DEGRADED_MIN_TICKS = env.int("PARLEY_DEGRADED_MIN_TICKS", default=5)
 PARLEY_DEGRADED_ESCALATE_SECONDS = env.float("PARLEY_DEGRADED_ESCALATE_SECONDS", default=10.0)
 PARLEY_DEGRADED_CALM_SECONDS = env.float("PARLEY_DEGRADED_CALM_SECONDS", default=30.0)
-# Reconnect-storm admission (messaging.gateway.admission): replays at once per gateway
+# Reconnect-storm admission (ops.admission): replays at once per gateway
 # process, and how much later a replay is served per message it is behind.
 PARLEY_REPLAY_CONCURRENCY = env.int("PARLEY_REPLAY_CONCURRENCY", default=4)
 PARLEY_REPLAY_ADMISSION_MS_PER_MESSAGE = env.float("PARLEY_REPLAY_ADMISSION_MS_PER_MESSAGE", default=1.0)

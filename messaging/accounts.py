@@ -12,10 +12,8 @@ from rest_framework.authtoken.models import Token
 
 from . import fanout
 from .errors import Invalid
+from .events import CLOSE_NOT_AUTHENTICATED
 from .models import User
-
-# CONTRACT, WebSocket close codes: 4401 not authenticated.
-CLOSE_LOGGED_OUT = 4401
 
 
 def _username_taken() -> Invalid:
@@ -54,7 +52,7 @@ def do_logout_everywhere(*, user: User) -> None:
     """
     with transaction.atomic():
         Token.objects.filter(user=user).delete()
-        fanout.close_user_sockets(user_id=user.pk, code=CLOSE_LOGGED_OUT)
+        fanout.close_user_sockets(user_id=user.pk, code=CLOSE_NOT_AUTHENTICATED)
 
 
 def search_users(*, query: str, viewer: User, limit: int) -> list[User]:

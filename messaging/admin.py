@@ -3,7 +3,7 @@
 The admin reads everything but writes little: what the write path assigns (ids, seqs,
 ``last_seq``, ``member_count``, watermarks) is never editable here, and nothing that would
 skip a use-case function is offered. Messages are stored only by
-``messaging.actions.do_send_message``, conversations and memberships are created by the
+``messaging.send.do_send_message``, conversations and memberships are created by the
 conversation use-cases (which keep ``member_count`` and tell the members' sockets), and a
 deleted message would leave a gap in its conversation's seqs. So messages are view-only, and
 conversations and memberships can be edited (title, visibility, role) but not added here.

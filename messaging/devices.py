@@ -10,12 +10,10 @@ from django.conf import settings
 from django.db import transaction
 
 from . import fanout
-from .actions import access_device
+from .access import access_device
 from .errors import Conflict, Invalid
+from .events import CLOSE_FORBIDDEN
 from .models import Device, User
-
-# The gateway's close code for "device not yours" (CONTRACT, WebSocket): a removed device is no one's.
-CLOSE_DEVICE_REMOVED = 4403
 
 
 def _check_label(value: Any, field: str) -> str:
@@ -47,4 +45,4 @@ def do_remove_device(*, user: User, device_id: Any) -> None:
     device_pk = device.pk  # delete() clears it
     with transaction.atomic():
         device.delete()
-        fanout.close_device_sockets(device_id=device_pk, code=CLOSE_DEVICE_REMOVED)
+        fanout.close_device_sockets(device_id=device_pk, code=CLOSE_FORBIDDEN)

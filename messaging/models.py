@@ -8,16 +8,18 @@ later be partitioned by conversation. Invariants the database itself enforces:
 * one direct conversation per pair of users (``direct_key`` is unique).
 * ``0 <= read_seq <= delivered_seq`` on every membership.
 
-Gap-freedom of seqs is kept by :func:`messaging.actions.allocate_seq`, the only writer of
-``Conversation.last_seq``.
+Gap-freedom of seqs is kept by :func:`messaging.send.allocate_seq`, the only writer of
+``Conversation.last_seq``; the receipt merge is :meth:`MembershipManager.raise_marks`, the only
+writer of the watermarks.
 """
 from __future__ import annotations
 
 import uuid
+from typing import Mapping
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
-from django.db import models
+from django.db import connection, models
 from django.db.models import Q
 
 # Held by the "Moderators" group (migration 0004): review flags, remove messages, suspend
@@ -91,11 +93,49 @@ class Conversation(models.Model):
         return f"{low}:{high}"
 
 
+def greatest_sql() -> str:
+    """SQL's two-argument maximum on this database (SQLite spells GREATEST as MAX)."""
+    return "MAX" if connection.vendor == "sqlite" else "GREATEST"
+
+
+class MembershipManager(models.Manager["Membership"]):
+    def raise_marks(self, targets: Mapping[int, tuple[int, int]]) -> dict[int, tuple[int, int]]:
+        """The receipt merge: raise memberships' watermarks, in one statement, never lowering one.
+
+        ``targets`` maps a membership's pk to the ``(delivered, read)`` proposed for it. Each
+        mark becomes ``GREATEST(current, proposed)``, and delivered is raised to at least
+        read, so concurrent devices, reordered acks or a stale retry can never lower a mark
+        and ``read_seq <= delivered_seq`` holds. Rows already at or above both proposals are
+        not written at all. Returns ``pk -> (delivered_seq, read_seq)`` of the rows that
+        advanced: only an advance is news worth broadcasting. Callers clamp proposals to the
+        conversation's ``last_seq`` (CONTRACT "Semantics" 5).
+        """
+        if not targets:
+            return {}
+        table = self.model._meta.db_table
+        greatest = greatest_sql()
+        params: list[int] = []
+        for pk, (delivered, read) in sorted(targets.items()):
+            params += [pk, max(delivered, read), read]
+        rows = ", ".join(["(%s, %s, %s)"] * len(targets))
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"WITH target (id, delivered_to, read_to) AS (VALUES {rows}) "
+                f"UPDATE {table} SET delivered_seq = {greatest}({table}.delivered_seq, target.delivered_to), "
+                f"read_seq = {greatest}({table}.read_seq, target.read_to) FROM target "
+                f"WHERE {table}.id = target.id "
+                f"AND ({table}.delivered_seq < target.delivered_to OR {table}.read_seq < target.read_to) "
+                f"RETURNING {table}.id, {table}.delivered_seq, {table}.read_seq",
+                params,
+            )
+            return {pk: (delivered_seq, read_seq) for pk, delivered_seq, read_seq in cursor.fetchall()}
+
+
 class Membership(models.Model):
     """A user's place in a conversation, with the user's receipt watermarks.
 
     ``delivered_seq`` and ``read_seq`` are the max over the user's devices. They only move
-    forward; receipts.watermarks is the one place that moves them.
+    forward, and only :meth:`MembershipManager.raise_marks` moves them.
     """
 
     class Role(models.TextChoices):
@@ -109,6 +149,8 @@ class Membership(models.Model):
     joined_at = models.DateTimeField(auto_now_add=True)
     delivered_seq = models.BigIntegerField(default=0)
     read_seq = models.BigIntegerField(default=0)
+
+    objects = MembershipManager()
 
     class Meta:
         constraints = [

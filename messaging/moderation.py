@@ -13,7 +13,7 @@ moderators' queue reads it back, from the decision. After commit the members' so
 ``message.removed``; devices that were away get it at their next ``hello``
 (:func:`removals_to_replay`).
 
-Same prefixes as messaging.actions: ``check_*`` validates untrusted input, ``access_*``
+Same prefixes as the rest of the core: ``check_*`` validates untrusted input, ``access_*``
 authorizes, ``do_*`` changes state and schedules its events after commit.
 """
 from __future__ import annotations
@@ -27,9 +27,18 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from . import fanout
-from .actions import _announce_updated, access_message
+from .access import access_message, as_id
+from .conversations import announce_updated
 from .errors import Conflict, Forbidden, Invalid, NotFound
-from .events import MessagePayload, UserPayload, conversation_payload, message_payload, user_payload
+from .events import CLOSE_FORBIDDEN, RemovedFrame, removed_frame
+from .payloads import (
+    ConversationPayload,
+    MessagePayload,
+    UserPayload,
+    conversation_payload,
+    message_payload,
+    user_payload,
+)
 from .models import (
     MODERATE_PERMISSION,
     Conversation,
@@ -40,10 +49,6 @@ from .models import (
     ModerationDecision,
     User,
 )
-
-# CONTRACT close codes: 4403 is "forbidden"; a suspended user's sockets close with it, and
-# new handshakes are refused with it until the suspension is lifted.
-CLOSE_SUSPENDED = 4403
 
 Action = ModerationDecision.Action
 RESOLUTIONS = (Action.DISMISS.value, Action.REMOVE_MESSAGE.value)
@@ -87,10 +92,10 @@ def check_slow_mode_seconds(seconds: Any) -> int:
 
 
 def _as_id(value: Any, what: str) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise NotFound(f"{what} not found") from None
+    found = as_id(value)
+    if found is None:
+        raise NotFound(f"{what} not found")
+    return found
 
 
 # --- access_* --------------------------------------------------------------------------------
@@ -150,7 +155,7 @@ class FlagPayload(TypedDict):
     reporter: UserPayload
     message: MessagePayload
     evidence: str
-    conversation: dict[str, Any]
+    conversation: ConversationPayload
     decision: DecisionPayload | None
 
 
@@ -225,7 +230,7 @@ def _tombstone(message: Message, decision: ModerationDecision) -> None:
     fanout.message_removed(conversation_id=message.conversation_id, message_id=message.pk, seq=message.seq)
 
 
-def removals_to_replay(*, device: Device) -> list[dict[str, int]]:
+def removals_to_replay(*, device: Device) -> list[RemovedFrame]:
     """``message.removed`` frames for what was removed in the user's conversations since this
     device's previous hello (at most a replay page, the most recent), and note this hello.
 
@@ -249,7 +254,7 @@ def removals_to_replay(*, device: Device) -> list[dict[str, int]]:
     for conversation_id, message_id, seq in reversed(rows):
         if message_id not in seen:
             seen.add(message_id)
-            removals.append({"conversation": conversation_id, "id": message_id, "seq": seq})
+            removals.append(removed_frame(conversation_id, message_id, seq))
     return removals
 
 
@@ -276,8 +281,8 @@ def do_set_suspended(*, moderator: User, user_id: Any, suspended: bool, note: An
         if changed:
             ModerationDecision.objects.create(moderator=moderator, user=user, note=note,
                                               action=Action.SUSPEND if suspended else Action.UNSUSPEND)
-            if suspended:
-                fanout.close_user_sockets(user_id=user.pk, code=CLOSE_SUSPENDED)
+            if suspended:  # and new handshakes are refused with the same 4403 (gateway.auth)
+                fanout.close_user_sockets(user_id=user.pk, code=CLOSE_FORBIDDEN)
     user.refresh_from_db(fields=["suspended_at"])
     return user
 
@@ -297,5 +302,5 @@ def do_set_slow_mode(*, moderator: User, conversation_id: Any, seconds: Any,
         conversation.slow_mode_seconds = seconds
         ModerationDecision.objects.create(moderator=moderator, action=Action.SLOW_MODE, note=note,
                                           conversation=conversation, slow_mode_seconds=seconds)
-        _announce_updated(conversation)  # members' clients learn the new pace
+        announce_updated(conversation)  # members' clients learn the new pace
     return conversation

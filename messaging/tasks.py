@@ -1,24 +1,60 @@
-"""Celery tasks of the messaging app. Tasks take ids and re-read state; names are stable."""
+"""Buffered fan-out for large channels: the batch window and the task that closes it.
+
+messaging.fanout decides which conversations take this path (docs/architecture.md, "Large
+channels"). The send path pays a cache flag and, once per window, an enqueue; a worker then
+publishes the window's messages as one contiguous run.
+
+Invariant: ``fanout_seq`` only moves forward, and a batch always starts right after it, so
+batches are contiguous and in order. Two workers flushing the same channel at once may
+publish overlapping runs; gateways drop what a connection already holds.
+"""
 from __future__ import annotations
+
+import logging
 
 from celery import shared_task
 from django.conf import settings
+from django.core.cache import cache
 
-from . import fanout
-from .events import message_payload
+from . import layer
+from .events import batch_event
 from .models import Conversation, Message
+from .payloads import message_payload
+
+logger = logging.getLogger(__name__)
+
+
+def _pending_key(conversation_id: int) -> str:
+    return f"parley:batch-pending:{conversation_id}"
+
+
+def schedule_channel_batch(conversation_id: int) -> None:
+    """Open a batch window for a large channel unless one is already open.
+
+    The pending flag is cleared by the batch task *before* it reads the store, so a message
+    committed after that read opens a new window: none is stranded. The flag expires on its
+    own, so a lost task only delays delivery until the next message or the gateways' tail
+    check, never loses it.
+    """
+    window = settings.PARLEY_BATCH_WINDOW_MS / 1000
+    try:
+        opened = cache.add(_pending_key(conversation_id), 1, timeout=max(5, int(window * 20)))
+    except Exception:  # noqa: BLE001 - cache down: send a batch for this message alone
+        logger.warning("batch window flag unavailable; flushing at once", exc_info=True)
+        opened, window = True, 0
+    if not opened:
+        return
+    try:
+        flush_channel_batch.apply_async((conversation_id,), countdown=window)
+    except Exception:  # noqa: BLE001 - broker down: the gateways' tail check repairs
+        logger.warning("could not enqueue the batch of conversation %s", conversation_id, exc_info=True)
 
 
 @shared_task(name="parley.fanout.flush_channel_batch", acks_late=True, ignore_result=True)
 def flush_channel_batch(conversation_id: int) -> int:
-    """Publish what a large channel stored since its last batch, as one contiguous run.
-
-    Invariant: ``fanout_seq`` only moves forward, and a batch always starts right after it,
-    so batches are contiguous and in order. Two workers flushing the same channel at once
-    may publish overlapping runs; gateways drop what a connection already holds. Returns the
-    number of messages published.
-    """
-    fanout.batch_window_closed(conversation_id)  # before reading: later messages open a new window
+    """Publish what a large channel stored since its last batch, as one contiguous run;
+    returns the number of messages published."""
+    cache.delete(_pending_key(conversation_id))  # before reading: later messages open a new window
     row = Conversation.objects.filter(pk=conversation_id).values("fanout_seq", "last_seq").first()
     if row is None or row["fanout_seq"] >= row["last_seq"]:
         return 0
@@ -29,10 +65,11 @@ def flush_channel_batch(conversation_id: int) -> int:
     )
     if not messages:
         return 0
-    fanout.publish_batch(conversation_id=conversation_id, messages=[message_payload(m) for m in messages])
+    layer.publish(layer.conversation_group(conversation_id),
+                  batch_event(conversation_id, [message_payload(m) for m in messages]))
     Conversation.objects.filter(pk=conversation_id, fanout_seq__lt=messages[-1].seq).update(
         fanout_seq=messages[-1].seq
     )
     if len(messages) == limit:
-        fanout.schedule_channel_batch(conversation_id)  # more waiting: next window at once
+        schedule_channel_batch(conversation_id)  # more waiting: next window at once
     return len(messages)

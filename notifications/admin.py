@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from django.contrib import admin, messages
 from django.utils.text import Truncator
 
-from . import push
+from .triggers import do_retry_dead_letters
 from .models import NotificationState, PushDeadLetter, PushSubscription
 
 
@@ -71,7 +71,7 @@ class PushDeadLetterAdmin(ReadOnly, admin.ModelAdmin):
 
     @admin.action(description="Retry the selected pushes", permissions=["retry"])
     def retry(self, request, queryset) -> None:
-        result = push.do_retry_dead_letters(queryset)
+        result = do_retry_dead_letters(queryset)
         if result.retried:
             self.message_user(request, f"{result.retried} push(es) sent for another try.", messages.SUCCESS)
         if result.dropped:

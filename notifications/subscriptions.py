@@ -5,7 +5,7 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 
-from messaging.actions import access_device
+from messaging.access import access_device
 from messaging.errors import Conflict, NotFound
 from messaging.models import User
 

@@ -1,6 +1,6 @@
 """Degraded mode in the admin: the measured state, read-only, and the override an operator sets.
 
-Saving goes through messaging.degraded.do_set_override (which logs who forced what); the
+Saving goes through ops.degraded.do_set_override (which logs who forced what); the
 gateways pick the change up within a tick (PARLEY_GATEWAY_TICK_SECONDS).
 """
 from __future__ import annotations
@@ -8,8 +8,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.utils.html import format_html, format_html_join
 
-from messaging import degraded
-
+from . import degraded
 from .models import DegradedModeOverride
 
 

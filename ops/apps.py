@@ -6,6 +6,9 @@ class OpsConfig(AppConfig):
     verbose_name = "Operations"
 
     def ready(self) -> None:
-        # Celery signal handlers (enqueue timestamps for queue lag, task ids in the logs) must
-        # be connected in every process that publishes or runs tasks.
-        from . import queues  # noqa: F401
+        # Celery signal handlers (enqueue timestamps for queue lag, task ids in the logs) and
+        # the observers of the core and the tasks must be connected in every process that
+        # writes, publishes or runs tasks.
+        from . import observers, queues  # noqa: F401
+
+        observers.connect()

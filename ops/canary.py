@@ -23,12 +23,13 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db import IntegrityError
 
-from messaging import metrics
 from messaging.accounts import issue_token
-from messaging.actions import do_create_group
-from messaging.client import Delivery, ParleyClient
+from messaging.conversations import do_create_group
 from messaging.devices import do_register_device
 from messaging.models import Conversation, Device, Membership, User
+
+from . import metrics
+from .client import Delivery, ParleyClient
 
 logger = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """What an operator sets by hand. The measured state of degraded mode lives in the cache
-(messaging.degraded); only the override is stored, so it survives restarts of Redis and
+(ops.degraded); only the override is stored, so it survives restarts of Redis and
 of every process."""
 from __future__ import annotations
 

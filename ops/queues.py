@@ -25,7 +25,7 @@ import structlog
 from celery.signals import before_task_publish, task_postrun, task_prerun
 from django.conf import settings
 
-from messaging import metrics
+from . import metrics
 
 logger = logging.getLogger(__name__)
 

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 from typing import Any, TypedDict
 
-from messaging.actions import access_message
+from messaging.access import access_message, as_id
 from messaging.errors import Forbidden, NotFound
-from messaging.events import MessagePayload, UserPayload, message_payload, user_payload
-from messaging.models import Membership, Message, User
-
-MODERATE_PERMISSION = "messaging.moderate_message"
+from messaging.models import MODERATE_PERMISSION, Membership, Message, User
+from messaging.payloads import MessagePayload, UserPayload, message_payload, user_payload
 
 
 class RecipientState(TypedDict):
@@ -38,7 +36,7 @@ def access_message_info(user: User, message_id: Any) -> Message:
     except NotFound:
         if not user.has_perm(MODERATE_PERMISSION):
             raise
-        message = Message.objects.select_related("sender").filter(pk=int(message_id)).first()
+        message = Message.objects.select_related("sender").filter(pk=as_id(message_id)).first()
         if message is None:
             raise
         return message

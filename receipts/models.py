@@ -1,10 +1,47 @@
 """Per-device ack cursors. The per-user watermarks live on messaging.Membership.
 
 A device's ack cursor in a conversation is the highest seq it has confirmed receiving with
-everything before it. It only moves forward (receipts.watermarks enforces it with GREATEST).
+everything before it. It only moves forward: :meth:`DeviceCursorManager.raise_cursors` is
+the one writer, and it writes ``GREATEST``.
 """
-from django.db import models
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from django.db import connection, models
 from django.db.models import Q
+
+from messaging.models import greatest_sql
+
+
+class DeviceCursorManager(models.Manager["DeviceCursor"]):
+    def raise_cursors(self, cursors: Mapping[tuple[int, Any], int]) -> None:
+        """Raise ack cursors, ``(conversation_id, device_id) -> seq``, in one statement.
+
+        An upsert whose conflict branch keeps ``GREATEST(stored, proposed)``: a stale or
+        reordered ack never lowers a cursor. Rows are written in key order, so two batches
+        touching the same cursors lock them in the same order.
+        """
+        if not cursors:
+            return
+        table = self.model._meta.db_table
+        device_id = self.model._meta.get_field("device").target_field  # type: ignore[union-attr]
+        greatest = greatest_sql()
+        rows = ", ".join(["(%s, %s, %s, CURRENT_TIMESTAMP)"] * len(cursors))
+        params: list[Any] = []
+        for (conversation_id, device), seq in sorted(cursors.items(), key=lambda item: (item[0][0], str(item[0][1]))):
+            params += [conversation_id, device_id.get_db_prep_value(device, connection), seq]
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {table} (conversation_id, device_id, ack_seq, updated_at) VALUES {rows} "
+                f"ON CONFLICT (conversation_id, device_id) DO UPDATE SET "
+                f"ack_seq = {greatest}({table}.ack_seq, excluded.ack_seq), updated_at = excluded.updated_at",
+                params,
+            )
+
+    def of_device(self, device_id: Any) -> dict[int, int]:
+        """The device's stored cursors: conversation id -> ack seq."""
+        return dict(self.filter(device_id=device_id).values_list("conversation_id", "ack_seq"))
 
 
 class DeviceCursor(models.Model):
@@ -12,6 +49,8 @@ class DeviceCursor(models.Model):
     device = models.ForeignKey("messaging.Device", on_delete=models.CASCADE, related_name="cursors")
     ack_seq = models.BigIntegerField(default=0)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = DeviceCursorManager()
 
     class Meta:
         constraints = [

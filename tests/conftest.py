@@ -51,7 +51,7 @@ def fresh_channel_layer():
 def gateway_tick_driven_by_tests(settings):
     """The gateway's once-a-second tick evaluates degraded mode from shared signals, which are
     noise here (test sockets never ack, no worker drains the broker): a test that needs a
-    tick runs ``messaging.gateway.process.gateway.tick()`` itself."""
+    tick runs ``gateway.process.gateway.tick()`` itself."""
     settings.PARLEY_GATEWAY_TICK_SECONDS = 3600
 
 
@@ -111,7 +111,7 @@ def make_device(db):
 
 @pytest.fixture
 def make_group(db):
-    from messaging.actions import do_create_group
+    from messaging.conversations import do_create_group
 
     def make(owner, members=(), title="team", **kw):
         return do_create_group(creator=owner, title=title, member_ids=[m.pk for m in members], **kw).conversation

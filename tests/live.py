@@ -96,7 +96,7 @@ class RedisServer:
 
 
 class Gateway:
-    """One daphne process serving Parley on the test database."""
+    """One gateway process (daphne, `python -m gateway`) serving Parley on the test database."""
 
     def __init__(self, redis_url: str, extra_env: dict[str, str] | None = None) -> None:
         self.port = free_port()
@@ -113,7 +113,7 @@ class Gateway:
     def start(self) -> None:
         env = {**os.environ, **_service_env(self.redis_url), **self.extra_env}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "chatproject.asgi:application"],
+            [sys.executable, "-m", "gateway", "-b", "127.0.0.1", "-p", str(self.port), "chatproject.asgi:application"],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=self._log,
         )
         try:

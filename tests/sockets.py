@@ -55,9 +55,9 @@ class Socket:
 
 @pytest.fixture
 async def open_socket():
-    """Open sockets to the in-process ASGI app; at teardown close them and stop the process hub
-    in this test's event loop (the next test runs in a new loop)."""
-    from messaging.gateway.hub import hub
+    """Open sockets to the in-process ASGI app; at teardown close them and stop the gateway
+    runtime of this test's event loop (the next test runs in a new loop, with a new runtime)."""
+    from gateway import runtime
 
     opened: list[Socket] = []
 
@@ -85,4 +85,6 @@ async def open_socket():
             await socket.close()
         except Exception:  # noqa: BLE001 - already closed by the server or the test
             pass
-    await hub.stop()
+    gateway = runtime.running(asyncio.get_running_loop())
+    if gateway is not None:
+        await gateway.stop()

@@ -113,7 +113,7 @@ def cpu_ms_per_msg(before: dict[str, float], after: dict[str, float], messages: 
 def make_cohort(tag: str, groups: int, size: int, channel_of_all: bool = False,
                 kind: str = "group") -> tuple[list[dict[str, Any]], dict[int, int]]:
     """Users with one device each, in ``groups`` conversations of ``size``; (members, last seqs)."""
-    from messaging.actions import do_create_group
+    from messaging.conversations import do_create_group
     from messaging.models import Conversation, Device as DeviceRow, User
 
     n = groups * size

@@ -20,7 +20,7 @@ def fresh_cache():
 @pytest.fixture
 def send(db):
     """Store a message through the one write path; returns its payload."""
-    from messaging.actions import do_send_message
+    from messaging.send import do_send_message
 
     counter = itertools.count(1)
 

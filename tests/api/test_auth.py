@@ -5,7 +5,7 @@ from django.test import override_settings
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from messaging import fanout
+from messaging import layer
 
 PASSWORD = "pw-Parley-123"
 
@@ -162,7 +162,7 @@ def test_logout_ends_the_session_revokes_the_token_and_closes_the_users_sockets(
     user = make_user("pia")
     client = APIClient()
     token = client.post("/api/v1/auth/login", {"username": "pia", "password": PASSWORD}, format="json").json()["token"]
-    sockets = listen(fanout.user_group(user.pk))
+    sockets = listen(layer.user_group(user.pk))
     with django_capture_on_commit_callbacks(execute=True):
         assert client.post("/api/v1/auth/logout").status_code == 204
     assert sockets.next()["type"] == "socket.close"

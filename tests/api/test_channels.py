@@ -1,5 +1,5 @@
 """GET /api/v1/channels: the public channel directory."""
-from messaging.actions import do_create_group, do_join_channel
+from messaging.conversations import do_create_group, do_join_channel
 
 
 def channel(owner, title, *, public=True, members=()):

@@ -1,7 +1,7 @@
 import pytest
 from django.test import override_settings
 
-from messaging.actions import do_create_group
+from messaging.conversations import do_create_group
 
 
 def create(client, **payload):
@@ -180,12 +180,12 @@ def test_members_carry_a_presence_snapshot_for_members_of_small_conversations_on
                                                                                 settings):
     from django.core.cache import cache
 
-    from messaging.gateway import presence
+    from messaging import presence
 
     cache.clear()
     owner, member = make_user(), make_user()
     group = make_group(owner, [member])
-    presence._change_count(owner.pk, 1)  # owner has a greeted socket somewhere
+    presence.change_count(owner.pk, 1)  # owner has a greeted socket somewhere
     online = {m["user"]["id"]: m["online"]
               for m in api.as_user(member).get(f"/api/v1/conversations/{group.pk}/members").json()["results"]}
     assert online == {owner.pk: True, member.pk: False}

@@ -4,7 +4,7 @@ import uuid
 import pytest
 from django.test import override_settings
 
-from messaging import fanout
+from messaging import layer
 from notifications.models import PushSubscription
 
 P256DH = base64.urlsafe_b64encode(b"\x04" + bytes(range(64))).decode().rstrip("=")
@@ -52,7 +52,7 @@ def test_deleting_a_device_closes_its_sockets(api, make_user, make_device, liste
                                               django_capture_on_commit_callbacks):
     me = make_user()
     device = make_device(me)
-    sockets = listen(fanout.device_group(device.pk))
+    sockets = listen(layer.device_group(device.pk))
     with django_capture_on_commit_callbacks(execute=True):
         assert api.as_user(me).delete(f"/api/v1/devices/{device.pk}").status_code == 204
     event = sockets.next()

@@ -1,7 +1,7 @@
 import pytest
 from django.test import override_settings
 
-from messaging import health
+from ops import health
 
 # Nothing listens on port 1, so this layer can never connect.
 DEAD_LAYER = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer",

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from messaging import fanout
+from messaging import layer
 from messaging.models import Flag, Message, ModerationDecision
 
 SECRET = "buy followers at spam.example"
@@ -47,7 +47,7 @@ def test_the_queue_lists_open_flags_with_message_conversation_and_reporter(api, 
 
 def test_removing_through_the_queue_tombstones_the_message_and_tells_the_members(
         api, moderator, reported, listen, django_capture_on_commit_callbacks):
-    members = listen(fanout.conversation_group(reported["group"].pk))
+    members = listen(layer.conversation_group(reported["group"].pk))
     with django_capture_on_commit_callbacks(execute=True):
         response = resolve(api.as_user(moderator), reported["flag"]["id"], action="remove_message", note="spam")
     assert response.status_code == 200

@@ -1,7 +1,7 @@
 import pytest
 from django.contrib.auth.models import Permission
 
-from messaging import fanout
+from messaging import layer
 
 
 @pytest.fixture
@@ -38,7 +38,7 @@ def test_watermarks_never_move_back_and_stop_at_the_last_seq(api, trio, send):
 def test_a_read_advance_is_announced_after_commit(api, trio, send, listen, django_capture_on_commit_callbacks):
     owner, first, _second, group = trio
     send(owner, group)
-    room = listen(fanout.conversation_group(group.pk))
+    room = listen(layer.conversation_group(group.pk))
     with django_capture_on_commit_callbacks(execute=True):
         mark(api.as_user(first), group, "read", seq=1)
     event = room.next()

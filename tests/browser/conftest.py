@@ -147,7 +147,7 @@ def screenshot(page: Page, name: str) -> None:
 
 def seed(conversation, *lines: tuple) -> None:
     """Store (sender, body) messages through the one write path, before any page opens."""
-    from messaging.actions import do_send_message
+    from messaging.send import do_send_message
 
     for n, (sender, body) in enumerate(lines):
         do_send_message(sender=sender, conversation_id=conversation.pk, client_msg_id=f"seed-{conversation.pk}-{n}",
@@ -155,6 +155,6 @@ def seed(conversation, *lines: tuple) -> None:
 
 
 def direct(a, b):
-    from messaging.actions import do_get_or_create_direct
+    from messaging.conversations import do_get_or_create_direct
 
     return do_get_or_create_direct(creator=a, other_user_id=b.pk).conversation

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 
-from messaging.actions import do_create_group
+from messaging.conversations import do_create_group
 
 from .conftest import bubbles, conversation_link, direct, message_with, open_app, screenshot, seed, send
 

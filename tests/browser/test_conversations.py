@@ -55,7 +55,7 @@ def test_a_new_group_and_a_joined_channel_show_up_live_for_everyone_in_them(peop
 
 
 def test_older_conversations_load_as_the_list_is_scrolled_each_once(people, signed_in, settings):
-    from messaging.actions import do_create_group
+    from messaging.conversations import do_create_group
 
     alice_user, bob_user = people["alice"], people["bob"]
     page_size = settings.PARLEY_CONVERSATIONS_PAGE_SIZE

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 
-from messaging.actions import do_create_group
+from messaging.conversations import do_create_group
 from messaging.models import Message
 from messaging.moderation import do_flag_message
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 from channels.db import database_sync_to_async
 
-from messaging.actions import do_add_members, do_remove_member, do_send_message
+from messaging.conversations import do_add_members, do_remove_member
+from messaging.send import do_send_message
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -325,8 +326,8 @@ async def test_a_gap_seen_by_every_socket_of_a_process_is_read_from_the_store_on
     make_user, make_device, make_group, open_socket, monkeypatch
 ):
     """A lost doorbell: five sockets find the same gap at once; one read fills all of them."""
+    from gateway import runtime
     from messaging import fanout
-    from messaging.gateway.fills import fills
 
     alice = await database_sync_to_async(make_user)("alice")
     others = [await database_sync_to_async(make_user)(f"u{i}") for i in range(5)]
@@ -337,6 +338,7 @@ async def test_a_gap_seen_by_every_socket_of_a_process_is_read_from_the_store_on
     monkeypatch.setattr(fanout, "message_stored", lambda **kwargs: None)  # seq 1's doorbell is lost
     await send(sender=alice, conversation_id=group.pk, client_msg_id="lost", body="one")
     monkeypatch.setattr(fanout, "message_stored", publish)
+    fills = (await runtime.current()).fills
     reads_before = fills.reads
     await send(sender=alice, conversation_id=group.pk, client_msg_id="rings", body="two")
 

@@ -6,7 +6,8 @@ import asyncio
 import pytest
 from channels_redis.core import RedisChannelLayer
 
-from messaging.gateway.hub import GatewayHub
+from gateway.db import DatabaseThreads
+from gateway.hub import GatewayHub
 from tests.live import RedisServer
 
 pytestmark = pytest.mark.redis
@@ -25,7 +26,7 @@ def two_servers():
 async def test_the_hub_notices_a_restart_of_a_server_that_does_not_hold_its_channel(two_servers, monkeypatch):
     """Only the server holding the hub's own channel makes its receive fail; the groups on
     the other one would be forgotten silently (until the hourly refresh) without this check."""
-    hub = GatewayHub()
+    hub = GatewayHub(db=DatabaseThreads(1), on_receipts=lambda event: None)
     layer = RedisChannelLayer(hosts=[server.url for server in two_servers])
     monkeypatch.setattr(GatewayHub, "layer", layer, raising=False)
     assert await hub._a_shard_restarted() is False  # first look: nothing to compare with

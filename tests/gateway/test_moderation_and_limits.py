@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from channels.db import database_sync_to_async
 
-from messaging.actions import do_send_message
+from messaging.send import do_send_message
 from messaging.moderation import do_flag_message, do_resolve_flag, do_set_suspended
 
 pytestmark = pytest.mark.django_db(transaction=True)

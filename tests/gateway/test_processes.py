@@ -1,5 +1,5 @@
 """Delivery under churn, across real processes: daphne gateways on PostgreSQL and a private Redis,
-driven by the reference client (messaging.client)."""
+driven by the reference client (ops.client)."""
 from __future__ import annotations
 
 import asyncio
@@ -11,7 +11,7 @@ import pytest
 from channels.db import database_sync_to_async
 from rest_framework.authtoken.models import Token
 
-from messaging.client import ParleyClient
+from ops.client import ParleyClient
 from tests.live import CeleryWorker, Gateway, gateways, redis_server  # noqa: F401 - gateways, redis_server: fixtures
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.django_db(transaction=True)]

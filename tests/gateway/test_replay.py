@@ -5,8 +5,8 @@ import pytest
 from channels.db import database_sync_to_async
 from django.db import connections
 
-from messaging.actions import do_send_message
-from receipts.watermarks import upsert_ack_cursors
+from messaging.send import do_send_message
+from receipts.models import DeviceCursor
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -20,7 +20,7 @@ def five_conversations(make_user, make_device, make_group):
     for group in groups:
         for i in range(120):
             do_send_message(sender=alice, conversation_id=group.pk, client_msg_id=f"{group.pk}-{i}", body=f"{i}")
-    upsert_ack_cursors(device.pk, {g.pk: 20 for g in groups})
+    DeviceCursor.objects.raise_cursors({(g.pk, device.pk): 20 for g in groups})
     connections.close_all()
     return bob, device, groups
 

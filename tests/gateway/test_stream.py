@@ -2,7 +2,7 @@
 what a connection sends is strictly increasing and gap-free from its resume point."""
 from hypothesis import given, settings as hsettings, strategies as st
 
-from messaging.gateway.stream import Action, ConnectionStreams
+from gateway.stream import Action, ConnectionStreams
 
 
 def run(streams: ConnectionStreams, conversation_id: int, arrivals: list[int], store_last: int) -> list[int]:

@@ -6,8 +6,9 @@ from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
-from messaging import fanout
-from messaging.actions import do_add_members, do_send_message
+from messaging.layer import conversation_group
+from messaging.conversations import do_add_members
+from messaging.send import do_send_message
 from messaging.models import Conversation
 from messaging.tasks import flush_channel_batch
 
@@ -29,7 +30,7 @@ def held_batches(monkeypatch):
 def listen(conversation_id: int):
     layer = get_channel_layer()
     channel = async_to_sync(layer.new_channel)()
-    async_to_sync(layer.group_add)(fanout.conversation_group(conversation_id), channel)
+    async_to_sync(layer.group_add)(conversation_group(conversation_id), channel)
 
     def drain() -> list[dict]:
         events = []

@@ -11,7 +11,7 @@ from django.db import connection
 from django.db.migrations.loader import MigrationLoader
 
 from messaging import moderation
-from messaging.actions import do_send_message
+from messaging.send import do_send_message
 from messaging.errors import Conflict, Forbidden, Invalid, NotFound, RateLimited
 from messaging.models import Flag, Message, ModerationDecision
 from messaging.moderation import (
@@ -239,7 +239,7 @@ def test_in_slow_mode_each_member_sends_one_message_per_period(flagged, monkeypa
 def test_moderators_and_staff_are_exempt_from_slow_mode_when_the_setting_says_so(flagged, make_user, settings):
     group, moderator = flagged["group"], flagged["moderator"]
     staff = make_user(is_staff=True)
-    from messaging.actions import do_add_members
+    from messaging.conversations import do_add_members
 
     do_add_members(actor=flagged["sender"], conversation_id=group.pk, user_ids=[moderator.pk, staff.pk])
     do_set_slow_mode(moderator=moderator, conversation_id=group.pk, seconds=60)
@@ -288,4 +288,4 @@ def test_a_device_learns_at_its_next_hello_what_was_removed_since_its_last(flagg
     do_resolve_flag(moderator=flagged["moderator"], flag_id=flagged["flags"][0].pk, action="remove_message")
     message = flagged["message"]
     assert removals_to_replay(device=device) == [
-        {"conversation": flagged["group"].pk, "id": message.pk, "seq": message.seq}]
+        {"type": "message.removed", "conversation": flagged["group"].pk, "id": message.pk, "seq": message.seq}]

@@ -1,4 +1,4 @@
-from messaging.actions import do_send_message
+from messaging.send import do_send_message
 
 
 def test_first_send_gets_seq_one_and_a_retry_returns_it(make_user, make_group):

@@ -19,12 +19,13 @@ import pytest
 from hypothesis import settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule, run_state_machine_as_test
 
-from messaging.actions import do_create_group, do_send_message
+from messaging.conversations import do_create_group
+from messaging.send import do_send_message
 from messaging.errors import Conflict
-from messaging.events import conversation_payload
+from messaging.payloads import conversation_payload
 from messaging.models import Conversation, Device, Membership, Message, User
 from receipts.models import DeviceCursor
-from receipts.watermarks import do_mark_delivered, do_mark_read, upsert_ack_cursors
+from receipts.watermarks import do_mark_delivered, do_mark_read
 
 USERS, DEVICES_PER_USER = 3, 2
 _examples = itertools.count()
@@ -110,7 +111,7 @@ class SendsAndReceipts(RuleBasedStateMachine):
         # A gateway acks only what it delivered, so never past last_seq; reordered flushes are stale.
         device = self.devices[who][device]
         seq = min(seq, self.last_seq)
-        upsert_ack_cursors(device.pk, {self.conversation.pk: seq})
+        DeviceCursor.objects.raise_cursors({(self.conversation.pk, device.pk): seq})
         self.cursors[device.pk] = max(self.cursors[device.pk], seq)
 
     # --- Invariants, checked after every step -----------------------------------------------

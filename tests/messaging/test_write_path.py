@@ -1,4 +1,4 @@
-"""The durable write path: messaging.actions.do_send_message and allocate_seq.
+"""The durable write path: messaging.send.do_send_message and allocate_seq.
 
 What is proven here (issue 2, "Done when"): seqs are gap-free under racing writers and
 retries, a failed transaction burns no seq, each numbered idempotency case of the
@@ -17,8 +17,9 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import IntegrityError, OperationalError, connection, connections, transaction
 
-from messaging import fanout
-from messaging.actions import do_add_members, do_create_group, do_remove_member, do_send_message
+from messaging import layer
+from messaging.conversations import do_add_members, do_create_group, do_remove_member
+from messaging.send import do_send_message
 from messaging.errors import Conflict, NotFound
 from messaging.models import Conversation, Device, Membership, Message, User
 
@@ -379,7 +380,7 @@ def conversation_listener(layer_kind):
     listeners = []
 
     def listen(conversation: Conversation) -> GroupListener:
-        listeners.append(GroupListener(fanout.conversation_group(conversation.pk)))
+        listeners.append(GroupListener(layer.conversation_group(conversation.pk)))
         return listeners[-1]
 
     yield listen

@@ -14,7 +14,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from asgiref.sync import async_to_sync
 from celery.app.task import Task
 from celery.signals import task_retry
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -127,7 +126,7 @@ def subscribe(api, make_device, push_service):
 @pytest.fixture
 def send(django_capture_on_commit_callbacks):
     """Store a message through the write path and run what its commit schedules."""
-    from messaging.actions import do_send_message
+    from messaging.send import do_send_message
 
     counter = iter(range(1, 10**9))
 
@@ -153,9 +152,9 @@ def read(django_capture_on_commit_callbacks):
 
 def come_online(user) -> None:
     """A greeted socket of the user's opens on some gateway."""
-    from messaging.gateway import presence
+    from messaging import presence
 
-    async_to_sync(presence.came_online)(user.pk)
+    presence.change_count(user.pk, 1)
 
 
 def age(conversation, seconds: float) -> None:

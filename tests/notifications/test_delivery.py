@@ -6,7 +6,7 @@ import pytest
 from django.urls import reverse
 
 from notifications.models import PushDeadLetter, PushSubscription
-from notifications.push import retry_countdown
+from notifications.delivery import retry_countdown
 
 pytestmark = pytest.mark.django_db
 

@@ -73,7 +73,7 @@ def test_a_message_after_the_burst_starts_the_next_burst(team, subscribe, send, 
 
 def test_a_direct_message_is_titled_with_the_sender_and_its_preview_is_truncated(
         make_user, subscribe, send, worker, push_service, settings):
-    from messaging.actions import do_get_or_create_direct
+    from messaging.conversations import do_get_or_create_direct
 
     settings.PARLEY_PUSH_PREVIEW_CHARS = 20
     alice, bob = make_user("alice", display_name="Alice"), make_user("bob")

@@ -1,10 +1,11 @@
 """Fixtures for operations: a scraper for /metrics, a clock the tests move, a clean degraded state.
 
 The gateway's once-a-second tick is off in tests (tests/conftest.py): these run
-``gateway.tick(now=...)`` themselves, so time moves only when a test says so.
+:func:`tick` themselves, so time moves only when a test says so.
 """
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 
 import pytest
@@ -13,8 +14,8 @@ from django.core.cache import cache
 from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 
-from messaging import degraded
-from messaging.gateway.process import gateway
+from gateway import runtime
+from ops import degraded
 
 
 class Clock:
@@ -72,21 +73,28 @@ def metrics() -> Metrics:
 
 @pytest.fixture(autouse=True)
 def controlled_operations():
+    """No shared degraded state carries over (each test's gateway runtime starts at level 0)."""
     cache.clear()
     degraded.refresh()
-    gateway.mode = degraded.Mode()
     yield
     cache.clear()
     degraded.refresh()
-    gateway.mode = degraded.Mode()
+
+
+async def tick(**kwargs) -> degraded.Mode:
+    """One tick of this test's gateway runtime (``now=`` moves the wall clock it judges by)."""
+    return await (await runtime.current()).tick(**kwargs)
 
 
 @pytest.fixture
-def clock(monkeypatch) -> Clock:
-    """The gateway's monotonic clock (ack timing), under the test's control."""
+async def clock():
+    """The gateway runtime's monotonic clock (ack timing), under the test's control."""
     clock = Clock()
-    monkeypatch.setattr(gateway, "clock", clock)
-    return clock
+    (await runtime.current()).clock = clock
+    yield clock
+    gateway = runtime.running(asyncio.get_running_loop())
+    if gateway is not None:
+        await gateway.stop()
 
 
 async def settled(*sockets) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from messaging.gateway.acktiming import AckTracker
+from ops.acktiming import AckTracker
 
 
 def test_one_cumulative_ack_answers_every_frame_up_to_its_seq():

@@ -7,8 +7,9 @@ import random
 import pytest
 from channels.db import database_sync_to_async
 
-from messaging.actions import do_send_message
-from messaging.gateway.admission import ReplayAdmission, admission
+from messaging.send import do_send_message
+from gateway import runtime
+from ops.admission import ReplayAdmission
 
 from .conftest import Clock
 
@@ -106,6 +107,7 @@ async def test_in_a_reconnect_storm_the_client_with_the_smallest_gap_is_ready_fi
         assert sum(len(p["messages"]) for p in pages) == 30 - cursor
         ready.append(30 - cursor)
 
+    admission = (await runtime.current()).admission
     async with admission.slot(behind=1):  # the storm arrives while the budget is busy
         hellos = [asyncio.create_task(hello(i, cursor)) for i, cursor in enumerate((0, 29, 20))]
         while admission.waiting < 3:

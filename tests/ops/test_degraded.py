@@ -5,13 +5,13 @@ import pytest
 from channels.db import database_sync_to_async
 from django.urls import reverse
 
-from messaging import degraded
-from messaging.actions import do_send_message
-from messaging.degraded import RECEIPTS, TYPING, Signals, State, Thresholds, Window, evaluate, publish, step
-from messaging.gateway.process import gateway
+from ops import degraded
+from messaging.send import do_send_message
+from gateway.telemetry import ProcessCounts
+from ops.degraded import RECEIPTS, TYPING, Signals, State, Thresholds, Window, evaluate, publish, step
 from ops.models import DegradedModeOverride
 
-from .conftest import settled
+from .conftest import settled, tick
 
 T = Thresholds(ack_timeout_ratio=0.02, ack_timeout_ratio_exit=0.01, min_acks=50, queue_lag=10, queue_lag_exit=5,
                disconnect_ratio=0.10, disconnect_ratio_exit=0.05, min_disconnects=100,
@@ -53,9 +53,9 @@ def test_too_few_samples_are_no_signal_at_all():
 
 def test_a_tick_lagging_over_the_threshold_counts_as_a_late_tick(settings):
     settings.PARLEY_DEGRADED_GATEWAY_LAG_MS = 500
-    process = type(gateway)()
+    process = ProcessCounts()
     for lag in (0.01, 0.2, 0.6, 2.0):
-        process.note_lag(lag)
+        process.tick(lag)
     counts = process.window.take(sockets=0)
     assert (counts["ticks"], counts["late_ticks"]) == (4, 2)
 
@@ -127,7 +127,7 @@ async def test_degraded_mode_stops_typing_frames_but_never_messages_and_clients_
     await settled(a, b)
     t = 10_000.1
     await evaluate_async(now=t, signals=HOT)
-    await gateway.tick(now=t + 0.2)  # the gateways adopt the shared state
+    await tick(now=t + 0.2)  # the gateways adopt the shared state
     assert (await a.recv_type("degraded"))["shed"] == ["typing", "presence"]
     assert (await b.recv_type("degraded"))["shed"] == ["typing", "presence"]
 
@@ -138,7 +138,7 @@ async def test_degraded_mode_stops_typing_frames_but_never_messages_and_clients_
 
     await evaluate_async(now=t + 1, signals=CALM)
     await evaluate_async(now=t + 31, signals=CALM)
-    await gateway.tick(now=t + 31.5)
+    await tick(now=t + 31.5)
     assert (await b.recv_type("degraded"))["shed"] == []
     await a.send({"type": "typing", "conversation": group.pk})
     assert (await b.recv_type("typing"))["user"] == alice.pk
@@ -157,7 +157,7 @@ async def test_receipt_broadcasts_wait_at_level_two_and_go_out_with_the_latest_m
     t = 20_000.1
     await evaluate_async(now=t, signals=HOT)
     await evaluate_async(now=t + 10, signals=HOT)
-    await gateway.tick(now=t + 10.5)
+    await tick(now=t + 10.5)
     assert (await a.recv_type("degraded"))["shed"] == ["typing", "presence", "receipts"]
 
     for seq in (1, 2):
@@ -168,7 +168,7 @@ async def test_receipt_broadcasts_wait_at_level_two_and_go_out_with_the_latest_m
 
     await evaluate_async(now=t + 11, signals=CALM)
     await evaluate_async(now=t + 41, signals=CALM)
-    await gateway.tick(now=t + 41.5)
+    await tick(now=t + 41.5)
     assert (await a.recv_type("degraded"))["shed"] == ["typing", "presence"]
     receipt = await a.recv_type("receipt")
     assert (receipt["user"], receipt["read_seq"], receipt["delivered_seq"]) == (bob.pk, 2, 2)
@@ -179,7 +179,7 @@ async def test_receipt_broadcasts_wait_at_level_two_and_go_out_with_the_latest_m
 async def test_a_client_saying_hello_while_degraded_is_told_after_ready(trio, open_socket):
     group, [_, _, (carol, carol_phone)] = trio
     await evaluate_async(now=30_000.1, signals=HOT)
-    await gateway.tick(now=30_000.5)
+    await tick(now=30_000.5)
     c = await open_socket(carol, carol_phone, hello=False)
     await c.hello()
     assert (await c.recv_type("degraded"))["shed"] == ["typing", "presence"]

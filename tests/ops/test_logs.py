@@ -56,7 +56,7 @@ def test_a_line_logged_while_serving_a_request_carries_the_request_id(log_lines)
 
 @pytest.mark.django_db(transaction=True)
 async def test_lines_logged_for_a_socket_carry_its_connection_user_and_device(trio, open_socket, log_lines):
-    lines = log_lines("messaging.gateway.process")
+    lines = log_lines("gateway.runtime")
     group, [(alice, alice_phone), *_] = trio
     socket = await open_socket(alice, alice_phone)
     await socket.close()

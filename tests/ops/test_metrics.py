@@ -12,11 +12,10 @@ import pytest
 from channels.db import database_sync_to_async
 from django.test import Client
 
-from messaging.actions import do_send_message
-from messaging.gateway.process import gateway
+from messaging.send import do_send_message
 from messaging.tasks import flush_channel_batch
 
-from .conftest import settled
+from .conftest import settled, tick
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -129,7 +128,7 @@ async def test_acks_that_do_not_come_within_the_timeout_count_as_timeouts(trio, 
     await b.send({"type": "ping"})
     await b.recv_type("pong")
     clock.advance(5)
-    await gateway.tick()  # seqs 2 and 3: no ack within 2 s
+    await tick()  # seqs 2 and 3: no ack within 2 s
     await b.send({"type": "ack", "conversation": group.pk, "seq": 3})  # too late to count
     await b.send({"type": "ping"})
     await b.recv_type("pong")
@@ -147,24 +146,24 @@ def test_metrics_need_the_bearer_token_when_one_is_set(db, settings):
 
 
 def test_push_attempts_are_counted_by_outcome(db, monkeypatch, metrics):
-    from notifications import push
+    from notifications import delivery
     from notifications.tasks import deliver
 
-    monkeypatch.setattr(push, "prepare_delivery", lambda **kw: object())
-    monkeypatch.setattr(push, "record_dead_letter", lambda *a, **kw: None)
-    monkeypatch.setattr(push, "forget_subscription", lambda **kw: None)
+    monkeypatch.setattr(delivery, "prepare_delivery", lambda **kw: object())
+    monkeypatch.setattr(delivery, "record_dead_letter", lambda *a, **kw: None)
+    monkeypatch.setattr(delivery, "forget_subscription", lambda **kw: None)
     metrics.take()
 
     def attempt(outcome: Exception | None) -> str:
         def send(delivery):
             if outcome is not None:
                 raise outcome
-        monkeypatch.setattr(push, "send", send)
-        return deliver.apply(args=(1, 1, push.MESSAGE, 0)).get()
+        monkeypatch.setattr(delivery, "send", send)
+        return deliver.apply(args=(1, 1, delivery.MESSAGE, 0)).get()
 
     assert attempt(None) == "sent"
-    assert attempt(push.SubscriptionGone("410")) == "gone"
-    assert attempt(push.PushFailed("400 bad request", retryable=False)) == "dead-letter"
+    assert attempt(delivery.SubscriptionGone("410")) == "gone"
+    assert attempt(delivery.PushFailed("400 bad request", retryable=False)) == "dead-letter"
     assert metrics.delta("parley_push_deliveries_total", outcome="sent") == 1
     assert metrics.delta("parley_push_deliveries_total", outcome="gone") == 1
     assert metrics.delta("parley_push_deliveries_total", outcome="failed") == 1
@@ -175,7 +174,7 @@ def _process(directory: Path, body: str, *, wait: bool = True) -> subprocess.Pop
     script = textwrap.dedent("""
         import django, sys, time
         django.setup()
-        from messaging import metrics
+        from ops import metrics
     """) + textwrap.dedent(body)
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory), "DJANGO_SETTINGS_MODULE": "chatproject.settings"}
     env.pop("DATABASE_URL", None)

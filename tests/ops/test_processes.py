@@ -10,7 +10,7 @@ import pytest
 import websockets
 from rest_framework.authtoken.models import Token
 
-from messaging.client import ParleyClient
+from ops.client import ParleyClient
 from messaging.models import Message
 from ops import canary
 from ops.tasks import canary_run

@@ -8,7 +8,7 @@ import pytest
 from kombu import Queue
 
 from chatproject.celery import app
-from messaging import degraded
+from ops import degraded
 from ops import queues
 
 pytestmark = pytest.mark.redis

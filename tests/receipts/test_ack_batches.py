@@ -5,9 +5,11 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 
-from messaging import fanout
-from messaging.actions import do_remove_member, do_send_message
-from messaging.gateway.ackbatch import AckBatcher
+from messaging.layer import conversation_group
+from messaging.conversations import do_remove_member
+from messaging.send import do_send_message
+from gateway.ackbatch import AckBatcher
+from gateway.db import DatabaseThreads
 from messaging.models import Membership
 from receipts.models import DeviceCursor
 from receipts.watermarks import record_acks
@@ -66,8 +68,8 @@ async def test_one_flush_publishes_one_receipts_event_per_conversation_for_every
     group, _, bob, carol, phone, _, carols = chat
     layer = get_channel_layer()
     channel = await layer.new_channel()
-    await layer.group_add(fanout.conversation_group(group.pk), channel)
-    batcher = AckBatcher()
+    await layer.group_add(conversation_group(group.pk), channel)
+    batcher = AckBatcher(db=DatabaseThreads(2))
     batcher.add(user_id=bob.pk, device_id=phone.pk, conversation_id=group.pk, seq=5)
     batcher.add(user_id=carol.pk, device_id=carols.pk, conversation_id=group.pk, seq=3)
     await batcher.flush()

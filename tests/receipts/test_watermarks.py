@@ -8,11 +8,13 @@ import time
 import pytest
 from django.db import connection, connections, transaction
 
-from messaging import fanout
-from messaging.actions import do_create_group, do_remove_member, do_send_message
+from messaging import fanout, hooks
+from messaging.conversations import do_create_group, do_remove_member
+from messaging.send import do_send_message
 from messaging.errors import NotFound
 from messaging.models import Device, Membership, User
-from receipts.watermarks import do_mark_delivered, do_mark_read, stored_ack_cursors
+from receipts.models import DeviceCursor
+from receipts.watermarks import do_mark_delivered, do_mark_read
 
 pytestmark = pytest.mark.django_db
 
@@ -44,8 +46,8 @@ def test_out_of_order_delivered_acks_never_lower_a_watermark_or_a_cursor(chat):
     assert (late.delivered_seq, late.advanced) == (4, False)
     assert (other.delivered_seq, other.advanced) == (4, False)  # the merge over devices is max
     assert _marks(conversation, bob) == (4, 0)
-    assert stored_ack_cursors(phone.pk) == {conversation.pk: 4}
-    assert stored_ack_cursors(laptop.pk) == {conversation.pk: 3}
+    assert DeviceCursor.objects.of_device(phone.pk) == {conversation.pk: 4}
+    assert DeviceCursor.objects.of_device(laptop.pk) == {conversation.pk: 3}
 
 
 def test_out_of_order_reads_never_lower_a_watermark(chat):
@@ -85,7 +87,7 @@ def test_a_seq_past_last_seq_is_clamped_to_it(chat):
 
     assert (read.delivered_seq, read.read_seq) == (MESSAGES, MESSAGES)
     assert (delivered.delivered_seq, delivered.read_seq) == (MESSAGES, MESSAGES)
-    assert stored_ack_cursors(phone.pk) == {conversation.pk: MESSAGES}
+    assert DeviceCursor.objects.of_device(phone.pk) == {conversation.pk: MESSAGES}
 
 
 @pytest.fixture
@@ -109,7 +111,8 @@ def test_an_advance_schedules_one_receipt_event_after_commit(chat, receipt_event
         result = do_mark_read(user=bob, conversation_id=conversation.pk, seq=2)
 
     assert result.advanced
-    assert len(scheduled) == 1
+    # One receipt event, and the read announced to each app that reacts to reads (messaging.hooks).
+    assert len(scheduled) == 1 + len(hooks.read_advanced.receivers)
     assert receipt_events == [{"conversation_id": conversation.pk, "user_id": bob.pk, "member_count": 2,
                                "delivered_seq": 2, "read_seq": 2}]
 

@@ -8,7 +8,8 @@ import pytest
 from django.core.cache import cache
 from django.urls import URLPattern, URLResolver, get_resolver
 
-from messaging.actions import do_remove_member, do_send_message
+from messaging.conversations import do_remove_member
+from messaging.send import do_send_message
 from messaging.models import Conversation, Device, Flag, Message, User
 from messaging.moderation import do_flag_message
 

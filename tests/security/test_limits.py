@@ -59,7 +59,7 @@ def test_the_number_of_devices_is_a_setting(api, make_user, settings):
 
 
 def test_history_pages_are_capped_by_a_setting(api, pair, settings):
-    from messaging.actions import do_send_message
+    from messaging.send import do_send_message
 
     settings.PARLEY_PAGE_SIZE_MAX = 3
     owner, _, group = pair
@@ -79,7 +79,7 @@ def test_user_search_results_are_capped_by_a_setting(api, make_user, settings):
 @pytest.mark.django_db(transaction=True)
 async def test_socket_limits_are_settings_body_frame_size_and_replay_page(
         make_user, make_device, make_group, open_socket, settings):
-    from messaging.actions import do_send_message
+    from messaging.send import do_send_message
 
     owner = await database_sync_to_async(make_user)()
     group = await database_sync_to_async(make_group)(owner)

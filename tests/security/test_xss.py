@@ -5,7 +5,7 @@ import html
 
 import pytest
 
-from messaging.actions import do_send_message
+from messaging.send import do_send_message
 from messaging.moderation import do_flag_message
 
 PAYLOADS = [

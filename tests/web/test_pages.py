@@ -1,4 +1,4 @@
-"""The browser app's pages (messaging.web): who sees which page, and what the client is told."""
+"""The browser app's pages (web.views): who sees which page, and what the client is told."""
 import json
 
 import pytest

@@ -1,0 +1,175 @@
+"""The moderators' endpoints under /api/v1/moderation/ (CONTRACT, "Moderation").
+
+Thin edges over messaging.moderation: every view first authorizes (``access_moderator``: 403
+for everyone but moderators, before the payload is even looked at), then parses, delegates
+and renders.
+"""
+from __future__ import annotations
+
+from django.conf import settings
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from messaging.models import Flag, ModerationDecision
+from messaging.moderation import (
+    NOTE_MAX_LENGTH,
+    RESOLUTIONS,
+    access_moderator,
+    do_resolve_flag,
+    do_set_slow_mode,
+    do_set_suspended,
+    flag_payloads,
+    flag_queue,
+)
+from messaging.payloads import conversation_payload, user_payload
+
+from .serializers import (
+    ConversationSerializer,
+    ErrorSerializer,
+    MessageSerializer,
+    RequestSerializer,
+    StrictBooleanField,
+    StrictCharField,
+    StrictIntegerField,
+    UserSerializer,
+    parse,
+)
+from .views import AUTH_ERRORS, CONVERSATION_ID, BoundedLimitOffsetPagination, id_param
+
+E = ErrorSerializer
+
+
+def note_field() -> StrictCharField:
+    return StrictCharField(required=False, allow_blank=True, max_length=NOTE_MAX_LENGTH,
+                           help_text="Why: kept in the audit record.")
+
+
+# --- Shapes --------------------------------------------------------------------------------------
+
+class FlagQueueQuerySerializer(RequestSerializer):
+    status = serializers.ChoiceField(choices=Flag.Status.choices, required=False, default=Flag.Status.OPEN,
+                                     help_text="open (default: oldest first) or resolved (latest first).")
+
+
+class DecisionSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    action = serializers.ChoiceField(choices=ModerationDecision.Action.choices)
+    note = serializers.CharField(allow_blank=True)
+    moderator = UserSerializer()
+    created_at = serializers.DateTimeField()
+
+
+class ModerationFlagSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    reason = serializers.ChoiceField(choices=Flag.Reason.choices)
+    note = serializers.CharField(allow_blank=True)
+    status = serializers.ChoiceField(choices=Flag.Status.choices)
+    created_at = serializers.DateTimeField()
+    resolved_at = serializers.DateTimeField(allow_null=True)
+    reporter = UserSerializer()
+    message = MessageSerializer(help_text="As members see it: once removed, its body is empty.")
+    evidence = serializers.CharField(allow_blank=True, help_text="The text as reported, also after removal "
+                                                                 "(moderators only).")
+    conversation = ConversationSerializer()
+    decision = DecisionSerializer(allow_null=True, help_text="What resolved the flag; null while open.")
+
+
+class ResolveFlagSerializer(RequestSerializer):
+    action = serializers.ChoiceField(choices=RESOLUTIONS, help_text="remove_message also resolves every "
+                                                                    "other open flag of the message.")
+    note = note_field()
+
+
+class SuspensionSerializer(RequestSerializer):
+    suspended = StrictBooleanField()
+    note = note_field()
+
+
+class SuspensionResponseSerializer(serializers.Serializer):
+    user = UserSerializer()
+    suspended = serializers.BooleanField()
+    suspended_at = serializers.DateTimeField(allow_null=True)
+
+
+class SlowModeSerializer(RequestSerializer):
+    note = note_field()
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        return {**super().get_fields(), "seconds": StrictIntegerField(
+            min_value=0, max_value=settings.PARLEY_SLOW_MODE_MAX_SECONDS,
+            help_text="One message per member per this many seconds; 0 turns slow mode off.")}
+
+
+# --- Views ---------------------------------------------------------------------------------------
+
+class FlagPagination(BoundedLimitOffsetPagination):
+    @property
+    def default_limit(self) -> int:  # type: ignore[override]
+        return settings.PARLEY_PAGE_SIZE_DEFAULT
+
+
+class FlagQueueView(APIView):
+    pagination_class = FlagPagination
+
+    @extend_schema(
+        operation_id="moderation_flags_list", parameters=[FlagQueueQuerySerializer],
+        responses={200: ModerationFlagSerializer(many=True), 400: E, **AUTH_ERRORS},
+        description="The moderators' queue: flags with their message, conversation and reporter.",
+    )
+    def get(self, request: Request) -> Response:
+        access_moderator(request.user)
+        query = parse(FlagQueueQuerySerializer, request.query_params)
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(flag_queue(status=query["status"]), request, view=self)
+        return paginator.get_paginated_response(flag_payloads(page))
+
+
+class ResolveFlagView(APIView):
+    @extend_schema(
+        operation_id="moderation_flags_resolve", parameters=[id_param("flag_id", "flag")],
+        request=ResolveFlagSerializer,
+        responses={200: ModerationFlagSerializer, 400: E, 404: E, 409: E, **AUTH_ERRORS},
+        description="Dismiss the flag, or remove its message (tombstoned for everyone; members are told "
+                    "with message.removed). 409 once the flag is resolved.",
+    )
+    def post(self, request: Request, flag_id: int) -> Response:
+        access_moderator(request.user)
+        data = parse(ResolveFlagSerializer, request.data)
+        flag = do_resolve_flag(moderator=request.user, flag_id=flag_id, action=data["action"],
+                               note=data.get("note"))
+        return Response(flag_payloads([flag])[0])
+
+
+class SuspensionView(APIView):
+    @extend_schema(
+        operation_id="moderation_users_suspension", parameters=[id_param("user_id", "user")],
+        request=SuspensionSerializer,
+        responses={200: SuspensionResponseSerializer, 400: E, 404: E, **AUTH_ERRORS},
+        description="Suspend a user (no sending; open sockets close with 4403 and new ones are refused) "
+                    "or lift the suspension. The user can still log in and read.",
+    )
+    def put(self, request: Request, user_id: int) -> Response:
+        access_moderator(request.user)
+        data = parse(SuspensionSerializer, request.data)
+        user = do_set_suspended(moderator=request.user, user_id=user_id, suspended=data["suspended"],
+                                note=data.get("note"))
+        return Response({"user": user_payload(user), "suspended": user.is_suspended,
+                         "suspended_at": user.suspended_at})
+
+
+class SlowModeView(APIView):
+    @extend_schema(
+        operation_id="moderation_conversations_slow_mode",
+        parameters=[CONVERSATION_ID],
+        request=SlowModeSerializer, responses={200: ConversationSerializer, 400: E, 404: E, **AUTH_ERRORS},
+        description="Set the conversation's slow mode; its members get conversation.updated.",
+    )
+    def put(self, request: Request, conversation_id: int) -> Response:
+        access_moderator(request.user)
+        data = parse(SlowModeSerializer, request.data)
+        conversation = do_set_slow_mode(moderator=request.user, conversation_id=conversation_id,
+                                        seconds=data["seconds"], note=data.get("note"))
+        return Response(conversation_payload(conversation, None))

@@ -1,0 +1,73 @@
+"""Who is on the other end of a handshake (CONTRACT, "Authentication" and "WebSocket").
+
+The consumer accepts first and then judges, so that every refusal carries the contract's
+close code: a present, foreign ``Origin`` -> 4403 (cross-site WebSocket hijacking); no
+session and no valid single-use ticket -> 4401; a suspended user, or a device that is not
+the user's -> 4403.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any, Mapping
+from urllib.parse import parse_qs, urlsplit
+
+from django.conf import settings
+from django.contrib import auth
+from django.http.request import split_domain_port, validate_host
+
+from messaging.access import as_uuid
+from messaging.events import CLOSE_FORBIDDEN, CLOSE_NOT_AUTHENTICATED
+from messaging.models import Device, User
+from messaging.tickets import redeem_ticket
+
+
+def origin_allowed(origin: str | None) -> bool:
+    """A browser's Origin must name an allowed host; a missing Origin is a non-browser client."""
+    if origin is None:
+        return True
+    trusted = {o.rstrip("/") for o in settings.CSRF_TRUSTED_ORIGINS}
+    if origin.rstrip("/") in trusted:
+        return True
+    domain, _port = split_domain_port(urlsplit(origin).netloc)
+    return bool(domain) and validate_host(domain, settings.ALLOWED_HOSTS)
+
+
+def handshake_origin(scope: Mapping[str, Any]) -> str | None:
+    origin = dict(scope.get("headers", [])).get(b"origin")
+    return origin.decode("latin-1") if origin is not None else None
+
+
+@dataclass(frozen=True)
+class Handshake:
+    """The outcome: a user and device, or the close code that refuses them."""
+
+    refusal: int = 0
+    user: User | None = None
+    device: Device | None = None
+
+
+def authenticate(scope: Mapping[str, Any]) -> Handshake:
+    """Judge the handshake's ticket (or session) and device. Runs in a thread: sessions and
+    tickets hit storage."""
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    ticket = (query.get("ticket") or [None])[0]
+    device_id = (query.get("device") or [None])[0]
+    user: User | None = None
+    if ticket:
+        user_id = redeem_ticket(ticket, device_id=device_id)
+        if user_id is not None:
+            user = User.objects.filter(pk=user_id, is_active=True).first()
+    elif "session" in scope:
+        candidate = auth.get_user(SimpleNamespace(session=scope["session"]))  # type: ignore[arg-type]
+        if candidate.is_authenticated and candidate.is_active:
+            user = candidate  # type: ignore[assignment]
+    if user is None:
+        return Handshake(CLOSE_NOT_AUTHENTICATED)
+    if user.is_suspended:
+        return Handshake(CLOSE_FORBIDDEN, user)  # messaging.moderation.do_set_suspended
+    device_uuid = as_uuid(device_id)
+    device = Device.objects.filter(pk=device_uuid, user=user).first() if device_uuid else None
+    if device is None:
+        return Handshake(CLOSE_FORBIDDEN, user)
+    return Handshake(0, user, device)

@@ -1,0 +1,176 @@
+"""The WebSocket edge at /ws/v1/ (CONTRACT, "WebSocket"; docs/architecture.md, "Live path").
+
+Thin: it authenticates the handshake (gateway.auth), parses each frame (gateway.protocol),
+applies the per-connection frame limits, and delegates: ``send`` and ``read`` to the same
+use-case functions as REST, everything about the stream (hello, replay, acks, typing, live
+events) to the socket's :class:`~gateway.connection.Connection`. Live events reach the
+connection through the process's hub (gateway.runtime), not through a channel of its own.
+"""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any, Mapping
+
+import structlog
+from autobahn.exception import Disconnected
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from messaging import ratelimit
+from messaging.errors import ParleyError, RateLimited
+from messaging.events import (
+    CLOSE_BAD_FRAMES,
+    CLOSE_FORBIDDEN,
+    CLOSE_RATE_LIMIT_ABUSE,
+    PONG,
+    error_frame,
+    send_ok_frame,
+)
+from messaging.send import do_send_message
+from ops import metrics
+from receipts.watermarks import do_mark_read
+
+from . import runtime
+from .auth import authenticate, handshake_origin, origin_allowed
+from .connection import Connection
+from .protocol import Ack, Frame, FrameError, Hello, Ping, Read, Replay, Send, Typing, parse_frame
+
+
+class GatewayConsumer(AsyncWebsocketConsumer):
+    # No per-socket layer channel: the process hub holds the only one (gateway.hub).
+    channel_layer_alias = "parley-hub-only"
+    connection: Connection | None = None
+
+    async def connect(self) -> None:
+        started = time.perf_counter()
+        structlog.contextvars.bind_contextvars(connection_id=uuid.uuid4().hex[:12])
+        self.bad_frames: list[float] = []
+        # Frames of any kind, and refusals: sustained refusals close the socket (4429).
+        self.frame_limit = ratelimit.ConnectionLimit(ratelimit.Rate.parse(settings.PARLEY_RATE_WS_FRAMES))
+        self.refusal_limit = ratelimit.ConnectionLimit(ratelimit.Rate.parse(settings.PARLEY_RATE_WS_REFUSALS))
+        # Accept first, so that every refusal reaches the client with the contract's close code.
+        await self.accept()
+        if not origin_allowed(handshake_origin(self.scope)):
+            await self.close(code=CLOSE_FORBIDDEN)
+            return
+        gateway = await runtime.current()
+        handshake = await gateway.db(authenticate)(self.scope)
+        if handshake.refusal or handshake.user is None or handshake.device is None:
+            await self.close(code=handshake.refusal)
+            return
+        structlog.contextvars.bind_contextvars(user_id=handshake.user.pk, device_id=str(handshake.device.pk))
+        self.connection = Connection(gateway, user=handshake.user, device=handshake.device, transport=self)
+        await self.connection.open()
+        gateway.opened(self.connection, started=started)
+
+    async def disconnect(self, code: int) -> None:
+        if self.connection is not None:
+            await self.connection.close(code)
+
+    # --- the connection's transport --------------------------------------------------------------
+    async def send_text(self, text: str) -> None:
+        # A client may close while its frame is being answered (a send in flight, a fill):
+        # the answer has nowhere to go, and that is not a server error.
+        try:
+            await self.send(text_data=text)
+        except Disconnected:
+            if self.connection is not None:
+                self.connection.closing = True
+
+    async def close_socket(self, code: int) -> None:
+        await self.close(code=code)
+
+    async def reply(self, frame: Mapping[str, Any]) -> None:
+        await self.send_text(json.dumps(frame))
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels closes stale DB connections before every handler (a thread hop per frame);
+        # our database work already runs through database_sync_to_async (gateway.db), which does that.
+        handler = getattr(self, message["type"].replace(".", "_"), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
+    # --- frames from the client --------------------------------------------------------------
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        connection = self.connection
+        if connection is None or connection.closing:
+            return
+        try:
+            frame = parse_frame(text_data)
+        except FrameError as error:
+            await self._bad_frame(error)
+            return
+        # Acks are exempt: they cost a dict update (flushed in batches), and their rate follows
+        # the traffic the server sends, not the client's choice.
+        wait = 0 if isinstance(frame, Ack) else self.frame_limit.hit()
+        if wait:
+            await self._rate_limited(frame, wait)
+            return
+        try:
+            await self._handle(connection, frame)
+        except FrameError as error:
+            await self._bad_frame(error)
+        except ParleyError as error:
+            await self.reply(error_frame(error.code, error.detail))
+
+    async def _handle(self, connection: Connection, frame: Frame) -> None:
+        match frame:
+            case Hello():
+                await connection.hello(frame.cursors)
+            case Send():
+                await self._send_message(connection, frame)
+            case Ack():
+                connection.ack(frame.conversation, frame.seq)
+            case Read():
+                connection.require_follow(frame.conversation)
+                await connection.runtime.db(do_mark_read)(user=connection.user, conversation_id=frame.conversation,
+                                                          seq=frame.seq)
+            case Replay():
+                await connection.replay(frame.conversation, frame.after_seq, frame.limit)
+            case Typing():
+                await connection.typing(frame.conversation)
+            case Ping():
+                await self.reply(PONG)
+
+    async def _send_message(self, connection: Connection, frame: Send) -> None:
+        started = time.perf_counter()
+        echo = frame.client_msg_id if isinstance(frame.client_msg_id, str) else ""
+        if not connection.helloed:
+            raise FrameError("invalid", "send hello first", client_msg_id=echo)
+        try:
+            result = await connection.runtime.db(do_send_message)(
+                sender=connection.user, conversation_id=frame.conversation, client_msg_id=frame.client_msg_id,
+                body=frame.body, device=connection.device)
+        except ParleyError as error:
+            await self.reply(error_frame(error.code, error.detail, client_msg_id=echo,
+                                         retry_after_ms=error.retry_after_ms))
+            if isinstance(error, RateLimited):
+                await self._refused()
+            return
+        await self.reply(send_ok_frame(echo, result.payload, duplicate=result.duplicate))
+        metrics.observe_stage("response", started)
+
+    async def _bad_frame(self, error: FrameError) -> None:
+        await self.reply(error_frame(error.code, error.detail, client_msg_id=error.client_msg_id))
+        now = time.monotonic()
+        window = settings.PARLEY_WS_BAD_FRAME_WINDOW_SECONDS
+        self.bad_frames = [t for t in self.bad_frames if now - t < window] + [now]
+        if len(self.bad_frames) > settings.PARLEY_WS_MAX_BAD_FRAMES:
+            await self.close(code=CLOSE_BAD_FRAMES)
+
+    async def _rate_limited(self, frame: Frame, wait_ms: int) -> None:
+        """Refuse a frame over the connection's frame rate, unprocessed."""
+        echo = (frame.client_msg_id if isinstance(frame.client_msg_id, str) else "") if isinstance(frame, Send) else None
+        await self.reply(error_frame(RateLimited.code, "too many frames; slow down", client_msg_id=echo,
+                                     retry_after_ms=wait_ms))
+        await self._refused()
+
+    async def _refused(self) -> None:
+        """Count a refusal; a client that keeps going past them is closed (4429)."""
+        connection = self.connection
+        if self.refusal_limit.hit() and connection is not None and not connection.closing:
+            connection.closing = True
+            await self.close(code=CLOSE_RATE_LIMIT_ABUSE)

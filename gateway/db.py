@@ -1,0 +1,67 @@
+"""A gateway process's database threads, sized by a setting.
+
+Everything a gateway does with PostgreSQL (sends, hello and replay reads, gap fills, ack
+flushes, presence) and with the shared cache from sync code (rate limits) runs here, off the
+event loop, never thread-sensitive (calls run in parallel instead of queueing behind one
+shared thread). The pool is sized by ``PARLEY_GATEWAY_DB_THREADS`` rather than the loop's
+default (cores + 4: 6 on two cores), because these calls mostly wait: on a busy database a
+send holds its thread through the commit's WAL flush and the after-commit publish, and six
+such waits would stall every other socket's reads. Each thread keeps its own connection
+(``DJANGO_CONN_MAX_AGE``), so size PostgreSQL's ``max_connections`` for gateways x threads.
+
+Two more things live here:
+
+* how long calls waited for a free thread (:meth:`DatabaseThreads.take_queue_wait`): when a
+  flood fills the pool, sends wait behind it, and degraded mode's gateway-lag signal must
+  see that;
+* :meth:`DatabaseThreads.control`, a thread of its own for the process's tick (degraded mode,
+  metrics), so the decision to shed load is never queued behind the load it should shed.
+"""
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Awaitable, Callable, ParamSpec, TypeVar
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class DatabaseThreads:
+    def __init__(self, size: int | None = None) -> None:
+        self.pool = ThreadPoolExecutor(max_workers=size or settings.PARLEY_GATEWAY_DB_THREADS,
+                                       thread_name_prefix="parley-db")
+        self.control_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parley-control")
+        self._queue_wait = 0.0  # the longest wait for a thread since take_queue_wait (seconds)
+
+    def __call__(self, fn: Callable[P, R]) -> Callable[P, Awaitable[R]]:
+        """``fn`` as a coroutine function running on the database threads."""
+
+        async def call(*args: P.args, **kwargs: P.kwargs) -> R:
+            submitted = time.monotonic()
+
+            def timed(*a: Any, **k: Any) -> R:
+                # A racy max is fine here: a lost update only drops one sample.
+                self._queue_wait = max(self._queue_wait, time.monotonic() - submitted)
+                return fn(*a, **k)
+
+            return await database_sync_to_async(timed, thread_sensitive=False, executor=self.pool)(*args, **kwargs)
+
+        return call
+
+    def control(self, fn: Callable[P, R]) -> Callable[P, Awaitable[R]]:
+        """``fn`` on the process's control thread (the tick), apart from socket work."""
+        return database_sync_to_async(fn, thread_sensitive=False, executor=self.control_thread)
+
+    def take_queue_wait(self) -> float:
+        """The longest a call waited for a database thread since the last call of this."""
+        waited, self._queue_wait = self._queue_wait, 0.0
+        return waited
+
+    def shutdown(self) -> None:
+        """Let the threads go once their calls finish (the runtime is stopping)."""
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.control_thread.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,96 @@
+"""Reads shared by the sockets of one gateway process: gap fills and hello's first pages.
+
+When a doorbell is lost or arrives out of order (a loaded gateway, a Redis hiccup, the hub's
+tail check), every socket of the process that follows the conversation finds the same gap
+at the same moment: they all held seq N and were just told of N + k. Reading
+(N, N + k] once per socket puts hundreds of identical queries on PostgreSQL exactly when
+the system is already behind, and serializes the same messages once per socket.
+
+The same holds for a reconnect storm: the members of a conversation who were cut off together
+come back with the same cursor, and each ``hello`` would read and serialize the same first
+page of what they missed.
+
+Invariant: **one read per (kind, conversation, after, upto or limit) in flight per process**, its result
+shared by every socket that asks while it runs and for ``RETAIN_SECONDS`` after (the sockets'
+pumps reach the gap a few loop turns apart). A shared page is what PostgreSQL held when it
+was read; a removal after that arrives as its own ``message.removed`` event, exactly as it
+would after a socket's own read.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+
+from messaging.events import message_frame, messages_frame
+from messaging.payloads import MessagePayload
+from messaging.replay import ReplayPage, fill_range, resume_page
+
+from .db import DatabaseThreads
+
+RETAIN_SECONDS = 0.5
+
+
+class SharedPage:
+    """A fill's page, and each message's ``message`` frame serialized once for all sockets."""
+
+    def __init__(self, page: ReplayPage, *, read_at: float) -> None:
+        self.page = page
+        self.read_at = read_at
+        self._texts: dict[int, str] = {}
+
+    def message_frame(self, message: MessagePayload) -> str:
+        text = self._texts.get(message["seq"])
+        if text is None:
+            text = self._texts[message["seq"]] = json.dumps(message_frame(message))
+        return text
+
+    def page_frame(self) -> str:
+        """The whole page as one ``messages`` frame."""
+        text = self._texts.get(-1)
+        if text is None:
+            text = self._texts[-1] = json.dumps(messages_frame(self.page.conversation_id, self.page.messages,
+                                                               has_more=self.page.has_more))
+        return text
+
+
+class FillReader:
+    def __init__(self, *, db: DatabaseThreads) -> None:
+        self.db = db
+        self._pages: dict[tuple[str, int, int, int], asyncio.Task[SharedPage]] = {}
+        self.reads = 0  # database reads made (tests compare it with the sockets that asked)
+
+    async def fill(self, conversation_id: int, after_seq: int, upto_seq: int) -> SharedPage:
+        """The live path's gap fill (after_seq, upto_seq]."""
+        return await self._shared(("fill", conversation_id, after_seq, upto_seq))
+
+    async def resume_page(self, conversation_id: int, after_seq: int) -> SharedPage:
+        """A hello's first page of a conversation after ``after_seq``."""
+        return await self._shared(("resume", conversation_id, after_seq, 0))
+
+    async def _shared(self, key: tuple[str, int, int, int]) -> SharedPage:
+        loop = asyncio.get_running_loop()
+        self._forget_old(loop.time())
+        shared = self._pages.get(key)
+        if shared is None:
+            shared = self._pages[key] = loop.create_task(self._read(key))
+        # shield: a socket closing mid-read must not cancel the read the others wait for.
+        return await asyncio.shield(shared)
+
+    async def _read(self, key: tuple[str, int, int, int]) -> SharedPage:
+        kind, conversation_id, after_seq, upto_seq = key
+        self.reads += 1
+        try:
+            if kind == "fill":
+                page = await self.db(fill_range)(conversation_id=conversation_id, after_seq=after_seq, upto_seq=upto_seq)
+            else:
+                page = await self.db(resume_page)(conversation_id=conversation_id, after_seq=after_seq)
+        except BaseException:
+            self._pages.pop(key, None)  # the next ask reads again
+            raise
+        return SharedPage(page, read_at=asyncio.get_running_loop().time())
+
+    def _forget_old(self, now: float) -> None:
+        for key, shared in list(self._pages.items()):
+            if shared.done() and (shared.cancelled() or shared.exception() is not None
+                                  or now - shared.result().read_at > RETAIN_SECONDS):
+                del self._pages[key]

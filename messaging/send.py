@@ -1,0 +1,143 @@
+"""The write path: the one way a message is stored (docs/architecture.md, "Write path").
+
+REST, the WebSocket ``send`` frame, the demo data and the benchmarks all call
+:func:`do_send_message`. Prefixes are promises, as everywhere in the core: ``check_*``
+(messaging.checks) validates untrusted input, ``access_*`` (messaging.access) authorizes,
+``do_*`` changes state in one short transaction and schedules its events after commit.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Subquery
+from django.utils import timezone
+
+from . import fanout, ratelimit
+from .access import as_id
+from .checks import check_body, check_client_msg_id
+from .errors import Conflict, Forbidden, NotFound
+from .models import Conversation, Device, Membership, Message, User
+from .payloads import MessagePayload, message_payload
+
+
+@dataclass(frozen=True)
+class SendResult:
+    message: Message
+    payload: MessagePayload
+    duplicate: bool
+
+
+def allocate_seq(conversation_id: int) -> int:
+    """Take the next seq of a conversation. Call only inside the transaction that stores it.
+
+    Invariant: seqs of a conversation are 1, 2, 3 ... with no gap and no repeat.
+    - One statement increments ``last_seq`` and returns the new value. Its row lock on the
+      conversation orders the writers of that conversation (and nothing else) until commit.
+    - A rolled-back transaction rolls the increment back with it, so a failed send burns no seq.
+    - The unique constraint (conversation, seq) is the backstop should anyone bypass this.
+    Lock order: the conversation row first, then membership rows (the sender's watermarks);
+    membership changes take them in the same order, so the two cannot deadlock.
+    """
+    table = Conversation._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET last_seq = last_seq + 1, last_activity_at = %s WHERE id = %s RETURNING last_seq",
+            [timezone.now(), conversation_id],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        raise NotFound("conversation not found")
+    return row[0]
+
+
+def _access_membership_for_send(sender: User, conversation_id: Any, client_msg_id: str) -> Membership:
+    """access_membership and the idempotency lookup in one query (every send pays it): the
+    membership, its conversation, and ``prior_send_id``, the id of the sender's message
+    already stored under ``client_msg_id`` (anywhere), or None."""
+    conversation_id = as_id(conversation_id)
+    prior = Message.objects.filter(sender=sender, client_msg_id=client_msg_id).values("pk")[:1]
+    membership = (
+        Membership.objects.select_related("conversation")
+        .filter(conversation_id=conversation_id, user=sender)
+        .annotate(prior_send_id=Subquery(prior))
+        .first()
+    ) if conversation_id is not None else None
+    if membership is None:
+        raise NotFound("conversation not found")
+    return membership
+
+
+def _as_retry(prior: Message, *, sender: User, conversation_id: int, body: str) -> SendResult:
+    """Idempotency case 2/3: the same key again is the stored message; a changed send is a 409."""
+    if prior.conversation_id != conversation_id or (not prior.is_removed and prior.body != body):
+        raise Conflict("client_msg_id was already used for a different message")
+    return SendResult(message=prior, payload=message_payload(prior, sender), duplicate=True)
+
+
+def _enforce_send_limits(sender: User, conversation: Conversation) -> None:
+    """Suspension and rate limits of a new send (a retry of a stored one passes free).
+
+    Costs no query: the suspension is on the sender's row, slow mode on the conversation's
+    (loaded with the membership), and the counters are in the cache.
+    """
+    if sender.is_suspended:
+        raise Forbidden("your account is suspended; you cannot send messages")
+    ratelimit.enforce(ratelimit.SEND, sender.pk, user=sender)
+    if conversation.slow_mode_seconds:
+        ratelimit.enforce(ratelimit.SLOW_MODE, f"{conversation.pk}:{sender.pk}", user=sender,
+                          rate=ratelimit.Rate(1, conversation.slow_mode_seconds))
+
+
+def do_send_message(*, sender: User, conversation_id: Any, client_msg_id: Any, body: Any,
+                    device: Device | None = None) -> SendResult:
+    """Store a message and schedule its fan-out.
+
+    Idempotency, as numbered cases (each has a test):
+    1. first send: a new seq, ``duplicate=False``;
+    2. a retry (same sender and client_msg_id, same conversation and body), whether the
+       first attempt's answer was lost or it is still in flight: the stored message,
+       ``duplicate=True``, no seq burnt;
+    3. the same key with another body or conversation: :class:`Conflict`;
+    4. two concurrent first sends of one key: the loser's insert hits the unique constraint,
+       its transaction (and seq increment) rolls back, and it returns the winner's row.
+
+    A new send (not a retry) must pass :func:`_enforce_send_limits`: a suspended sender is
+    :class:`Forbidden`, one over a rate limit :class:`RateLimited`.
+    """
+    body = check_body(body)
+    client_msg_id = check_client_msg_id(client_msg_id)
+    membership = _access_membership_for_send(sender, conversation_id, client_msg_id)
+    conversation = membership.conversation
+
+    if membership.prior_send_id is not None:  # type: ignore[attr-defined]  # the annotation above
+        prior = Message.objects.get(pk=membership.prior_send_id)  # type: ignore[attr-defined]
+        return _as_retry(prior, sender=sender, conversation_id=conversation.pk, body=body)
+    _enforce_send_limits(sender, conversation)
+
+    write_started = time.perf_counter()
+    try:
+        with transaction.atomic():
+            seq = allocate_seq(conversation.pk)
+            message = Message.objects.create(
+                conversation_id=conversation.pk, seq=seq, sender=sender, sender_device=device,
+                client_msg_id=client_msg_id, body=body,
+            )
+            # You have seen what you answer: the sender's own watermarks move to the new seq
+            # (the receipt merge; it always advances, since seq is past every watermark).
+            # Nothing advanced means a removal committed while this send waited for the
+            # conversation lock (removals take it too): the sender may no longer post, and
+            # the seq rolls back.
+            if not Membership.objects.raise_marks({membership.pk: (seq, seq)}):
+                raise NotFound("conversation not found")
+            payload = message_payload(message, sender)
+            fanout.message_stored(message=payload, member_count=conversation.member_count,
+                                  write_started=write_started)
+    except IntegrityError:
+        prior = Message.objects.filter(sender=sender, client_msg_id=client_msg_id).first()
+        if prior is None:
+            raise
+        return _as_retry(prior, sender=sender, conversation_id=conversation.pk, body=body)
+    return SendResult(message=message, payload=payload, duplicate=False)

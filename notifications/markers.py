@@ -1,0 +1,76 @@
+"""The offline path's short-lived state, in the shared cache (docs/notifications.md).
+
+Two markers, both only hints on top of PostgreSQL's watermarks (a lost marker delays or
+repeats a push, never loses a message):
+
+* a conversation's open *burst*: the first message of a window opens it and schedules the
+  burst task; later ones ride along until the task closes it;
+* what a device *shows*: the message and the seq up to which a sent notification covers the
+  conversation, so a read elsewhere can close it and a removal can withdraw it.
+"""
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.cache import cache
+
+
+def enabled() -> bool:
+    """Pushes go out only with VAPID keys configured (``manage.py vapid_keys``)."""
+    return bool(settings.PARLEY_VAPID_PRIVATE_KEY)
+
+
+def tag(conversation_id: int) -> str:
+    """The notification tag, also the push service's Topic (at most 32 base64url characters),
+    so the newest notification of a conversation replaces the older one on the device and in
+    the push service's queue."""
+    return f"conversation-{conversation_id}"
+
+
+def _burst_key(conversation_id: int) -> str:
+    return f"parley:push:burst:{conversation_id}"
+
+
+def _shown_key(conversation_id: int, user_id: int) -> str:
+    return f"parley:push:shown:{conversation_id}:{user_id}"
+
+
+def open_burst(conversation_id: int) -> bool:
+    """Open the conversation's burst; False if one is already open.
+
+    The key outlives the window so a slow queue does not start a second burst; a lost task
+    leaves it to expire, and the sweep has caught up by then.
+    """
+    timeout = settings.PARLEY_PUSH_BURST_SECONDS + settings.PARLEY_PUSH_SWEEP_INTERVAL_SECONDS
+    return bool(cache.add(_burst_key(conversation_id), 1, timeout=timeout))
+
+
+def close_burst(conversation_id: int) -> None:
+    """Called before the burst reads the store: a message committing from now on starts the
+    next burst, and every one committed before is in what this burst reads."""
+    cache.delete(_burst_key(conversation_id))
+
+
+def note_shown(conversation_id: int, user_id: int, *, seq: int, upto: int) -> None:
+    """A device now shows message ``seq``, covering the conversation up to ``upto``."""
+    cache.set(_shown_key(conversation_id, user_id), {"seq": seq, "upto": upto},
+              timeout=settings.PARLEY_PUSH_CLOSE_WINDOW_SECONDS)
+
+
+def take_shown_if_read(conversation_id: int, user_id: int, read_seq: int) -> bool:
+    """Consume the marker if ``read_seq`` covers all that the shown notification covers.
+
+    Only reading all of it closes the notification; the delete lets one reader (of racing
+    ones) send the close.
+    """
+    key = _shown_key(conversation_id, user_id)
+    shown = cache.get(key)
+    return shown is not None and read_seq >= shown["upto"] and bool(cache.delete(key))
+
+
+def take_showing(conversation_id: int, user_ids: list[int], seq: int) -> list[int]:
+    """Which of these users' devices show message ``seq``; their markers are consumed, so a
+    later read sends no second close."""
+    keys = {_shown_key(conversation_id, user_id): user_id for user_id in user_ids}
+    showing = [keys[key] for key, shown in cache.get_many(list(keys)).items() if shown["seq"] == seq]
+    cache.delete_many([_shown_key(conversation_id, user_id) for user_id in showing])
+    return showing

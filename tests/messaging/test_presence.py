@@ -1,0 +1,51 @@
+"""Presence counts across gateways: what the offline path trusts to decide 'online'."""
+from __future__ import annotations
+
+import pytest
+from django.core.cache import cache, caches
+from django.core.cache.backends import base, locmem
+
+from messaging import presence
+from tests.clock import ManualClock
+
+
+def test_a_user_is_online_while_any_socket_is_counted_and_offline_after_the_last():
+    cache.clear()
+    presence.change_count(7, 1)
+    presence.change_count(7, 1)
+    presence.change_count(7, -1)
+    assert presence.online_user_ids([7, 8]) == {7}
+    presence.change_count(7, -1)
+    assert presence.online_user_ids([7]) == set()
+
+
+def test_a_count_never_goes_negative():
+    cache.clear()
+    assert presence.change_count(9, -1) == 0
+    assert presence.change_count(9, 1) == 1
+
+
+@pytest.fixture
+def cache_clock(settings, monkeypatch):
+    """The counts expire by their cache's TTL: a local-memory cache here, whose clock the test moves."""
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+                                   "LOCATION": "presence-expiry"}}
+    clock = ManualClock(start=1_000_000.0)
+
+    class Time:
+        time = staticmethod(clock)
+
+    monkeypatch.setattr(locmem, "time", Time)  # when a key has expired
+    monkeypatch.setattr(base, "time", Time)  # when a key will expire
+    yield clock
+    caches["default"].clear()
+
+
+def test_counts_left_by_a_crashed_gateway_expire_unless_a_live_gateway_refreshes_them(settings, cache_clock):
+    settings.PARLEY_PRESENCE_REFRESH_SECONDS = 0.5  # counts live int(1.5) = 1 s
+    presence.change_count(5, 1)  # a socket on a gateway that then dies without decrementing
+    presence.change_count(6, 1)  # a socket whose gateway keeps refreshing
+    for _ in range(4):
+        cache_clock.advance(0.5)
+        presence.refresh([6])
+    assert presence.online_user_ids([5, 6]) == {6}
