@@ -21,7 +21,8 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "make run    install into $(VENV), migrate, load demo data, serve http://$(HOST):$(PORT) with the gateway (daphne)"
-	@echo "make test   install test dependencies into $(VENV), run the suite on PostgreSQL and Redis"
+	@echo "make test   install test dependencies into $(VENV), check the import floors and the types, run"
+	@echo "            the suite on PostgreSQL and Redis"
 	@echo "            (DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL); PYTEST_ARGS=... for pytest)"
 	@echo "make test-browser   the browser tests (Chromium via Playwright), a run of their own"
 	@echo "make stack  the production-like stack (Procfile.stack): 2 daphne gateways behind a balancer on"
@@ -69,7 +70,10 @@ run: demo
 		exec $(BIN)/parley-gateway -b $(HOST) -p $(PORT) chatproject.asgi:application; \
 	fi
 
+# The floors (import-linter: imports run downward, no circles) and the types (mypy), then the suite.
 test: $(VENV)/.installed-test
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/mypy
 	DATABASE_URL='$(TEST_DATABASE_URL)' REDIS_URL='$(TEST_REDIS_URL)' $(BIN)/pytest $(PYTEST_ARGS)
 
 # Chromium through Playwright against a real daphne (Debian's chromium package, not a download).
@@ -122,5 +126,5 @@ stack: $(VENV)/.installed-stack
 	exec $(BIN)/honcho -f Procfile.stack -e 'stack.env,$(STACK_DATABASE_ENV)' start
 
 clean:
-	rm -rf $(VENV) staticfiles db.sqlite3 .pytest_cache .hypothesis *.egg-info
+	rm -rf $(VENV) staticfiles db.sqlite3 .pytest_cache .hypothesis .mypy_cache .import_linter_cache *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -22,18 +22,23 @@ from messaging.models import User
 from messaging.payloads import user_payload
 from messaging.tickets import issue_ticket
 
+from .common import AuthenticatedRequest
+from .fields import ErrorSerializer, parse
 from .serializers import (
     AuthResponseSerializer,
-    ErrorSerializer,
     LoginSerializer,
     SignupSerializer,
     TokenResponseSerializer,
     UserSerializer,
     WsTicketCreateSerializer,
     WsTicketResponseSerializer,
-    parse,
 )
-from .throttles import LoginPerIPThrottle, LoginPerUsernameThrottle, SignupThrottle, WsTicketThrottle
+from .throttles import (
+    LoginPerIPThrottle,
+    LoginPerUsernameThrottle,
+    SignupThrottle,
+    WsTicketThrottle,
+)
 
 # 429 over a rate limit; 503 while the rate limiter's store is down (these fail closed).
 ERRORS = {400: ErrorSerializer, 429: ErrorSerializer, 503: ErrorSerializer}
@@ -110,7 +115,7 @@ class LogoutView(APIView):
         responses={204: None, 401: ErrorSerializer, 403: ErrorSerializer},
         description="End this session, revoke the API token and close every open WebSocket of the user (4401).",
     )
-    def post(self, request: Request) -> Response:
+    def post(self, request: AuthenticatedRequest) -> Response:
         do_logout_everywhere(user=request.user)
         logout(request)
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -118,7 +123,7 @@ class LogoutView(APIView):
 
 class MeView(APIView):
     @extend_schema(operation_id="me", responses={200: UserSerializer, 401: ErrorSerializer})
-    def get(self, request: Request) -> Response:
+    def get(self, request: AuthenticatedRequest) -> Response:
         return Response(user_payload(request.user))
 
 
@@ -131,7 +136,7 @@ class WsTicketView(APIView):
                    404: ErrorSerializer, **ERRORS},
         description="A single-use WebSocket ticket, valid for PARLEY_WS_TICKET_TTL_SECONDS (at most 60 s).",
     )
-    def post(self, request: Request) -> Response:
+    def post(self, request: AuthenticatedRequest) -> Response:
         data = parse(WsTicketCreateSerializer, request.data)
         device_id = access_device(request.user, data["device"]).pk if "device" in data else None
         ticket, expires_in = issue_ticket(user_id=request.user.pk, device_id=device_id)

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema
-from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from messaging.models import Conversation, Membership, User
 from messaging.payloads import conversation_payload
 
-from .serializers import ConversationSerializer, ErrorSerializer, RequestSerializer, StrictCharField, parse
-from .views import AUTH_ERRORS, ConversationPagination
+from .common import AUTH_ERRORS, AuthenticatedRequest, ConversationPagination, paginate
+from .fields import ErrorSerializer, RequestSerializer, StrictCharField, parse
+from .serializers import ConversationSerializer
 
 
 def public_channels(*, search: str) -> QuerySet[Conversation]:
@@ -46,9 +46,9 @@ class PublicChannelsView(APIView):
         description="Public channels anyone can join, most members first; `me` is null where you are "
                     "not a member. Paginated like the conversation list.",
     )
-    def get(self, request: Request) -> Response:
+    def get(self, request: AuthenticatedRequest) -> Response:
         query = parse(ChannelSearchQuerySerializer, request.query_params)
         paginator = self.pagination_class()
-        page = paginator.paginate_queryset(public_channels(search=query.get("search", "")), request, view=self)
+        page = paginate(paginator, public_channels(search=query.get("search", "")), request, self)
         mine = memberships_in(request.user, page)
         return paginator.get_paginated_response([conversation_payload(c, mine.get(c.pk)) for c in page])

@@ -27,7 +27,7 @@ def type_html(schema: dict[str, Any]) -> SafeString:
         name = schema["$ref"].removeprefix(_REF_PREFIX)
         return format_html('<a href="#schema-{}">{}</a>', name, name)
     if "allOf" in schema or "oneOf" in schema:
-        parts = [type_html(s) for s in schema.get("allOf", schema.get("oneOf"))]
+        parts = [type_html(s) for s in schema.get("allOf") or schema.get("oneOf") or []]
         text = format_html_join(" or ", "{}", ((p,) for p in parts))
     elif schema.get("type") == "array":
         text = format_html("array of {}", type_html(schema.get("items", {})))

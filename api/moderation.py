@@ -1,15 +1,15 @@
-"""The moderators' endpoints under /api/v1/moderation/ (CONTRACT, "Moderation").
+"""Moderation over REST (CONTRACT, "Moderation"): a member's flag on a message, and the
+moderators' endpoints under /api/v1/moderation/.
 
-Thin edges over messaging.moderation: every view first authorizes (``access_moderator``: 403
-for everyone but moderators, before the payload is even looked at), then parses, delegates
-and renders.
+Thin edges over messaging.moderation: every moderators' view first authorizes
+(``access_moderator``: 403 for everyone but moderators, before the payload is even looked
+at), then parses, delegates and renders.
 """
 from __future__ import annotations
 
 from django.conf import settings
 from drf_spectacular.utils import extend_schema
-from rest_framework import serializers
-from rest_framework.request import Request
+from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -18,6 +18,7 @@ from messaging.moderation import (
     NOTE_MAX_LENGTH,
     RESOLUTIONS,
     access_moderator,
+    do_flag_message,
     do_resolve_flag,
     do_set_slow_mode,
     do_set_suspended,
@@ -26,18 +27,29 @@ from messaging.moderation import (
 )
 from messaging.payloads import conversation_payload, user_payload
 
-from .serializers import (
-    ConversationSerializer,
+from .common import (
+    AUTH_ERRORS,
+    CONVERSATION_ID,
+    AuthenticatedRequest,
+    BoundedLimitOffsetPagination,
+    id_param,
+    paginate,
+)
+from .fields import (
     ErrorSerializer,
-    MessageSerializer,
     RequestSerializer,
     StrictBooleanField,
     StrictCharField,
     StrictIntegerField,
-    UserSerializer,
     parse,
 )
-from .views import AUTH_ERRORS, CONVERSATION_ID, BoundedLimitOffsetPagination, id_param
+from .serializers import (
+    ConversationSerializer,
+    FlagCreateSerializer,
+    FlagSerializer,
+    MessageSerializer,
+    UserSerializer,
+)
 
 E = ErrorSerializer
 
@@ -105,6 +117,19 @@ class SlowModeSerializer(RequestSerializer):
 
 # --- Views ---------------------------------------------------------------------------------------
 
+class FlagView(APIView):
+    @extend_schema(
+        operation_id="messages_flag", parameters=[id_param("message_id", "message")], request=FlagCreateSerializer,
+        responses={201: FlagSerializer, 400: E, 404: E, 409: E, **AUTH_ERRORS},
+        description="Report a message to the moderators. One open flag per reporter and message (409).",
+    )
+    def post(self, request: AuthenticatedRequest, message_id: int) -> Response:
+        data = parse(FlagCreateSerializer, request.data)
+        flag = do_flag_message(reporter=request.user, message_id=message_id, reason=data["reason"],
+                               note=data.get("note"))
+        return Response(FlagSerializer(flag).data, status=status.HTTP_201_CREATED)
+
+
 class FlagPagination(BoundedLimitOffsetPagination):
     @property
     def default_limit(self) -> int:  # type: ignore[override]
@@ -119,11 +144,11 @@ class FlagQueueView(APIView):
         responses={200: ModerationFlagSerializer(many=True), 400: E, **AUTH_ERRORS},
         description="The moderators' queue: flags with their message, conversation and reporter.",
     )
-    def get(self, request: Request) -> Response:
+    def get(self, request: AuthenticatedRequest) -> Response:
         access_moderator(request.user)
         query = parse(FlagQueueQuerySerializer, request.query_params)
         paginator = self.pagination_class()
-        page = paginator.paginate_queryset(flag_queue(status=query["status"]), request, view=self)
+        page = paginate(paginator, flag_queue(status=query["status"]), request, self)
         return paginator.get_paginated_response(flag_payloads(page))
 
 
@@ -135,7 +160,7 @@ class ResolveFlagView(APIView):
         description="Dismiss the flag, or remove its message (tombstoned for everyone; members are told "
                     "with message.removed). 409 once the flag is resolved.",
     )
-    def post(self, request: Request, flag_id: int) -> Response:
+    def post(self, request: AuthenticatedRequest, flag_id: int) -> Response:
         access_moderator(request.user)
         data = parse(ResolveFlagSerializer, request.data)
         flag = do_resolve_flag(moderator=request.user, flag_id=flag_id, action=data["action"],
@@ -151,7 +176,7 @@ class SuspensionView(APIView):
         description="Suspend a user (no sending; open sockets close with 4403 and new ones are refused) "
                     "or lift the suspension. The user can still log in and read.",
     )
-    def put(self, request: Request, user_id: int) -> Response:
+    def put(self, request: AuthenticatedRequest, user_id: int) -> Response:
         access_moderator(request.user)
         data = parse(SuspensionSerializer, request.data)
         user = do_set_suspended(moderator=request.user, user_id=user_id, suspended=data["suspended"],
@@ -167,7 +192,7 @@ class SlowModeView(APIView):
         request=SlowModeSerializer, responses={200: ConversationSerializer, 400: E, 404: E, **AUTH_ERRORS},
         description="Set the conversation's slow mode; its members get conversation.updated.",
     )
-    def put(self, request: Request, conversation_id: int) -> Response:
+    def put(self, request: AuthenticatedRequest, conversation_id: int) -> Response:
         access_moderator(request.user)
         data = parse(SlowModeSerializer, request.data)
         conversation = do_set_slow_mode(moderator=request.user, conversation_id=conversation_id,

@@ -1,132 +1,31 @@
-"""Request and response shapes of the REST API.
+"""Request and response shapes of the REST API (the strict fields are in api.fields).
 
-Request serializers parse untrusted JSON strictly: the contract forbids type coercion (``123``
-is not a body, ``"5"`` is not a seq, ``1`` is not ``true``), so the fields below refuse what
-DRF would otherwise convert. Limits that are settings are read when a serializer is built, so
-the OpenAPI schema states the limits the server enforces. The use-case functions re-check
-what they are given; these serializers exist to report every bad field at once and to
-describe the API.
-
-Response serializers mostly document the payloads that messaging.payloads builds (the same
-shapes WebSocket frames carry); model-backed ones (devices, members, flags) also render.
+Limits that are settings are read when a serializer is built, so the OpenAPI schema states
+the limits the server enforces. Response serializers mostly document the payloads that
+messaging.payloads builds (the same shapes WebSocket frames carry); model-backed ones
+(members, flags) also render.
 """
 from __future__ import annotations
 
-import base64
-import binascii
-import ipaddress
 from typing import Any
-from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth.validators import UnicodeUsernameValidator
-from django.core.exceptions import ValidationError as DjangoValidationError
-from django.core.validators import RegexValidator, URLValidator
 from rest_framework import serializers
-from rest_framework.fields import empty
 
 from messaging.checks import MAX_SEQ
-from messaging.models import Conversation, Device, Flag, Membership, Message
-from notifications.models import PushSubscription
+from messaging.models import Conversation, Flag, Membership, Message, char_limit
 
-# Bounds the work of hashing a password; far beyond any password manager's output.
-PASSWORD_MAX_LENGTH = 1024
-NOT_ONLY_WHITESPACE = RegexValidator(r"\S", message="May not be blank.")
-
-
-# --- Strict fields ----------------------------------------------------------------------------
-
-class StrictCharField(serializers.CharField):
-    """A string, and only a string (DRF's CharField turns 123 into "123")."""
-
-    default_error_messages = {"not_a_string": "Must be a string.", "surrogate": "Must be valid Unicode text."}
-
-    def to_internal_value(self, data: Any) -> str:
-        if not isinstance(data, str):
-            self.fail("not_a_string")
-        try:
-            data.encode("utf-8")  # JSON may carry lone surrogates ("\ud800") that no database stores
-        except UnicodeEncodeError:
-            self.fail("surrogate")
-        return super().to_internal_value(data)
-
-
-class StrictIntegerField(serializers.IntegerField):
-    """A JSON integer, and only that (not "5", not 5.0, not true)."""
-
-    def to_internal_value(self, data: Any) -> int:
-        if not isinstance(data, int) or isinstance(data, bool):
-            self.fail("invalid")
-        return super().to_internal_value(data)
-
-
-class StrictBooleanField(serializers.BooleanField):
-    """A JSON boolean, and only that (not 1, not "true")."""
-
-    def to_internal_value(self, data: Any) -> bool:
-        if not isinstance(data, bool):
-            self.fail("invalid")
-        return data
-
-
-class StrictUUIDField(serializers.UUIDField):
-    """A UUID string (DRF's UUIDField also takes an integer)."""
-
-    def to_internal_value(self, data: Any):
-        if not isinstance(data, str):
-            self.fail("invalid", value=data)
-        return super().to_internal_value(data)
-
-
-def seq_field(**kwargs: Any) -> StrictIntegerField:
-    return StrictIntegerField(min_value=0, max_value=MAX_SEQ, **kwargs)
-
-
-def _dotted(detail: dict[Any, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in detail.items():
-        if isinstance(value, dict):
-            flat.update(_dotted(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-class RequestSerializer(serializers.Serializer):
-    # Reports nested errors under dotted names ("keys.auth", "members.0"): one list per field,
-    # the shape of the API's error body.
-
-    def run_validation(self, data: Any = empty) -> Any:
-        try:
-            return super().run_validation(data)
-        except serializers.ValidationError as exc:
-            if isinstance(exc.detail, dict):
-                raise serializers.ValidationError(_dotted(exc.detail)) from None
-            raise
-
-
-def parse(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
-    """The validated data, or a 400 that lists every bad field."""
-    serializer = serializer_class(data=data)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
-
-
-class ErrorSerializer(serializers.Serializer):
-    """Every failure: `code` is the machine-readable kind, shared with WebSocket error frames.
-
-    Validation errors also list each bad field's messages under `fields` and at the top level.
-    """
-
-    def get_fields(self) -> dict[str, serializers.Field]:
-        # Declared here because a class attribute named "fields" would hide Serializer.fields.
-        return {
-            "code": serializers.CharField(),
-            "detail": serializers.CharField(),
-            "fields": serializers.DictField(child=serializers.ListField(child=serializers.CharField()),
-                                            required=False),
-        }
-
+from .fields import (
+    NOT_ONLY_WHITESPACE,
+    PASSWORD_MAX_LENGTH,
+    RequestSerializer,
+    StrictBooleanField,
+    StrictCharField,
+    StrictIntegerField,
+    StrictUUIDField,
+    seq_field,
+)
 
 # --- Users and authentication -------------------------------------------------------------------
 
@@ -174,94 +73,6 @@ class UserSearchResponseSerializer(serializers.Serializer):
     results = UserSerializer(many=True)
 
 
-# --- Devices ------------------------------------------------------------------------------------
-
-class DeviceCreateSerializer(RequestSerializer):
-    name = StrictCharField(max_length=Device._meta.get_field("name").max_length, required=False, allow_blank=True)
-    platform = StrictCharField(max_length=Device._meta.get_field("platform").max_length, required=False,
-                               allow_blank=True)
-
-
-class DeviceSerializer(serializers.ModelSerializer):
-    class Meta:
-        model = Device
-        fields = ["id", "name", "platform", "created_at", "last_seen_at"]
-
-
-class PushEndpointField(StrictCharField):
-    """An https URL; plain http only to this machine (a local push service in development)."""
-
-    default_error_messages = {"invalid_url": "Must be a URL.", "insecure": "Must be an https URL."}
-    _validate_url = URLValidator(schemes=["https", "http"])
-
-    def __init__(self, **kwargs: Any) -> None:
-        kwargs.setdefault("max_length", PushSubscription._meta.get_field("endpoint").max_length)
-        super().__init__(**kwargs)
-
-    def to_internal_value(self, data: Any) -> str:
-        url = super().to_internal_value(data)
-        try:
-            self._validate_url(url)
-        except DjangoValidationError:
-            self.fail("invalid_url")
-        parts = urlsplit(url)
-        if parts.scheme != "https" and not _is_loopback(parts.hostname or ""):
-            self.fail("insecure")
-        return url
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-class Base64UrlKeyField(StrictCharField):
-    """A base64url key (padding optional) that decodes to exactly ``size`` bytes."""
-
-    default_error_messages = {"bad_key": "Must be a base64url encoded {size}-byte key."}
-    _ALPHABET = RegexValidator(r"^[A-Za-z0-9_-]+={0,2}$")
-
-    def __init__(self, *, size: int, **kwargs: Any) -> None:
-        self.size = size
-        super().__init__(**kwargs)
-
-    def to_internal_value(self, data: Any) -> str:
-        value = super().to_internal_value(data)
-        try:
-            self._ALPHABET(value)  # b64decode would silently skip characters outside it
-            decoded = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-        except (DjangoValidationError, binascii.Error, ValueError):
-            self.fail("bad_key", size=self.size)
-        if len(decoded) != self.size:
-            self.fail("bad_key", size=self.size)
-        return value
-
-
-def _key_length(field: str) -> int:
-    return PushSubscription._meta.get_field(field).max_length
-
-
-class PushKeysSerializer(serializers.Serializer):
-    p256dh = Base64UrlKeyField(size=65, max_length=_key_length("p256dh"),
-                               help_text="The client's P-256 public key (uncompressed point).")
-    auth = Base64UrlKeyField(size=16, max_length=_key_length("auth"), help_text="The client's authentication secret.")
-
-
-class PushSubscriptionSaveSerializer(RequestSerializer):
-    """What the browser's `PushSubscription.toJSON()` returns."""
-
-    endpoint = PushEndpointField()
-    keys = PushKeysSerializer()
-
-
-class PushSubscriptionSerializer(serializers.ModelSerializer):
-    class Meta:
-        model = PushSubscription
-        fields = ["device", "endpoint", "created_at", "updated_at"]
 
 
 # --- Conversations ------------------------------------------------------------------------------
@@ -432,7 +243,7 @@ class MessageInfoSerializer(serializers.Serializer):
 
 class FlagCreateSerializer(RequestSerializer):
     reason = serializers.ChoiceField(choices=Flag.Reason.choices)
-    note = StrictCharField(required=False, allow_blank=True, max_length=Flag._meta.get_field("note").max_length)
+    note = StrictCharField(required=False, allow_blank=True, max_length=char_limit(Flag, "note"))
 
 
 class FlagSerializer(serializers.ModelSerializer):

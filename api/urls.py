@@ -7,7 +7,7 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, path, register_converter
 from drf_spectacular.views import SpectacularAPIView
 
-from . import auth, channels, docs, moderation, views
+from . import auth, channels, conversations, devices, docs, messages, moderation, receipts, users
 
 
 class IdConverter:
@@ -32,25 +32,25 @@ urlpatterns = [
     path("auth/token", auth.TokenView.as_view(), name="auth-token"),
     path("me", auth.MeView.as_view(), name="me"),
     path("ws-ticket", auth.WsTicketView.as_view(), name="ws-ticket"),
-    path("users", views.UserSearchView.as_view(), name="users"),
-    path("devices", views.DevicesView.as_view(), name="devices"),
-    path("devices/<str:device_id>", views.DeviceView.as_view(), name="device"),
-    path("devices/<str:device_id>/push-subscription", views.PushSubscriptionView.as_view(),
+    path("users", users.UserSearchView.as_view(), name="users"),
+    path("devices", devices.DevicesView.as_view(), name="devices"),
+    path("devices/<str:device_id>", devices.DeviceView.as_view(), name="device"),
+    path("devices/<str:device_id>/push-subscription", devices.PushSubscriptionView.as_view(),
          name="device-push-subscription"),
     path("channels", channels.PublicChannelsView.as_view(), name="channels"),
-    path("conversations", views.ConversationsView.as_view(), name="conversations"),
-    path("conversations/<id:conversation_id>", views.ConversationView.as_view(), name="conversation"),
-    path("conversations/<id:conversation_id>/members", views.MembersView.as_view(), name="conversation-members"),
-    path("conversations/<id:conversation_id>/members/<id:user_id>", views.MemberView.as_view(),
+    path("conversations", conversations.ConversationsView.as_view(), name="conversations"),
+    path("conversations/<id:conversation_id>", conversations.ConversationView.as_view(), name="conversation"),
+    path("conversations/<id:conversation_id>/members", conversations.MembersView.as_view(), name="conversation-members"),
+    path("conversations/<id:conversation_id>/members/<id:user_id>", conversations.MemberView.as_view(),
          name="conversation-member"),
-    path("conversations/<id:conversation_id>/join", views.JoinView.as_view(), name="conversation-join"),
-    path("conversations/<id:conversation_id>/messages", views.MessagesView.as_view(), name="conversation-messages"),
-    path("conversations/<id:conversation_id>/read", views.ReadView.as_view(), name="conversation-read"),
-    path("conversations/<id:conversation_id>/delivered", views.DeliveredView.as_view(),
+    path("conversations/<id:conversation_id>/join", conversations.JoinView.as_view(), name="conversation-join"),
+    path("conversations/<id:conversation_id>/messages", messages.MessagesView.as_view(), name="conversation-messages"),
+    path("conversations/<id:conversation_id>/read", receipts.ReadView.as_view(), name="conversation-read"),
+    path("conversations/<id:conversation_id>/delivered", receipts.DeliveredView.as_view(),
          name="conversation-delivered"),
-    path("conversations/<id:conversation_id>/receipts", views.ReceiptsView.as_view(), name="conversation-receipts"),
-    path("messages/<id:message_id>/info", views.MessageInfoView.as_view(), name="message-info"),
-    path("messages/<id:message_id>/flag", views.FlagView.as_view(), name="message-flag"),
+    path("conversations/<id:conversation_id>/receipts", receipts.ReceiptsView.as_view(), name="conversation-receipts"),
+    path("messages/<id:message_id>/info", receipts.MessageInfoView.as_view(), name="message-info"),
+    path("messages/<id:message_id>/flag", moderation.FlagView.as_view(), name="message-flag"),
     path("moderation/flags", moderation.FlagQueueView.as_view(), name="moderation-flags"),
     path("moderation/flags/<id:flag_id>/resolve", moderation.ResolveFlagView.as_view(),
          name="moderation-flag-resolve"),

@@ -61,7 +61,7 @@ def authenticate(scope: Mapping[str, Any]) -> Handshake:
     elif "session" in scope:
         candidate = auth.get_user(SimpleNamespace(session=scope["session"]))  # type: ignore[arg-type]
         if candidate.is_authenticated and candidate.is_active:
-            user = candidate  # type: ignore[assignment]
+            user = candidate
     if user is None:
         return Handshake(CLOSE_NOT_AUTHENTICATED)
     if user.is_suspended:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable, Iterable
 
 from django.conf import settings
@@ -73,7 +74,7 @@ class ReceiptCoalescer:
             self.pending[key] = PendingMarks(marks["delivered_seq"], marks["read_seq"], own_only,
                                              set(marks.get("devices", ())))
             wait = self._sent_at.get(key, -window) + window - now
-            self._call_later(max(wait, 0.0), lambda key=key: self._flush(key))
+            self._call_later(max(wait, 0.0), partial(self._flush, key))
         if len(self._sent_at) > 10_000:  # forget windows long over
             self._sent_at = {k: at for k, at in self._sent_at.items() if now - at < window}
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from typing import Any
+from typing import Any, Callable, cast
 
 from daphne.cli import CommandLineInterface
 from daphne.server import Server
@@ -39,14 +39,14 @@ class GatewayWebSocketProtocol(WebSocketProtocol):
 class GatewayServer(Server):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        ready = self.ready_callable
+        ready: Callable[[], None] | None = kwargs.get("ready_callable")
 
         def on_ready() -> None:
             # Daphne calls this right before the reactor runs, after registering its own
             # shutdown trigger (which cancels the application instances).
             from twisted.internet import reactor
 
-            reactor.addSystemEventTrigger("before", "shutdown", _drain)
+            cast(Any, reactor).addSystemEventTrigger("before", "shutdown", _drain)
             if ready is not None:
                 ready()
 

@@ -46,10 +46,10 @@ def access_conversation(user: User, conversation_id: Any) -> tuple[Conversation,
         membership = access_membership(user, conversation_id)
         return membership.conversation, membership
     except NotFound:
+        public_id = as_id(conversation_id)
         conversation = Conversation.objects.filter(
-            pk=conversation_id if str(conversation_id).isdigit() else None, public=True,
-            kind=Conversation.Kind.CHANNEL,
-        ).first()
+            pk=public_id, public=True, kind=Conversation.Kind.CHANNEL,
+        ).first() if public_id is not None else None
         if conversation is None:
             raise
         return conversation, None

@@ -44,7 +44,7 @@ class UserAdmin(DjangoUserAdmin):
         (None, {"fields": ("username", "password")}),
         ("Personal info", {"fields": ("display_name", "first_name", "last_name", "email")}),
         ("Moderation", {"fields": ("suspended_at",)}),
-        *DjangoUserAdmin.fieldsets[2:],
+        *(DjangoUserAdmin.fieldsets or ())[2:],
     )
     add_fieldsets = (
         (None, {"classes": ("wide",), "fields": ("username", "display_name", "password1", "password2")}),

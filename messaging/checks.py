@@ -7,7 +7,7 @@ a seq.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeGuard
 
 from django.conf import settings
 
@@ -19,7 +19,7 @@ from .models import User
 MAX_SEQ = 2**62
 
 
-def is_json_int(value: Any) -> bool:
+def is_json_int(value: Any) -> TypeGuard[int]:
     """A JSON integer, not a float or a boolean (``True`` is an ``int`` in Python)."""
     return isinstance(value, int) and not isinstance(value, bool)
 

@@ -13,13 +13,13 @@ from . import fanout
 from .access import access_device
 from .errors import Conflict, Invalid
 from .events import CLOSE_FORBIDDEN
-from .models import Device, User
+from .models import Device, User, char_limit
 
 
 def _check_label(value: Any, field: str) -> str:
     if value is None:
         return ""
-    limit = Device._meta.get_field(field).max_length
+    limit = char_limit(Device, field)
     if not isinstance(value, str):
         raise Invalid(f"{field} must be a string", fields={field: ["Must be a string."]})
     if len(value) > limit:

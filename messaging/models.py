@@ -93,6 +93,13 @@ class Conversation(models.Model):
         return f"{low}:{high}"
 
 
+def char_limit(model: type[models.Model], field: str) -> int:
+    """The ``max_length`` of a model's text field: a limit stated once, on the model."""
+    found = model._meta.get_field(field)
+    assert isinstance(found, models.CharField) and found.max_length is not None
+    return found.max_length
+
+
 def greatest_sql() -> str:
     """SQL's two-argument maximum on this database (SQLite spells GREATEST as MAX)."""
     return "MAX" if connection.vendor == "sqlite" else "GREATEST"

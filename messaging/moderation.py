@@ -31,14 +31,6 @@ from .access import access_message, as_id
 from .conversations import announce_updated
 from .errors import Conflict, Forbidden, Invalid, NotFound
 from .events import CLOSE_FORBIDDEN, RemovedFrame, removed_frame
-from .payloads import (
-    ConversationPayload,
-    MessagePayload,
-    UserPayload,
-    conversation_payload,
-    message_payload,
-    user_payload,
-)
 from .models import (
     MODERATE_PERMISSION,
     Conversation,
@@ -48,11 +40,20 @@ from .models import (
     Message,
     ModerationDecision,
     User,
+    char_limit,
+)
+from .payloads import (
+    ConversationPayload,
+    MessagePayload,
+    UserPayload,
+    conversation_payload,
+    message_payload,
+    user_payload,
 )
 
 Action = ModerationDecision.Action
 RESOLUTIONS = (Action.DISMISS.value, Action.REMOVE_MESSAGE.value)
-NOTE_MAX_LENGTH = Flag._meta.get_field("note").max_length
+NOTE_MAX_LENGTH = char_limit(Flag, "note")
 # Removals are replayed from the device's previous hello, minus this, so that gateways whose
 # clocks disagree a little still miss none (a removal told twice is harmless).
 _CLOCK_SKEW = timedelta(minutes=1)

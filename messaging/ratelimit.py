@@ -82,6 +82,7 @@ class Limit:
     exemptable: bool = False  # keyed by a user whom PARLEY_RATE_LIMIT_EXEMPT_MODERATORS may exempt
 
     def rate(self) -> Rate:
+        assert self.setting is not None, f"the {self.name} limit takes its rate from the caller"
         return Rate.parse(getattr(settings, self.setting))
 
 
@@ -217,7 +218,7 @@ def _redis_client():
     backend = caches["default"]
     if not isinstance(backend, RedisCache):
         return None
-    return backend._cache.get_client(write=True)  # Django exposes no public handle to it
+    return backend._cache.get_client(write=True)  # type: ignore[attr-defined]  # Django has no public handle
 
 
 def _increment(key: str, *, timeout: int) -> int:

@@ -136,8 +136,8 @@ def do_send_message(*, sender: User, conversation_id: Any, client_msg_id: Any, b
             fanout.message_stored(message=payload, member_count=conversation.member_count,
                                   write_started=write_started)
     except IntegrityError:
-        prior = Message.objects.filter(sender=sender, client_msg_id=client_msg_id).first()
-        if prior is None:
+        winner = Message.objects.filter(sender=sender, client_msg_id=client_msg_id).first()
+        if winner is None:
             raise
-        return _as_retry(prior, sender=sender, conversation_id=conversation.pk, body=body)
+        return _as_retry(winner, sender=sender, conversation_id=conversation.pk, body=body)
     return SendResult(message=message, payload=payload, duplicate=False)

@@ -20,7 +20,7 @@ _KEY_PREFIX = "parley:ws-ticket:"
 _TICKET_SHAPE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
-def issue_ticket(*, user_id: int, device_id: str | None = None) -> tuple[str, int]:
+def issue_ticket(*, user_id: int, device_id: object = None) -> tuple[str, int]:
     """A new ticket for the user, optionally bound to one of the user's devices: ``(ticket, expires_in)``."""
     ticket = secrets.token_urlsafe(32)
     ttl = settings.PARLEY_WS_TICKET_TTL_SECONDS

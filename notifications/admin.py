@@ -11,8 +11,8 @@ from urllib.parse import urlsplit
 from django.contrib import admin, messages
 from django.utils.text import Truncator
 
-from .triggers import do_retry_dead_letters
 from .models import NotificationState, PushDeadLetter, PushSubscription
+from .triggers import do_retry_dead_letters
 
 
 class ReadOnly:

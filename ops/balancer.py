@@ -177,6 +177,7 @@ class _Relay:
             backend.connections += 1
             backend.served += 1
             side.peer, self.client.peer = self.client, side
+            assert self.client.transport is not None and side.transport is not None  # both connected
             self.client.transport.resume_reading()
             if self.client.eof:  # the client half-closed before we were connected
                 side.transport.write_eof()
@@ -188,6 +189,7 @@ class _Relay:
 class _ClientSide(_Side):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        assert isinstance(transport, asyncio.Transport)  # a TCP server's transports read and write
         transport.pause_reading()  # nothing to relay to until a backend accepts
         self.relay.balancer._relays.add(self.relay)
         task = asyncio.get_running_loop().create_task(self.relay.connect())

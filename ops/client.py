@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import websockets
+from websockets.asyncio.client import ClientConnection
 
 
 @dataclass
@@ -53,7 +54,7 @@ class ParleyClient:
     keep_frames: bool = False
 
     def __post_init__(self) -> None:
-        self._ws = None
+        self._ws: ClientConnection | None = None
         self._pending: dict[str, asyncio.Future] = {}
         self._stopping = False
         self._url_index = 0
@@ -97,13 +98,17 @@ class ParleyClient:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             await self.ready.wait()
+            ws = self._ws
+            if ws is None:  # the connection ended after it was ready: wait for the next one
+                await asyncio.sleep(0.1)
+                continue
             future = asyncio.get_running_loop().create_future()
             self._pending[client_msg_id] = future
             try:
-                await self._ws.send(json.dumps({"type": "send", "conversation": conversation,
-                                                "client_msg_id": client_msg_id, "body": body}))
+                await ws.send(json.dumps({"type": "send", "conversation": conversation,
+                                          "client_msg_id": client_msg_id, "body": body}))
                 reply = await asyncio.wait_for(future, timeout=5)
-            except (asyncio.TimeoutError, websockets.ConnectionClosed, AttributeError):
+            except (asyncio.TimeoutError, websockets.ConnectionClosed):
                 await asyncio.sleep(0.1)
                 continue
             finally:

@@ -158,6 +158,7 @@ class Tally:
         self._sum = 0.0
 
     def observe(self, value: float) -> None:
+        assert self._bounds is not None, "a counter's tally takes inc(), not observe()"
         with self._lock:
             self._counts[bisect_left(self._bounds, value)] += 1  # first bucket with value <= bound
             self._sum += value

@@ -36,10 +36,11 @@ def access_message_info(user: User, message_id: Any) -> Message:
     except NotFound:
         if not user.has_perm(MODERATE_PERMISSION):
             raise
-        message = Message.objects.select_related("sender").filter(pk=as_id(message_id)).first()
-        if message is None:
+        message_id = as_id(message_id)
+        anywhere = Message.objects.select_related("sender").filter(pk=message_id).first() if message_id else None
+        if anywhere is None:
             raise
-        return message
+        return anywhere
     if message.sender_id != user.pk and not user.has_perm(MODERATE_PERMISSION):
         raise Forbidden("only the sender or a moderator sees who received a message")
     return message

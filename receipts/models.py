@@ -25,7 +25,7 @@ class DeviceCursorManager(models.Manager["DeviceCursor"]):
         if not cursors:
             return
         table = self.model._meta.db_table
-        device_id = self.model._meta.get_field("device").target_field  # type: ignore[union-attr]
+        device_id = self.model._meta.get_field("device").target_field
         greatest = greatest_sql()
         rows = ", ".join(["(%s, %s, %s, CURRENT_TIMESTAMP)"] * len(cursors))
         params: list[Any] = []

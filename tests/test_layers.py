@@ -52,10 +52,10 @@ def test_an_upward_import_from_the_core_breaks_the_floors(tree_copy):
 
 
 def test_an_import_between_the_edges_breaks_the_floors(tree_copy):
-    add_import(tree_copy / "api" / "views.py", "from gateway import presence")
+    add_import(tree_copy / "api" / "conversations.py", "from gateway import presence")
     result = lint_imports(tree_copy)
     assert result.returncode != 0
-    assert "api.views -> gateway.presence" in result.stdout
+    assert "api.conversations -> gateway.presence" in result.stdout
 
 
 def test_an_import_circle_inside_a_package_breaks_the_acyclic_contract(tree_copy):

@@ -22,8 +22,9 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods
 
 from messaging.accounts import do_logout_everywhere
-from messaging.models import MODERATE_PERMISSION
+from messaging.models import MODERATE_PERMISSION, User
 from messaging.payloads import user_payload
+
 SERVICE_WORKER = "sw.js"
 # Defence in depth behind "user content only ever goes in as text": the pages run no script
 # but Parley's own files, load nothing from elsewhere, and can't be framed.
@@ -59,7 +60,13 @@ def _service_worker_url() -> str | None:
     return static(SERVICE_WORKER) if finders.find(SERVICE_WORKER) else None
 
 
-def _client_config(request: HttpRequest, **extra: Any) -> dict[str, Any]:
+class SignedInRequest(HttpRequest):
+    """A request past ``login_required``: its user is a real one."""
+
+    user: User
+
+
+def _client_config(request: SignedInRequest, **extra: Any) -> dict[str, Any]:
     """What the JavaScript client needs to know up front (rendered with json_script, never as HTML)."""
     return {
         "me": user_payload(request.user),
@@ -111,7 +118,7 @@ def logout_page(request: HttpRequest) -> HttpResponse:
 @content_security_policy
 @login_required
 @require_GET
-def app_shell(request: HttpRequest, conversation_id: str | None = None) -> HttpResponse:
+def app_shell(request: SignedInRequest, conversation_id: str | None = None) -> HttpResponse:
     """The chat app: conversation list and conversation view, opened on /c/<id> when given."""
     config = _client_config(request, conversation=int(conversation_id) if conversation_id else None)
     return render(request, "parley/app.html", {"config": config})
@@ -120,7 +127,7 @@ def app_shell(request: HttpRequest, conversation_id: str | None = None) -> HttpR
 @content_security_policy
 @login_required
 @require_GET
-def moderation_page(request: HttpRequest) -> HttpResponse:
+def moderation_page(request: SignedInRequest) -> HttpResponse:
     if not request.user.has_perm(MODERATE_PERMISSION):
         raise PermissionDenied("Only moderators see the moderation queue.")
     return render(request, "parley/moderation.html", {"config": _client_config(request)})

@@ -12,8 +12,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from messaging.conversations import do_create_group, do_get_or_create_direct, do_join_channel
-from messaging.send import do_send_message
 from messaging.models import Conversation, User
+from messaging.send import do_send_message
 from receipts.watermarks import do_mark_read
 
 DEMO_PASSWORD = "parley-demo"
