@@ -9,7 +9,6 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
 
-
 class Socket:
     """A test client for one device: frames in, frames out, with helpers for the protocol."""
 

@@ -12,9 +12,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from messaging.send import do_send_message
-from messaging.payloads import conversation_payload
 from messaging.models import Conversation, Device, Flag, Membership, Message, User
+from messaging.payloads import conversation_payload
+from messaging.send import do_send_message
 from receipts.models import DeviceCursor
 from receipts.watermarks import do_mark_delivered
 

@@ -13,11 +13,12 @@ import schemathesis
 from django.core.signals import request_finished, request_started
 from django.core.wsgi import get_wsgi_application
 from django.db import close_old_connections
-from hypothesis import HealthCheck, settings as hypothesis_settings
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from rest_framework.authtoken.models import Token
-from schemathesis.specs.openapi import checks as openapi_checks
 from schemathesis import checks
 from schemathesis.config import SchemathesisConfig
+from schemathesis.specs.openapi import checks as openapi_checks
 
 _alternate = itertools.cycle([False, True])
 FUZZ_EXAMPLES = int(os.environ.get("PARLEY_FUZZ_EXAMPLES", "25"))

@@ -6,7 +6,16 @@ from playwright.sync_api import expect
 
 from messaging.conversations import do_create_group
 
-from .conftest import bubbles, conversation_link, direct, message_with, open_app, screenshot, seed, send
+from .conftest import (
+    bubbles,
+    conversation_link,
+    direct,
+    message_with,
+    open_app,
+    screenshot,
+    seed,
+    send,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.postgres]
 

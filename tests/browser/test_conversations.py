@@ -8,7 +8,6 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.sync_api import WebSocketRoute, expect
 
-
 from .conftest import bubbles, conversation_link, direct, message_with, open_app, seed, send
 
 pytestmark = [pytest.mark.browser, pytest.mark.postgres]

@@ -1,6 +1,8 @@
 """The per-connection stream state machine: whatever order and loss the live path has,
 what a connection sends is strictly increasing and gap-free from its resume point."""
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from gateway.stream import Action, ConnectionStreams
 

@@ -11,7 +11,6 @@ from django.db import connection
 from django.db.migrations.loader import MigrationLoader
 
 from messaging import moderation
-from messaging.send import do_send_message
 from messaging.errors import Conflict, Forbidden, Invalid, NotFound, RateLimited
 from messaging.models import Flag, Message, ModerationDecision
 from messaging.moderation import (
@@ -23,6 +22,7 @@ from messaging.moderation import (
     flag_queue,
     removals_to_replay,
 )
+from messaging.send import do_send_message
 from tests.messaging.test_write_path import QUERIES_PER_SEND
 
 SECRET = "the text only moderators may read again"

@@ -19,9 +19,9 @@ from django.db import IntegrityError, OperationalError, connection, connections,
 
 from messaging import layer
 from messaging.conversations import do_add_members, do_create_group, do_remove_member
-from messaging.send import do_send_message
 from messaging.errors import Conflict, NotFound
 from messaging.models import Conversation, Device, Membership, Message, User
+from messaging.send import do_send_message
 
 pytestmark = pytest.mark.django_db
 
@@ -458,3 +458,12 @@ def test_a_send_costs_a_fixed_number_of_queries_whatever_the_member_count(
         do_send_message(sender=sender, conversation_id=conversation.pk, client_msg_id="q1", body="hi")
     with django_assert_num_queries(QUERIES_PER_RETRY):
         do_send_message(sender=sender, conversation_id=conversation.pk, client_msg_id="q1", body="hi")
+
+
+def test_first_send_gets_seq_one_and_a_retry_returns_it(make_user, make_group):
+    alice, bob = make_user(), make_user()
+    group = make_group(alice, [bob])
+    first = do_send_message(sender=alice, conversation_id=group.pk, client_msg_id="k1", body="hi")
+    again = do_send_message(sender=alice, conversation_id=group.pk, client_msg_id="k1", body="hi")
+    assert (first.message.seq, first.duplicate) == (1, False)
+    assert (again.message.pk, again.duplicate) == (first.message.pk, True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from notifications.models import PushDeadLetter, PushSubscription
 from notifications.delivery import retry_countdown
+from notifications.models import PushDeadLetter, PushSubscription
 
 pytestmark = pytest.mark.django_db
 

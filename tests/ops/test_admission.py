@@ -7,8 +7,8 @@ import random
 import pytest
 from channels.db import database_sync_to_async
 
-from messaging.send import do_send_message
 from gateway import runtime
+from messaging.send import do_send_message
 from ops.admission import ReplayAdmission
 
 from .conftest import Clock

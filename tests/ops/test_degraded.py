@@ -5,10 +5,20 @@ import pytest
 from channels.db import database_sync_to_async
 from django.urls import reverse
 
-from ops import degraded
-from messaging.send import do_send_message
 from gateway.telemetry import ProcessCounts
-from ops.degraded import RECEIPTS, TYPING, Signals, State, Thresholds, Window, evaluate, publish, step
+from messaging.send import do_send_message
+from ops import degraded
+from ops.degraded import (
+    RECEIPTS,
+    TYPING,
+    Signals,
+    State,
+    Thresholds,
+    Window,
+    evaluate,
+    publish,
+    step,
+)
 from ops.models import DegradedModeOverride
 
 from .conftest import settled, tick

@@ -10,9 +10,9 @@ import pytest
 import websockets
 from rest_framework.authtoken.models import Token
 
-from ops.client import ParleyClient
 from messaging.models import Message
 from ops import canary
+from ops.client import ParleyClient
 from ops.tasks import canary_run
 from tests.live import gateways, redis_server  # noqa: F401 - fixtures
 

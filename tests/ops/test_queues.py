@@ -8,8 +8,7 @@ import pytest
 from kombu import Queue
 
 from chatproject.celery import app
-from ops import degraded
-from ops import queues
+from ops import degraded, queues
 
 pytestmark = pytest.mark.redis
 

@@ -5,12 +5,12 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 
-from messaging.layer import conversation_group
-from messaging.conversations import do_remove_member
-from messaging.send import do_send_message
 from gateway.ackbatch import AckBatcher
 from gateway.db import DatabaseThreads
+from messaging.conversations import do_remove_member
+from messaging.layer import conversation_group
 from messaging.models import Membership
+from messaging.send import do_send_message
 from receipts.models import DeviceCursor
 from receipts.watermarks import record_acks
 

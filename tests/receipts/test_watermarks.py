@@ -10,9 +10,9 @@ from django.db import connection, connections, transaction
 
 from messaging import fanout, hooks
 from messaging.conversations import do_create_group, do_remove_member
-from messaging.send import do_send_message
 from messaging.errors import NotFound
 from messaging.models import Device, Membership, User
+from messaging.send import do_send_message
 from receipts.models import DeviceCursor
 from receipts.watermarks import do_mark_delivered, do_mark_read
 

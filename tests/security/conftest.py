@@ -9,9 +9,9 @@ from django.core.cache import cache
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from messaging.conversations import do_remove_member
-from messaging.send import do_send_message
 from messaging.models import Conversation, Device, Flag, Message, User
 from messaging.moderation import do_flag_message
+from messaging.send import do_send_message
 
 P256DH = base64.urlsafe_b64encode(b"\x04" + bytes(range(64))).decode().rstrip("=")
 PUSH_AUTH = base64.urlsafe_b64encode(bytes(range(16))).decode().rstrip("=")

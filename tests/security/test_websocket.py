@@ -10,9 +10,9 @@ from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.test import Client
 
+from gateway import protocol
 from messaging.conversations import do_remove_member
 from messaging.send import do_send_message
-from gateway import protocol
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -5,8 +5,8 @@ import html
 
 import pytest
 
-from messaging.send import do_send_message
 from messaging.moderation import do_flag_message
+from messaging.send import do_send_message
 
 PAYLOADS = [
     "<script>alert('parley')</script>",

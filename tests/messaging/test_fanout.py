@@ -6,10 +6,10 @@ from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
-from messaging.layer import conversation_group
 from messaging.conversations import do_add_members
-from messaging.send import do_send_message
+from messaging.layer import conversation_group
 from messaging.models import Conversation
+from messaging.send import do_send_message
 from messaging.tasks import flush_channel_batch
 
 

@@ -16,14 +16,22 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from hypothesis import settings, strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule, run_state_machine_as_test
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 from messaging.conversations import do_create_group
-from messaging.send import do_send_message
 from messaging.errors import Conflict
+from messaging.models import Device, Membership, Message, User
 from messaging.payloads import conversation_payload
-from messaging.models import Conversation, Device, Membership, Message, User
+from messaging.send import do_send_message
 from receipts.models import DeviceCursor
 from receipts.watermarks import do_mark_delivered, do_mark_read
 
