@@ -24,7 +24,6 @@ failing the write, which is already stored.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 from typing import Callable, Generic, TypeVar
 
 from django.db import transaction
@@ -44,7 +43,7 @@ class Hook(Generic[Event]):
 
     def announce(self, event: Event) -> None:
         for receiver in self.receivers:
-            transaction.on_commit(partial(receiver, event), robust=True)
+            transaction.on_commit(_call(receiver, event), robust=True)
 
     def __repr__(self) -> str:
         return f"<Hook {self.name}: {len(self.receivers)} receivers>"
@@ -72,6 +71,16 @@ class ReadAdvanced:
     conversation_id: int
     user_id: int
     read_seq: int
+
+
+def _call(receiver: Callable[[Event], None], event: Event) -> Callable[[], None]:
+    # A named function, not a partial: Django's robust on_commit logs a failure by the
+    # callback's __qualname__, which a partial lacks (the log call itself would raise).
+    def call() -> None:
+        receiver(event)
+
+    call.__qualname__ = getattr(receiver, "__qualname__", repr(receiver))
+    return call
 
 
 message_stored: Hook[MessageStored] = Hook("message_stored")

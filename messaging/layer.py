@@ -54,7 +54,13 @@ def group_id(group: str) -> int:
 def after_commit(action: Callable[[], None]) -> None:
     """Run ``action`` once the current transaction commits (at once outside a transaction);
     an exception in it is logged and does not stop the callbacks after it."""
-    transaction.on_commit(action, robust=True)
+    def run() -> None:
+        action()
+
+    # Django's robust on_commit logs a failure by the callback's __qualname__, which a
+    # functools.partial lacks (the log call itself would raise): name it after the action.
+    run.__qualname__ = getattr(action, "__qualname__", None) or repr(action)
+    transaction.on_commit(run, robust=True)
 
 
 def publish(group: str, event: Mapping[str, Any]) -> None:

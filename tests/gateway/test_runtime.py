@@ -1,0 +1,42 @@
+"""One gateway runtime per event loop (gateway.runtime): shared by the loop's sockets, started once,
+gone when stopped."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gateway import runtime
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def test_the_sockets_of_a_loop_share_one_runtime_started_once():
+    assert runtime.running(asyncio.get_running_loop()) is None  # nothing starts one but a socket
+    first, second = await asyncio.gather(runtime.current(), runtime.current())
+    assert first is second
+    assert runtime.running(asyncio.get_running_loop()) is first
+    assert first.hub.channel is not None  # its layer channel is open
+    await first.stop()
+
+
+async def test_a_stopped_runtime_is_forgotten_and_the_next_socket_gets_a_fresh_one():
+    first = await runtime.current()
+    await first.stop()
+    assert runtime.running(asyncio.get_running_loop()) is None
+    second = await runtime.current()
+    assert second is not first
+    await second.stop()
+
+
+async def test_sockets_of_the_runtime_share_its_hub(make_user, make_device, open_socket):
+    from channels.db import database_sync_to_async
+
+    alice = await database_sync_to_async(make_user)("alice")
+    phone = await database_sync_to_async(make_device)(alice, "phone")
+    laptop = await database_sync_to_async(make_device)(alice, "laptop")
+    await open_socket(alice, phone)
+    await open_socket(alice, laptop)
+    gateway = await runtime.current()
+    assert len(gateway.sockets) == 2
+    assert len(gateway.hub.sockets_of(f"user.{alice.pk}")) == 2
