@@ -93,5 +93,3 @@ class ReplayAdmission:
                 return
         self.running -= 1
 
-
-admission = ReplayAdmission()
