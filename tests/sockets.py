@@ -48,6 +48,13 @@ class Socket:
                 return pages, frame
             pages.append(frame)
 
+    async def closed_with(self, timeout: float = 3) -> int:
+        """The code the server closes the socket with (frames before the close are skipped)."""
+        while True:
+            output = await self.communicator.receive_output(timeout=timeout)
+            if output["type"] == "websocket.close":
+                return output["code"]
+
     async def close(self) -> None:
         await self.communicator.disconnect()
 

@@ -13,6 +13,8 @@ const $ = (id) => document.getElementById(id);
 const store = new Store(config.me);
 const outbox = new Outbox(config.me.id);
 const HISTORY_PAGE = 50;
+// Within this many pixels of the top, the next older page of history loads.
+const OLDER_EDGE_PX = 40;
 const RETRYABLE = new Set(["rate_limited", "unavailable"]);
 
 let deviceId = null;
@@ -629,6 +631,12 @@ $("message-scroller").addEventListener("scroll", debounce(maybeMarkRead, 150));
 new IntersectionObserver((entries) => {
   if (entries.some((e) => e.isIntersecting)) loadOlder();
 }, { root: $("message-scroller") }).observe($("load-older"));
+// The observer reports changes between frames: a scroll back to the top within the frame in
+// which an older page was inserted (and the position kept) looks like no change to it. The
+// scroll position itself never misses one.
+$("message-scroller").addEventListener("scroll", (event) => {
+  if (event.currentTarget.scrollTop < OLDER_EDGE_PX) loadOlder();
+});
 
 // --- start ---------------------------------------------------------------------------------------------------
 async function start() {

@@ -245,12 +245,6 @@ async def test_a_same_origin_browser_handshake_is_accepted(pair, open_socket):
 
 
 
-async def closed_with(socket, timeout: float = 3) -> int:
-    while True:
-        output = await socket.communicator.receive_output(timeout=timeout)
-        if output["type"] == "websocket.close":
-            return output["code"]
-
 
 async def test_logging_out_closes_every_socket_of_the_user(pair, open_socket, make_device):
     from messaging.accounts import do_logout_everywhere
@@ -260,7 +254,7 @@ async def test_logging_out_closes_every_socket_of_the_user(pair, open_socket, ma
     sockets = [await open_socket(alice, alice_phone), await open_socket(alice, alice_laptop)]
     bystander = await open_socket(bob, bob_phone)
     await database_sync_to_async(do_logout_everywhere)(user=alice)
-    assert [await closed_with(s) for s in sockets] == [4401, 4401]
+    assert [await s.closed_with() for s in sockets] == [4401, 4401]
     await bystander.send({"type": "ping"})
     assert (await bystander.recv_type("pong"))["type"] == "pong"
     await bystander.close()
@@ -274,7 +268,7 @@ async def test_deleting_a_device_closes_only_that_devices_sockets(pair, open_soc
     phone = await open_socket(alice, alice_phone)
     laptop = await open_socket(alice, alice_laptop)
     await database_sync_to_async(do_remove_device)(user=alice, device_id=alice_phone.pk)
-    assert await closed_with(phone) == 4403
+    assert await phone.closed_with() == 4403
     await laptop.send({"type": "ping"})
     assert (await laptop.recv_type("pong"))["type"] == "pong"
     await laptop.close()

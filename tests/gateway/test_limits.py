@@ -15,12 +15,6 @@ def room(make_user, make_device, make_group):
             "alice_phone": make_device(alice), "bob_phone": make_device(bob)}
 
 
-async def closed_with(socket, timeout: float = 3) -> int:
-    while True:
-        output = await socket.communicator.receive_output(timeout=timeout)
-        if output["type"] == "websocket.close":
-            return output["code"]
-
 
 async def test_a_send_over_the_rate_gets_rate_limited_with_retry_after_ms(room, open_socket, settings):
     settings.PARLEY_RATE_SEND = "2/m"
@@ -58,7 +52,7 @@ async def test_a_client_that_keeps_going_past_refusals_is_closed_with_4429(room,
     alice = await open_socket(room["alice"], room["alice_phone"])
     for _ in range(4):
         await alice.send({"type": "ping"})
-    assert await closed_with(alice) == 4429
+    assert await alice.closed_with() == 4429
 
 
 async def test_typing_is_limited_per_user_across_devices(room, open_socket, make_device, settings):

@@ -20,12 +20,6 @@ def room(make_user, make_moderator, make_device, make_group):
             "alice_phone": make_device(alice), "bob_phone": make_device(bob)}
 
 
-async def closed_with(socket, timeout: float = 3) -> int:
-    while True:
-        output = await socket.communicator.receive_output(timeout=timeout)
-        if output["type"] == "websocket.close":
-            return output["code"]
-
 
 @database_sync_to_async
 def remove(room, message_id):
@@ -69,9 +63,9 @@ async def test_a_suspended_users_sockets_close_with_4403_and_new_handshakes_are_
     alice = await open_socket(room["alice"], room["alice_phone"])
     bob = await open_socket(room["bob"], room["bob_phone"])
     await database_sync_to_async(do_set_suspended)(moderator=room["mod"], user_id=room["alice"].pk, suspended=True)
-    assert await closed_with(alice) == 4403
+    assert await alice.closed_with() == 4403
     refused = await open_socket(room["alice"], room["alice_phone"], hello=False)
-    assert await closed_with(refused) == 4403
+    assert await refused.closed_with() == 4403
     await bob.send({"type": "ping"})
     assert (await bob.recv_type("pong"))["type"] == "pong"
     await bob.close()
