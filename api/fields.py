@@ -8,6 +8,7 @@ API. Every failure has one shape, :class:`ErrorSerializer`.
 """
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from django.core.validators import RegexValidator
@@ -58,7 +59,7 @@ class StrictBooleanField(serializers.BooleanField):
 class StrictUUIDField(serializers.UUIDField):
     """A UUID string (DRF's UUIDField also takes an integer)."""
 
-    def to_internal_value(self, data: Any):
+    def to_internal_value(self, data: Any) -> uuid.UUID:
         if not isinstance(data, str):
             self.fail("invalid", value=data)
         return super().to_internal_value(data)

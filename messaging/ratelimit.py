@@ -213,7 +213,7 @@ def _count(current_key: str, previous_key: str, *, timeout: int) -> tuple[int, i
     return int(current), int(previous or 0)
 
 
-def _redis_client():
+def _redis_client() -> Any:
     """The default cache's redis-py client, or None when the cache is not Redis."""
     backend = caches["default"]
     if not isinstance(backend, RedisCache):

@@ -11,7 +11,7 @@ task's name (ops.observers), so the offline path itself carries no metrics code.
 """
 from __future__ import annotations
 
-from celery import shared_task
+from celery import Task, shared_task
 from django.conf import settings
 
 from . import bursts, delivery, markers
@@ -60,7 +60,7 @@ def retract(conversation_id: int, seq: int) -> int:
 
 
 @shared_task(bind=True, name="parley.push.deliver", acks_late=True, max_retries=None)
-def deliver(self, subscription_id: int, conversation_id: int, kind: str, after_seq: int = 0) -> str:
+def deliver(self: Task, subscription_id: int, conversation_id: int, kind: str, after_seq: int = 0) -> str:
     """One push to one subscription. Retry policy: 429, 5xx and network errors retry up to
     PARLEY_PUSH_MAX_RETRIES times with exponential backoff and jitter; 404/410 deletes the
     subscription; other answers, and the last failed retry, become a dead letter."""
