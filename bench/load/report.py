@@ -154,6 +154,7 @@ def markdown(result: dict[str, Any], meta: dict[str, Any], png: str) -> str:
                   f"quantiles interpolated in the histogram buckets):", ""] + metrics.stage_table(r["stages"])
         extra = {k: v for k, v in r["stages"].items() if k not in ("stages", "send_to_deliver")}
         lines += ["", f"Other counters: {extra}", ""]
+    lines += result.get("tables", [])  # the issue-3 and issue-4 scenarios render their own
     for note in result.get("notes", []):
         lines += [note, ""]
     return "\n".join(lines) + "\n"
@@ -262,7 +263,7 @@ def index(out: Path, command: str, extra: list[str] | None = None) -> None:
              "(`bench/relay`, two daphne processes on the same Redis) through the same load in the same session.",
              "", "```sh", command, "```", "",
              "| scenario | report | run (UTC) | load average at start | at end |", "|---|---|---|---|---|"]
-    order = ["steady", "ramp", "large", "degraded", "storm", "chaos"]
+    order = ["steady", "ramp", "large", "degraded", "storm", "chaos", "gateway", "large-channel"]
     metas = dict(sorted(metas.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99))
     for name, meta in metas.items():
         lines.append(f"| {name} | [{name}.md]({name}.md) | {meta['started']} | {meta['loadavg_start']} | "
