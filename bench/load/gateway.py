@@ -113,6 +113,7 @@ async def gateway(session: Session, args) -> dict[str, Any]:
 async def run_parley(session: Session, args, name, cohort, size, ladder, recorder, gateways, deadline):
     stack = session.stack
     stack.flush_redis()
+    session.relay.stop()  # each system runs alone
     stack.only(["redis1", "redis2", *gateways], restart=gateways)  # a fresh gateway per system
     members, seqs = cohort
     devices = devices_of(members, await asyncio.to_thread(last_seqs, set(seqs)))

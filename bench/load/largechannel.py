@@ -140,6 +140,7 @@ async def run_system(session: Session, args, spec: str, members, channel: int, r
             **({"PARLEY_BATCH_WINDOW_MS": window} if window else {}),
             **({"PARLEY_PRESENCE_MAX_CONVERSATIONS": "0"} if name == "direct" else {}),
         })
+        session.relay.stop()  # each system runs alone
         stack.only(["redis1", "redis2", *gateways, "worker"], restart=[*gateways, "worker"])
         cursor = await asyncio.to_thread(reset_fanout, channel)
         clients = session.pool(recorder, ack_ms=-1 if noack else args.ack_ms, gateways=gateways)
