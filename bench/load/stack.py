@@ -165,6 +165,7 @@ class Processes:
         self.env = {**os.environ, **(env or {})}
         self.env["PATH"] = f"{ROOT / '.venv' / 'bin'}:{self.env.get('PATH', '')}"
         self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="bench-logs-"))
+        self.log_dir.mkdir(parents=True, exist_ok=True)
         self.commands: dict[str, str] = {}
         self.ready_checks: dict[str, Callable[[], bool]] = {}
         self.own_env: dict[str, dict[str, str]] = {}
