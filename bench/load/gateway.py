@@ -133,7 +133,7 @@ async def run_parley(session: Session, args, name, cohort, size, ladder, recorde
     await pool.stop()
     return {"system": name, "gateways": len(gateways), "sockets": len(devices), "connect_s": round(connect_s, 1),
             "recipients_per_message": size - 1, "steps": rows, "check": check, "frames_received": dict(frames),
-            "unattributed": recorder.unattributed, "server_errors": session.stack.errors(5)}
+            "unattributed": recorder.unattributed, "tracebacks_in_logs": session.stack.tracebacks()}
 
 
 async def run_relay(session: Session, args, name, cohort, size, ladder, recorder, gateways, deadline):

@@ -188,7 +188,7 @@ async def run_system(session: Session, args, spec: str, members, channel: int, r
         await clients.stop()
     return {"system": spec, "gateways": args.gateways, "members": n, "scenarios": rows,
             "frames_by_type": dict(frames()), "unattributed": recorder.unattributed,
-            "server_errors": stack.errors()}
+            "tracebacks_in_logs": stack.tracebacks()}
 
 
 class Probe:

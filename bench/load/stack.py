@@ -263,11 +263,10 @@ class Processes:
         for name in reversed(list(self.procs)):
             self.stop(name)
 
-    def errors(self, limit: int = 8) -> list[str]:
-        """Lines of the logs that name a traceback or an error."""
-        lines = [line for name in self.procs for line in self.log_tail(name, 100_000).splitlines()
-                 if "Traceback" in line or "ERROR" in line]
-        return lines[:limit]
+    def tracebacks(self) -> dict[str, int]:
+        """Tracebacks in each process's log so far (the logs keep them; a reader looks there)."""
+        counts = {name: self.log_tail(name, 10_000_000).count("Traceback") for name in self.procs}
+        return {name: n for name, n in counts.items() if n}
 
 
 class Stack(Processes):
