@@ -76,11 +76,11 @@ def report(runs: list[Run], args, command: str, machine: str, load: str, gap_fre
         f"- Machine: {machine}",
         f"- Load average before the run: {load}",
         f"- {args.workers} concurrent workers on every path ({args.workers} processes; REST: {args.workers} "
-        f"keep-alive HTTP clients over {args.daphnes} daphne processes). {args.rounds} rounds, each running "
+        f"keep-alive HTTP clients over {args.daphnes} gateway processes, parley-gateway). {args.rounds} rounds, each running "
         f"every path for {args.seconds:g} s per scenario (order rotated per round, after {warmup} warm-up "
         f"sends per worker); every send a new client_msg_id; fan-out layer: "
         f"{'Redis' if args.redis_url else 'in-memory'}.",
-        "- Parley CPU: CPU time of the processes running Parley (service workers; daphnes for REST; the "
+        "- Parley CPU: CPU time of the processes running Parley (service workers; the gateways for REST; the "
         "psycopg client for raw) per send. PostgreSQL's own CPU is not in it; machine busy counts everything "
         "on the machine, including other work.",
         "",
