@@ -1,8 +1,9 @@
-"""python -m bench.load --scenario steady|ramp|large|storm|chaos|degraded|all --report docs/benchmarks/"""
+"""python -m bench.load --scenario steady|ramp|large|storm|chaos|degraded|all|gateway|large-channel --report DIR"""
 from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import os
 import shlex
 import subprocess
@@ -16,34 +17,48 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.load import report  # noqa: E402
-from bench.load.scenarios import ORDER, SCENARIOS, Session  # noqa: E402
-from bench.load.stack import DB_NAME, Stack, migrate, recreate_database  # noqa: E402
+from bench.load import gateway, largechannel, report  # noqa: E402
+from bench.load.scenarios import ORDER, SCENARIOS  # noqa: E402
+from bench.load.session import Session  # noqa: E402
+from bench.load.stack import DB_NAME, Stack, loadavg, migrate, recreate_database  # noqa: E402
+
+# Options whose default depends on the scenario (None on the command line: this table's value).
+ISSUE7 = {"ack_ms": 0.0, "drain": 10.0, "gateways": 2, "systems": "", "straggler_wait": 0.0}
+DEFAULTS = {"gateway": gateway.DEFAULTS, "large-channel": largechannel.DEFAULTS}
 
 
 def git(*argv: str) -> str:
     return subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True).stdout.strip()
 
 
-def loadavg() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "") + "\n\n" + (sys.modules["bench.load"].__doc__ or ""),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scenario", default="all", help="steady, ramp, large, storm, chaos, degraded, all (or a comma list)")
+    parser.add_argument("--scenario", default="all",
+                        help="steady, ramp, large, degraded, storm, chaos, all (those six), gateway, large-channel "
+                             "(or a comma list)")
     parser.add_argument("--report", type=Path, default=ROOT / "docs" / "benchmarks")
+    parser.add_argument("--database", default=DB_NAME, help="the benchmark database (dropped and recreated)")
     parser.add_argument("--seconds", type=float, default=15.0, help="seconds per steady phase")
-    parser.add_argument("--drain", type=float, default=10.0, help="seconds to wait for a phase's deliveries")
-    parser.add_argument("--ack-ms", type=float, default=0.0,
+    parser.add_argument("--drain", type=float, default=None,
+                        help="seconds to wait for a phase's deliveries (10; gateway 5; large-channel 15)")
+    parser.add_argument("--ack-ms", type=float, default=None,
                         help="clients ack after every frame that brought messages (0, as the reference client), "
-                             "or coalesce acks over this many ms")
+                             "coalesce acks over this many ms, or never (-1); default 0, gateway 250")
+    parser.add_argument("--systems", default=None,
+                        help=f"gateway: {gateway.SYSTEMS}; large-channel: relay,buffered[:window_ms],direct"
+                             "[,buffered-noack,direct-noack]")
+    parser.add_argument("--gateways", type=int, default=None, choices=(1, 2),
+                        help="gateway processes (and relay daphnes) per system: gateway 1, large-channel 2")
+    parser.add_argument("--straggler-wait", type=float, default=None,
+                        help="gateway and large-channel: after the last step, seconds to wait for late deliveries "
+                             "before counting them missing (15; 10)")
     parser.add_argument("--degraded-rate", type=float, default=20.0, help="messages/s of the degraded scenario")
     parser.add_argument("--chaos-rate", type=float, default=20.0, help="group messages/s of the chaos scenario")
     parser.add_argument("--typing-rate", type=float, default=2000.0, help="typing frames/s of the degraded scenario's flood")
     parser.add_argument("--port-offset", type=int, default=0,
-                        help="move every port of Procfile.stack by this much (to run beside another stack)")
+                        help="move every port of Procfile.stack (and the relay's) by this much, to run beside "
+                             "another stack")
     parser.add_argument("--procfile", type=Path, default=ROOT / "Procfile.stack")
     parser.add_argument("--env-file", type=Path, default=ROOT / "stack.env")
     parser.add_argument("--stack-env", action="append", default=[], metavar="KEY=VALUE",
@@ -52,6 +67,8 @@ def main() -> None:
                         help="clients connect to the gateways in turn (as the reference client with a URL list) "
                              "or through the stack's balancer")
     parser.add_argument("--quick", action="store_true", help="small versions of each scenario (a smoke test)")
+    gateway.add_arguments(parser)
+    largechannel.add_arguments(parser)
     args = parser.parse_args()
     names = ORDER if args.scenario == "all" else [s.strip() for s in args.scenario.split(",")]
     for name in names:
@@ -61,6 +78,15 @@ def main() -> None:
     asyncio.run(run(args, names, command))
 
 
+def scenario_args(args, name: str):
+    """The options as one scenario sees them: None replaced by that scenario's default."""
+    out = copy.copy(args)
+    for key, value in DEFAULTS.get(name, ISSUE7).items():
+        if getattr(out, key) is None:
+            setattr(out, key, value)
+    return out
+
+
 async def run(args, names: list[str], command: str) -> None:
     overrides = {
         # Typing is throttled per socket in production (one per 2 s); the degraded scenario's
@@ -68,15 +94,17 @@ async def run(args, names: list[str], command: str) -> None:
         "PARLEY_TYPING_THROTTLE_MS": "0",
         **dict(kv.split("=", 1) for kv in args.stack_env),
     }
-    stack = Stack(procfile=args.procfile, env_file=args.env_file, port_offset=args.port_offset, overrides=overrides)
+    stack = Stack(procfile=args.procfile, env_file=args.env_file, port_offset=args.port_offset, overrides=overrides,
+                  database=args.database)
     # This process: Django on the benchmark database and the stack's cache (it issues tickets).
     os.environ.update({k: v for k, v in stack.env.items() if k not in ("PROMETHEUS_MULTIPROC_DIR",)})
     os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     os.environ["DJANGO_SETTINGS_MODULE"] = "chatproject.settings"
     os.environ["PARLEY_MAX_MEMBERS_PER_REQUEST"] = "100000"  # cohorts are made in one call per conversation
     t_start = time.monotonic()
-    print(f"stack from {stack.source} (ports {stack.ports}); logs in {stack.log_dir}; database {DB_NAME}", flush=True)
-    recreate_database()
+    print(f"stack from {stack.source} (ports {stack.ports}); logs in {stack.log_dir}; database {args.database}",
+          flush=True)
+    recreate_database(args.database)
     migrate(stack.env)
     import django
 
@@ -84,12 +112,13 @@ async def run(args, names: list[str], command: str) -> None:
     stack.start_all()
     stack.flush_redis()
     await asyncio.sleep(1)
-    session = Session(stack, args.ack_ms, args.via)
+    session = Session(stack, 0.0, args.via)
     session.relay.start()
     print(f"stack and relay up in {time.monotonic() - t_start:.0f}s; load average {loadavg()}", flush=True)
     # The code under test is what the stack's processes loaded when they started (now), not what
     # HEAD says later: others commit to this tree while a run goes on.
-    dirty = git("status", "--porcelain", "--", "messaging", "receipts", "chatproject", "notifications", "ops")
+    dirty = git("status", "--porcelain", "--", "messaging", "receipts", "chatproject", "notifications", "ops",
+                "gateway", "api")
     commit = git("rev-parse", "--short", "HEAD")
     stack_started = datetime.now(timezone.utc).strftime("%H:%M:%S")
     try:
@@ -101,11 +130,13 @@ async def run(args, names: list[str], command: str) -> None:
                     "loadavg_start": loadavg(), "command": command, "cores": os.cpu_count()}
             print(f"== {name} (load average {meta['loadavg_start']})", flush=True)
             t0 = time.monotonic()
-            for proc in list(stack.names):  # a scenario starts from a whole stack
+            for proc in stack.names:  # a scenario starts from a whole stack
                 if not stack.alive(proc):
                     stack.start(proc)
+            own = scenario_args(args, name)
+            session.ack_ms = own.ack_ms
             try:
-                result = await SCENARIOS[name](session, args)
+                result = await SCENARIOS[name](session, own)
             except Exception:  # noqa: BLE001 - report and go on with the next scenario
                 traceback.print_exc()
                 continue
@@ -117,7 +148,7 @@ async def run(args, names: list[str], command: str) -> None:
     finally:
         session.relay.stop()
         stack.stop_all()
-        for name in stack.names:
+        for name in stack.procs:
             tail = stack.log_tail(name, 400)
             if "Traceback" in tail:
                 print(f"--- {name} log tail:\n{tail}", flush=True)

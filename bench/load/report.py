@@ -154,6 +154,7 @@ def markdown(result: dict[str, Any], meta: dict[str, Any], png: str) -> str:
                   f"quantiles interpolated in the histogram buckets):", ""] + metrics.stage_table(r["stages"])
         extra = {k: v for k, v in r["stages"].items() if k not in ("stages", "send_to_deliver")}
         lines += ["", f"Other counters: {extra}", ""]
+    lines += result.get("tables", [])  # the issue-3 and issue-4 scenarios render their own
     for note in result.get("notes", []):
         lines += [note, ""]
     return "\n".join(lines) + "\n"
@@ -262,7 +263,7 @@ def index(out: Path, command: str, extra: list[str] | None = None) -> None:
              "(`bench/relay`, two daphne processes on the same Redis) through the same load in the same session.",
              "", "```sh", command, "```", "",
              "| scenario | report | run (UTC) | load average at start | at end |", "|---|---|---|---|---|"]
-    order = ["steady", "ramp", "large", "degraded", "storm", "chaos"]
+    order = ["steady", "ramp", "large", "degraded", "storm", "chaos", "gateway", "large-channel"]
     metas = dict(sorted(metas.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99))
     for name, meta in metas.items():
         lines.append(f"| {name} | [{name}.md]({name}.md) | {meta['started']} | {meta['loadavg_start']} | "
@@ -281,8 +282,8 @@ METHOD = """
 ## How it is measured
 
 - **Stack**: `bench/load/stack.py` parses `Procfile.stack` with honcho's parser and runs each line as
-  `sh -c <line>` in its own process group, with `stack.env` plus overrides: `DATABASE_URL` = `parley_bench7`
-  (dropped, recreated and migrated at the start of every invocation), every `PARLEY_RATE_*` lifted to
+  `sh -c <line>` in its own process group, with `stack.env` plus overrides: `DATABASE_URL` = `--database`
+  (default `parley_bench7`; dropped, recreated and migrated at the start of every invocation), every `PARLEY_RATE_*` lifted to
   `1000000/s`, `PARLEY_TYPING_THROTTLE_MS=0` (so the degraded scenario's flood reaches the fan-out), a fresh
   private `PROMETHEUS_MULTIPROC_DIR`, `DJANGO_LOG_LEVEL=WARNING`. `--port-offset N` moves every port of the
   file (to run beside someone else's stack); `--stack-env KEY=VALUE` adds settings.
@@ -311,6 +312,13 @@ METHOD = """
   session, with the same client process. It stores nothing, has no auth, no seq, no replay and no acks.
 - **CPU**: per process group from `/proc` (the worker's pool included), PostgreSQL backends of the
   benchmark database, the load generator; `others` is the rest of the machine (other people's work).
+- **The rest of the harness**: `--scenario gateway` (issue 3: the gateway's latency and sustained
+  deliveries/s beside the relays, a ladder of rates) and `--scenario large-channel` (issue 4: one channel
+  of 1,000 members, buffered and direct fan-out beside the relay) run the same stack, clients and recorder
+  with the definitions of their issues (a delivery excludes the sender's own copy there); they are not
+  part of `all`. `python -m bench.load.write_path`, `.fanout_shapes` and `.send_profile` need no stack and
+  stay separate entry points. What moved where, and the re-run beside the old scripts' numbers:
+  [harness.md](harness.md).
 """.strip("\n").splitlines()
 
 

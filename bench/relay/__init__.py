@@ -1,4 +1,4 @@
-"""The baseline for bench/gateway_load.py: the Channels tutorial's chat relay, nothing more.
+"""The baseline of bench/load's scenarios: the Channels tutorial's chat relay, nothing more.
 
 One consumer joins its socket's channel to the room's group and group_sends every frame it
 receives to the room (the tutorial's ``ChatConsumer``): no auth, no sequence numbers, no

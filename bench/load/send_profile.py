@@ -1,15 +1,14 @@
-#!/usr/bin/env python
 """Where one service send spends its time: CPU and wall per stage of do_send_message.
 
-A companion to bench/write_path.py: one process, no concurrency, sequential new sends into a
-two-member conversation. Each stage is timed by wrapping the function that does it; "rest"
-is what the send did outside them (validation, savepoint bookkeeping, building the payload,
-scheduling the fan-out).
+A companion to bench/load/write_path.py: one process, no concurrency, sequential new sends
+into a two-member conversation. Each stage is timed by wrapping the function that does it;
+"rest" is what the send did outside them (validation, savepoint bookkeeping, building the
+payload, scheduling the fan-out). A separate entry point: it profiles one call in this
+process, with no stack; its database is recreated by bench/load's shared function.
 
 Usage (from the repository root):
 
-  .venv/bin/python bench/send_profile.py [--sends 500]
-      [--database-url postgres://postgres@127.0.0.1:5432/parley_bench]
+  .venv/bin/python -m bench.load.send_profile [--sends 500] [--database parley_bench]
 """
 from __future__ import annotations
 
@@ -17,37 +16,38 @@ import argparse
 import os
 import sys
 import time
-import urllib.parse
 import uuid
 from collections import defaultdict
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.load.stack import database_url, migrate, recreate_database  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sends", type=int, default=500)
-    parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/parley_bench")
+    parser.add_argument("--database", default="parley_bench", help="dropped, recreated and migrated")
     args = parser.parse_args()
-    if "bench" not in urllib.parse.urlparse(args.database_url).path:
-        sys.exit("use a bench database (its name contains 'bench'): this script writes to it")
-    os.environ["DATABASE_URL"] = args.database_url
+    recreate_database(args.database)
+    os.environ["DATABASE_URL"] = database_url(args.database)
     os.environ.pop("REDIS_URL", None)
+    os.environ.pop("CHANNEL_REDIS_URLS", None)
     os.environ["DJANGO_SETTINGS_MODULE"] = "chatproject.settings"
     os.environ["PARLEY_RATE_SEND"] = "1000000/s"  # counted, never refused
-    sys.path.insert(0, str(ROOT))
+    migrate(dict(os.environ))
     import django
 
     django.setup()
-    from django.core.management import call_command
     from django.db import connections
-    from django.db.models.query import QuerySet
 
-    from messaging import actions, fanout
-    from messaging.models import Message, User
+    from messaging import layer, ratelimit, send
+    from messaging.conversations import do_create_group
+    from messaging.models import Membership, Message, User
 
-    call_command("migrate", verbosity=0, interactive=False)
     cpu, wall = defaultdict(float), defaultdict(float)
 
     def timed(stage: str, function):
@@ -62,30 +62,25 @@ def main() -> None:
 
     tag = uuid.uuid4().hex[:8]
     alice, bob = User.objects.bulk_create([User(username=f"profile-{tag}-a"), User(username=f"profile-{tag}-b")])
-    conversation = actions.do_create_group(creator=alice, title="profile", member_ids=[bob.pk]).conversation
+    conversation = do_create_group(creator=alice, title="profile", member_ids=[bob.pk]).conversation
     for n in range(20):  # warm up
-        actions.do_send_message(sender=alice, conversation_id=conversation.pk, client_msg_id=f"warm-{n}", body="hi")
+        send.do_send_message(sender=alice, conversation_id=conversation.pk, client_msg_id=f"warm-{n}", body="hi")
 
     stages = [
-        ("authorize + idempotency lookup (1 SELECT)", actions, "_access_membership_for_send"),
-        ("allocate_seq (UPDATE ... RETURNING)", actions, "allocate_seq"),
+        ("authorize + idempotency lookup (1 SELECT)", send, "_access_membership_for_send"),
+        ("allocate_seq (UPDATE ... RETURNING)", send, "allocate_seq"),
+        ("send rate limit (cache counter)", ratelimit, "enforce"),
         ("INSERT message (ORM create)", Message.objects, "create"),
-        ("UPDATE sender's watermarks (ORM update)", QuerySet, "update"),
+        ("UPDATE sender's watermarks (Membership.objects.raise_marks)", Membership.objects, "raise_marks"),
         ("COMMIT", connections["default"], "commit"),
-        ("fan-out publish after commit (async_to_sync group_send)", fanout, "_publish"),
+        ("fan-out publish after commit (async_to_sync group_send)", layer, "publish"),
     ]
-    try:
-        from messaging import ratelimit
-    except ImportError:  # an older tree without the send limit
-        pass
-    else:
-        stages.insert(2, ("send rate limit (cache counter)", ratelimit, "enforce"))
     originals = [(owner, name, getattr(owner, name)) for _, owner, name in stages]
     for stage, owner, name in stages:
         setattr(owner, name, timed(stage, getattr(owner, name)))
-    send = timed("total", actions.do_send_message)
+    do_send = timed("total", send.do_send_message)
     for n in range(args.sends):
-        send(sender=alice, conversation_id=conversation.pk, client_msg_id=f"profile-{n}", body="hello there")
+        do_send(sender=alice, conversation_id=conversation.pk, client_msg_id=f"profile-{n}", body="hello there")
     for owner, name, original in originals:
         setattr(owner, name, original)
 

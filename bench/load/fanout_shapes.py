@@ -11,8 +11,8 @@ docs/performance.md, "Fan-out group shape", holds the numbers and the exact comm
 
 The M sockets live in ``--processes`` receiver processes (stand-ins for daphne gateways,
 M/P sockets each); a "socket" here is the task that would write to the WebSocket, so what is
-timed is the layer and the in-process hand-off, not Parley's per-socket work (that is in
-bench/gateway_load.py). This process sends ``--messages`` messages one after another, each
+timed is the layer and the in-process hand-off, not Parley's per-socket work (that is the
+``gateway`` scenario of ``python -m bench.load``). This process sends ``--messages`` messages one after another, each
 after every socket got the previous one, and measures:
 
 * the ``group_send`` call time in the sender;
@@ -24,6 +24,13 @@ after every socket got the previous one, and measures:
 
 Connect cost: a user in 100 conversations opens a socket; what does joining the 100
 groups cost (``group_add`` calls, time, Redis commands), per shape.
+
+    .venv/bin/python -m bench.load.fanout_shapes [--members 10,100,1000] [--json FILE]
+
+A separate entry point, not a scenario of ``python -m bench.load``: it times the channel
+layer alone, between processes of its own, with no Parley server, database or client. Its
+private redis-server runs on a free port under bench/load's process runner; percentiles are
+bench/load's.
 """
 from __future__ import annotations
 
@@ -38,9 +45,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from bench.load.recorder import pct as nearest_rank  # noqa: E402
+from bench.load.stack import Processes, free_port, redis_ping  # noqa: E402
 
 SHAPES = ("socket-core", "hub-core", "socket-pubsub", "hub-pubsub")
 PAYLOAD = "x" * 400  # about the size of a message event with its payload
@@ -144,8 +154,7 @@ async def _receiver(conn, shape: str, redis_url: str, sockets: int, group: str) 
 # --- the sender -----------------------------------------------------------------------------------
 
 def pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
+    return nearest_rank(sorted(values), q)
 
 
 async def measure(shape: str, members: int, args, redis_port: int, redis_url: str) -> dict[str, Any]:
@@ -270,9 +279,24 @@ async def connect_cost(shape: str, conversations: int, users: int, redis_port: i
     }
 
 
-async def run(args) -> None:
-    from tests.live import RedisServer
+class RedisServer:
+    """A private redis-server on a free port, run by bench/load's process runner."""
 
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.processes = Processes()
+        self.processes.add("redis", f"exec redis-server --port {self.port} --bind 127.0.0.1 --save '' --appendonly no",
+                           ready=lambda: redis_ping(self.port))
+
+    def start(self) -> None:
+        self.processes.start("redis")
+
+    def stop(self) -> None:
+        self.processes.stop_all()
+
+
+async def run(args) -> None:
     redis = RedisServer()
     redis.start()
     results: dict[str, Any] = {"cores": os.cpu_count(), "fanout": [], "connect": []}

@@ -1,0 +1,245 @@
+"""The issue-7 scenarios with faults: chaos (SIGKILL a gateway, restart a Redis, kill the
+worker, under load) and degraded (a typing flood until the gateways shed), each beside the relay
+under the same faults or flood.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from typing import Any
+
+from bench.load import metrics
+from bench.load.recorder import Recorder
+from bench.load.relayclients import RelayPool, RelaySocket
+from bench.load.session import (
+    GATEWAYS, PAD, Session, connect_pool, drain, final_check, fmt, make_cohort, offer, run_relay_phases,
+    senders_round_robin, series, settle,
+)
+
+
+# --- chaos --------------------------------------------------------------------------------------------
+
+async def chaos(session: Session, args) -> dict[str, Any]:
+    groups, size = 20, 10
+    duration = 60.0 if not args.quick else 30.0
+    plan = [(0.17, "kill gateway1"), (0.22, "start gateway1"), (0.42, "restart redis2"),
+            (0.67, "kill worker"), (0.72, "start worker")]
+    tag = f"ch{next(session.prefix)}u"
+    members, seqs = await asyncio.to_thread(make_cohort, tag, groups, size, True)
+    recorder = Recorder()
+    pool, devices, connect_s = await connect_pool(session, recorder, members, seqs)
+    channel = devices[0].conversations[1]
+    print(f"  parley: {len(devices)} devices (20 groups of 10 + a channel of 200) ready in {connect_s:.1f}s", flush=True)
+    rate = args.chaos_rate
+    phase = recorder.phase("chaos-groups", rate)
+    chan_phase = recorder.phase("chaos-channel", 1)
+    senders = senders_round_robin(devices, lambda d: d.conversations[0])
+    chan_senders = itertools.cycle(devices[:20])
+    events: list[tuple[float, str]] = []
+    t0 = time.monotonic()
+    wall0 = time.time()
+
+    async def faults() -> None:
+        for at, what in plan:
+            await asyncio.sleep(max(0.0, t0 + at * duration - time.monotonic()))
+            verb, name = what.split()
+            if verb == "kill":
+                await asyncio.to_thread(session.stack.kill, name)
+            elif verb == "start":
+                await asyncio.to_thread(session.stack.start, name)
+            else:
+                await asyncio.to_thread(session.stack.restart, name, 1.0)
+            events.append((round(time.monotonic() - t0, 1), what))
+            print(f"    t={time.monotonic() - t0:.1f}s {what}", flush=True)
+
+    def send() -> None:
+        dev, conv, n = next(senders)
+        pool.send(dev, conv, phase, PAD, n)
+
+    async def channel_load() -> None:
+        await offer(1.0, duration, chan_phase, lambda: pool.send(next(chan_senders), channel, chan_phase, PAD, 200))
+
+    fault_task = asyncio.get_running_loop().create_task(faults())
+    chan_task = asyncio.get_running_loop().create_task(channel_load())
+    await offer(rate, duration, phase, send)
+    await fault_task
+    await chan_task
+    check = await final_check(pool, devices, wait=90)
+    phase_rows = [p.summary() for p in (phase, chan_phase)]
+    reconnects = sum(d.connections for d in devices) - len(devices)
+    await pool.stop()
+    print(f"  parley check: {check}", flush=True)
+    for row in phase_rows:
+        print("   ", fmt(row), flush=True)
+    # The relay under the same faults (a relay daphne SIGKILLed, Redis restarted): what is lost.
+    relay_recorder = Recorder()
+    relay = RelayPool(session.relay.urls, relay_recorder)
+    sockets = [RelaySocket(i, c) for i, c in enumerate(c for c in seqs if c != channel for _ in range(size))]
+    await relay.connect(sockets)
+    rphase = relay_recorder.phase("relay-chaos", rate)
+    rsenders = itertools.cycle(sorted(sockets, key=lambda s: (s.index % size, s.room)))
+    rduration = duration * 0.6
+    relay_events = []
+    rt0 = time.monotonic()
+
+    async def relay_faults() -> None:
+        await asyncio.sleep(rduration * 0.25)
+        session.relay.kill(0)
+        relay_events.append((round(time.monotonic() - rt0, 1), "kill relay0"))
+        dead = [s for s in sockets if s.index % 2 == 0]
+        relay.drop(dead)
+        await asyncio.sleep(rduration * 0.1)
+        await asyncio.to_thread(session.relay.restart, 0)
+        await relay.connect(dead)
+        relay_events.append((round(time.monotonic() - rt0, 1), "relay0 back, its sockets reconnected"))
+        await asyncio.sleep(rduration * 0.2)
+        await asyncio.to_thread(session.stack.restart, "redis2", 1.0)
+        relay_events.append((round(time.monotonic() - rt0, 1), "restart redis2 (the relay's channel layer)"))
+
+    rf = asyncio.get_running_loop().create_task(relay_faults())
+    await offer(rate, rduration, rphase, lambda: relay.send(next(rsenders), rphase, PAD, size))
+    await rf
+    await drain([rphase], 10)
+    await relay.close()
+    relay_row = rphase.summary()
+    relay_row["lost"] = relay_row["missing_after_drain"]
+    print("    relay", fmt(relay_row), flush=True)
+    # After the relay's Redis restart, the Parley gateways need a moment; give it before the next scenario.
+    await settle(session, GATEWAYS)
+    return {"scenario": "chaos", "devices": len(devices), "duration_s": duration, "events": events,
+            "reconnects": reconnects, "parley": phase_rows, "check": check,
+            "relay": [relay_row], "relay_events": relay_events, "relay_info": relay.check(),
+            "t0": wall0, "series": {"parley": series(recorder), "relay": series(relay_recorder)}}
+
+
+# --- degraded mode ---------------------------------------------------------------------------------
+
+async def degraded(session: Session, args) -> dict[str, Any]:
+    groups, size = 20, 10
+    rate = args.degraded_rate  # messages/s; 20 = 200 deliveries/s
+    typing_rate = args.typing_rate
+    base_s, max_wait_shed, shed_s, recover_limit = (15, 40, 15, 90) if not args.quick else (6, 20, 6, 40)
+    tag = f"dg{next(session.prefix)}u"
+    members, seqs = await asyncio.to_thread(make_cohort, tag, groups, size)
+    recorder = Recorder()
+    pool, devices, connect_s = await connect_pool(session, recorder, members, seqs)
+    watcher = devices[0]
+    # Start from normal mode: an earlier scenario (a storm's disconnects) may have left it degraded.
+    waited = time.monotonic()
+    while time.monotonic() - waited < 90:
+        lv = metrics.gauge(await asyncio.to_thread(session.scrape), "parley_degraded_level")
+        if not lv:
+            break
+        await asyncio.sleep(1.0)
+    start_level = metrics.gauge(await asyncio.to_thread(session.scrape), "parley_degraded_level")
+    watcher.degraded.clear()
+    print(f"  parley: {len(devices)} devices; degraded level {start_level} after waiting "
+          f"{time.monotonic() - waited:.0f}s for normal mode", flush=True)
+    senders = senders_round_robin(devices, lambda d: d.conversations[0])
+    typers = itertools.cycle(devices)
+    level_log: list[tuple[float, float | None, float | None]] = []
+    t0 = time.monotonic()
+    stop_all = False
+    current = {"label": "unloaded"}
+
+    def level() -> tuple[float | None, float | None]:
+        snap = metrics.scrape(session.metrics_url(), timeout=5, attempts=1)
+        return metrics.gauge(snap, "parley_degraded_level"), metrics.gauge(snap, "parley_ack_timeout_ratio")
+
+    async def watch() -> None:
+        while not stop_all:
+            lv, ratio = await asyncio.to_thread(level)
+            level_log.append((round(time.monotonic() - t0, 1), lv, ratio))
+            await asyncio.sleep(1.0)
+
+    def shed_now() -> bool:
+        return bool(watcher.degraded and watcher.degraded[-1][1])
+
+    async def messages() -> None:
+        start, i = time.perf_counter(), 0
+        while not stop_all:
+            phase = recorder.phase(current["label"], rate)
+            dev, conv, n = next(senders)
+            pool.send(dev, conv, phase, PAD, n)
+            i += 1
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                phase.send_lag_max = max(phase.send_lag_max, -delay)
+
+    flood_on = False
+
+    async def flood() -> None:
+        interval = 1.0 / typing_rate
+        nxt = time.perf_counter()
+        while not stop_all:
+            if flood_on:
+                burst = 0
+                while nxt <= time.perf_counter() and burst < 200:
+                    dev = next(typers)
+                    pool.typing(dev, dev.conversations[0])
+                    nxt += interval
+                    burst += 1
+                await asyncio.sleep(0.005)
+            else:
+                nxt = time.perf_counter()
+                await asyncio.sleep(0.05)
+
+    loop = asyncio.get_running_loop()
+    tasks = [loop.create_task(watch()), loop.create_task(messages()), loop.create_task(flood())]
+    marks: list[tuple[float, str]] = []
+
+    def mark(what: str) -> None:
+        marks.append((round(time.monotonic() - t0, 1), what))
+        print(f"    t={time.monotonic() - t0:.1f}s {what}", flush=True)
+
+    mark("unloaded messages")
+    await asyncio.sleep(base_s)
+    current["label"] = "flood-before-shed"
+    flood_on = True
+    mark(f"typing flood on ({typing_rate:.0f} typing frames/s)")
+    deadline = time.monotonic() + max_wait_shed
+    while time.monotonic() < deadline and not shed_now():
+        await asyncio.sleep(0.1)
+    if shed_now():
+        mark(f"degraded: shed {watcher.degraded[-1][1]}")
+        # The first seconds still drain what queued before shedding began; judged apart.
+        current["label"] = "flood-shed-first-5s"
+        await asyncio.sleep(5)
+        current["label"] = "flood-shed"
+        mark("shedding for 5 s: messages from now on are the settled shed phase")
+        await asyncio.sleep(shed_s)
+    else:
+        mark("degraded mode did not engage")
+    flood_on = False
+    current["label"] = "after-flood"
+    mark("typing flood off")
+    deadline = time.monotonic() + recover_limit
+    while time.monotonic() < deadline and shed_now():
+        await asyncio.sleep(0.2)
+    recovered = not shed_now()
+    mark("degraded mode ended by itself" if recovered else f"still degraded after {recover_limit}s")
+    current["label"] = "recovered"
+    await asyncio.sleep(min(10, base_s))
+    stop_all = True
+    await asyncio.gather(*tasks, return_exceptions=True)
+    check = await final_check(pool, devices)
+    rows = [p.summary() for p in recorder.phases.values()]
+    typing_frames = sum(d.frames.get("typing", 0) for d in devices)
+    await pool.stop()
+    for row in rows:
+        print("   ", fmt(row), flush=True)
+    print(f"  parley check: {check}", flush=True)
+    # The relay: the same message rate with and without the same flood of extra frames (no shedding).
+    relay_recorder = Recorder()
+    rooms = {c: size for c in seqs}
+    r1, _ = await run_relay_phases(session, relay_recorder, rooms, size, [("relay-unloaded", rate)], base_s, 5, False)
+    r2, info = await run_relay_phases(session, relay_recorder, rooms, size, [("relay-flood", rate)], base_s, 5, False,
+                                      typing_rate=typing_rate)
+    return {"scenario": "degraded", "devices": len(devices), "typing_rate": typing_rate, "marks": marks,
+            "start_level": start_level,
+            "levels": level_log, "recovered": recovered, "parley": rows, "check": check,
+            "typing_frames_received": typing_frames, "relay": r1 + r2, "relay_info": info,
+            "series": {"parley": series(recorder), "relay": series(relay_recorder)}}
