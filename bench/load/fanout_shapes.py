@@ -5,7 +5,7 @@ docs/performance.md, "Fan-out group shape", holds the numbers and the exact comm
 * ``socket-core``: every socket has its own RedisChannelLayer channel in the conversation's
   group (the Channels tutorial's shape).
 * ``hub-core``: every gateway process has one RedisChannelLayer channel in the group and
-  hands each event to its sockets' in-process queues (Parley's hub, messaging/gateway/hub.py).
+  hands each event to its sockets' in-process queues (Parley's hub, gateway/hub.py).
 * ``socket-pubsub``: every socket has its own RedisPubSubChannelLayer channel in the group.
 * ``hub-pubsub``: the hub over RedisPubSubChannelLayer (for comparison).
 
