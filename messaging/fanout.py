@@ -17,7 +17,6 @@ after commit and announces the write to the apps built on the core (messaging.ho
 """
 from __future__ import annotations
 
-import time
 from functools import partial
 from typing import Any
 
@@ -41,8 +40,9 @@ def is_large(member_count: int) -> bool:
     return member_count >= settings.PARLEY_LARGE_CHANNEL_THRESHOLD
 
 
-def message_stored(*, message: MessagePayload, member_count: int, write_started: float | None = None) -> None:
-    """A send is storing ``message``: once it commits, ring the members' gateways."""
+def message_stored(*, message: MessagePayload, member_count: int, write_started: float) -> None:
+    """A send is storing ``message`` (its transaction began at ``write_started``,
+    ``time.perf_counter()``): once it commits, ring the members' gateways."""
     conversation_id = message["conversation"]
     if is_large(member_count):
         layer.after_commit(partial(tasks.schedule_channel_batch, conversation_id))
@@ -50,7 +50,7 @@ def message_stored(*, message: MessagePayload, member_count: int, write_started:
         layer.publish_after_commit(layer.conversation_group(conversation_id), message_event(message))
     hooks.message_stored.announce(hooks.MessageStored(
         conversation_id=conversation_id, seq=message["seq"], member_count=member_count,
-        write_started=time.perf_counter() if write_started is None else write_started,
+        write_started=write_started,
     ))
 
 
