@@ -1,7 +1,8 @@
 """Who is on the other end of a handshake (CONTRACT, "Authentication" and "WebSocket").
 
 The consumer accepts first and then judges, so that every refusal carries the contract's
-close code: a present, foreign ``Origin`` -> 4403 (cross-site WebSocket hijacking); no
+close code: a present ``Origin`` other than this site's own (scheme, host and port) or a
+trusted one -> 4403 (cross-site WebSocket hijacking); no
 session and no valid single-use ticket -> 4401; a suspended user, or a device that is not
 the user's -> 4403.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Mapping
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 from django.conf import settings
 from django.contrib import auth
@@ -22,15 +23,33 @@ from messaging.models import Device, User
 from messaging.tickets import redeem_ticket
 
 
-def origin_allowed(origin: str | None) -> bool:
-    """A browser's Origin must name an allowed host; a missing Origin is a non-browser client."""
+def own_origin(scope: Mapping[str, Any]) -> str | None:
+    """The origin of the page that would open this socket from this site: the handshake's
+    scheme (``wss`` is ``https``; a trusted proxy's ``SECURE_PROXY_SSL_HEADER`` says so too)
+    and its ``Host`` header, port included. None without an allowed Host header."""
+    headers = dict(scope.get("headers", []))
+    host = headers.get(b"host", b"").decode("latin-1").strip().lower()
+    domain, _port = split_domain_port(host)
+    if not domain or not validate_host(domain, settings.ALLOWED_HOSTS):
+        return None
+    secure = scope.get("scheme") == "wss"
+    proxy = getattr(settings, "SECURE_PROXY_SSL_HEADER", None)
+    if proxy:  # e.g. ("HTTP_X_FORWARDED_PROTO", "https"), set by DJANGO_SECURE behind a TLS proxy
+        name = proxy[0].removeprefix("HTTP_").replace("_", "-").lower().encode("latin-1")
+        secure = secure or headers.get(name, b"").decode("latin-1").split(",")[0].strip() == proxy[1]
+    return f"{'https' if secure else 'http'}://{host}"
+
+
+def origin_allowed(origin: str | None, scope: Mapping[str, Any]) -> bool:
+    """A browser's ``Origin`` must be this site's own, scheme, host and port alike, or one of
+    ``CSRF_TRUSTED_ORIGINS``; a missing Origin is a non-browser client (judged by its credentials).
+    """
     if origin is None:
         return True
-    trusted = {o.rstrip("/") for o in settings.CSRF_TRUSTED_ORIGINS}
-    if origin.rstrip("/") in trusted:
+    origin = origin.strip().lower().rstrip("/")
+    if origin in {o.strip().lower().rstrip("/") for o in settings.CSRF_TRUSTED_ORIGINS}:
         return True
-    domain, _port = split_domain_port(urlsplit(origin).netloc)
-    return bool(domain) and validate_host(domain, settings.ALLOWED_HOSTS)
+    return origin == own_origin(scope)
 
 
 def handshake_origin(scope: Mapping[str, Any]) -> str | None:

@@ -52,7 +52,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         self.refusal_limit = ratelimit.ConnectionLimit(ratelimit.Rate.parse(settings.PARLEY_RATE_WS_REFUSALS))
         # Accept first, so that every refusal reaches the client with the contract's close code.
         await self.accept()
-        if not origin_allowed(handshake_origin(self.scope)):
+        if not origin_allowed(handshake_origin(self.scope), self.scope):
             await self.close(code=CLOSE_FORBIDDEN)
             return
         gateway = await runtime.current()

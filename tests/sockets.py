@@ -75,7 +75,8 @@ async def open_socket():
         if ticket == "auto":
             ticket, _ = await database_sync_to_async(issue_ticket)(user_id=user.pk)
         query = f"device={device.pk}" + (f"&ticket={ticket}" if ticket else "")
-        headers = [(b"origin", origin.encode())] if origin else []
+        # ws://localhost:8000, as a browser on this site's pages would reach it.
+        headers = [(b"host", b"localhost:8000")] + ([(b"origin", origin.encode())] if origin else [])
         communicator = WebsocketCommunicator(application, f"/ws/v1/?{query}", headers=headers)
         connected, _ = await communicator.connect()
         assert connected

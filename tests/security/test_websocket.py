@@ -41,11 +41,12 @@ def session_cookie(user) -> bytes:
     return f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}".encode()
 
 
-async def handshake(user, device, origin: str | None):
-    """A browser-style handshake: the session cookie rides along, whichever page opened it."""
+async def handshake(user, device, origin: str | None, host: str = "localhost:8000"):
+    """A browser-style handshake to ``ws://<host>``: the session cookie rides along, whichever
+    page opened it."""
     from chatproject.asgi import application
 
-    headers = [(b"cookie", await database_sync_to_async(session_cookie)(user))]
+    headers = [(b"cookie", await database_sync_to_async(session_cookie)(user)), (b"host", host.encode())]
     if origin is not None:
         headers.append((b"origin", origin.encode()))
     communicator = WebsocketCommunicator(application, f"/ws/v1/?device={device.pk}", headers=headers)
@@ -61,6 +62,8 @@ async def first_output(communicator) -> dict:
 @pytest.mark.parametrize("origin", [
     "https://evil.example", "http://localhost.evil.example", "null", "http://127.0.0.1.evil.example:8000",
     "file://", "https://evil.example/http://localhost",
+    # Same host, another scheme or port: another origin (another server on that machine).
+    "http://localhost:9999", "https://localhost:8000", "http://localhost", "ws://localhost:8000",
 ])
 async def test_a_page_on_another_site_cannot_open_a_socket_with_the_users_cookie(room, origin):
     communicator = await handshake(room["bob"], room["bob_phone"], origin)
@@ -68,12 +71,29 @@ async def test_a_page_on_another_site_cannot_open_a_socket_with_the_users_cookie
     assert (closed["type"], closed["code"]) == ("websocket.close", 4403)
 
 
-@pytest.mark.parametrize("origin", ["http://localhost:8000", "http://127.0.0.1", None])
-async def test_the_sites_own_pages_and_non_browser_clients_connect_with_the_cookie(room, origin):
-    communicator = await handshake(room["bob"], room["bob_phone"], origin)
+@pytest.mark.parametrize("origin, host", [
+    ("http://localhost:8000", "localhost:8000"), ("http://127.0.0.1", "127.0.0.1"), (None, "localhost:8000"),
+])
+async def test_the_sites_own_pages_and_non_browser_clients_connect_with_the_cookie(room, origin, host):
+    communicator = await handshake(room["bob"], room["bob_phone"], origin, host=host)
     await communicator.send_json_to({"type": "hello"})
     assert (await communicator.receive_json_from(timeout=5))["type"] in ("messages", "ready")
     await communicator.disconnect()
+
+
+async def test_a_trusted_origin_connects_with_its_exact_scheme_and_port_only(room, settings):
+    """Behind a TLS proxy the page is https://chat.example while the socket reaches the server
+    as ws://: the operator names the page's origin in DJANGO_CSRF_TRUSTED_ORIGINS."""
+    settings.CSRF_TRUSTED_ORIGINS = ["https://chat.example"]
+    settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "chat.example"]
+    ok = await handshake(room["bob"], room["bob_phone"], "https://chat.example", host="chat.example")
+    await ok.send_json_to({"type": "hello"})
+    assert (await ok.receive_json_from(timeout=5))["type"] in ("messages", "ready")
+    await ok.disconnect()
+    for origin in ("https://chat.example:8443", "http://chat.example:8080"):
+        refused = await handshake(room["bob"], room["bob_phone"], origin, host="chat.example")
+        closed = await first_output(refused)
+        assert (closed["type"], closed["code"]) == ("websocket.close", 4403)
 
 
 def test_every_frame_that_names_a_conversation_is_checked_below():
