@@ -9,6 +9,7 @@ connection through the process's hub (gateway.runtime), not through a channel of
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from typing import Any, Mapping
@@ -19,10 +20,11 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from messaging import ratelimit
-from messaging.errors import ParleyError, RateLimited
+from messaging.errors import ParleyError, RateLimited, Unavailable
 from messaging.events import (
     CLOSE_BAD_FRAMES,
     CLOSE_FORBIDDEN,
+    CLOSE_INTERNAL_ERROR,
     CLOSE_RATE_LIMIT_ABUSE,
     PONG,
     error_frame,
@@ -38,10 +40,24 @@ from .connection import Connection
 from .protocol import Ack, Frame, FrameError, Hello, Ping, Read, Replay, Send, Typing, parse_frame
 
 
+logger = logging.getLogger(__name__)
+
+
 class GatewayConsumer(AsyncWebsocketConsumer):
     # No per-socket layer channel: the process hub holds the only one (gateway.hub).
     channel_layer_alias = "parley-hub-only"
     connection: Connection | None = None
+    server_closed = False  # this side sent the close: nothing more goes out
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        # However this consumer ends (the client's disconnect, a close the server asked for, a
+        # crash, daphne cancelling it on shutdown), the socket's cleanup runs, once: presence,
+        # the open-connections gauge and the hub's registrations must never keep a dead socket.
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if self.connection is not None:
+                await self.connection.close(CLOSE_INTERNAL_ERROR)  # a no-op after a disconnect
 
     async def connect(self) -> None:
         started = time.perf_counter()
@@ -71,6 +87,8 @@ class GatewayConsumer(AsyncWebsocketConsumer):
 
     # --- the connection's transport --------------------------------------------------------------
     async def send_text(self, text: str) -> None:
+        if self.server_closed:
+            return  # an answer still in flight when the server closed: nobody to tell
         # A client may close while its frame is being answered (a send in flight, a fill):
         # the answer has nowhere to go, and that is not a server error.
         try:
@@ -81,6 +99,10 @@ class GatewayConsumer(AsyncWebsocketConsumer):
 
     async def close_socket(self, code: int) -> None:
         await self.close(code=code)
+
+    async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
+        self.server_closed = True
+        await super().close(code=code, reason=reason)
 
     async def reply(self, frame: Mapping[str, Any]) -> None:
         await self.send_text(json.dumps(frame))
@@ -115,6 +137,11 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             await self._bad_frame(error)
         except ParleyError as error:
             await self.reply(error_frame(error.code, error.detail))
+        except Exception:  # noqa: BLE001 - a failure of ours (the database, a bug): say so, keep the socket
+            logger.exception("%s frame failed", type(frame).__name__)
+            echo = _echo(frame) if isinstance(frame, Send) else None
+            await self.reply(error_frame(Unavailable.code, "the server could not do this now; try again",
+                                         client_msg_id=echo, retry_after_ms=1000))
 
     async def _handle(self, connection: Connection, frame: Frame) -> None:
         match frame:
@@ -137,7 +164,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
 
     async def _send_message(self, connection: Connection, frame: Send) -> None:
         started = time.perf_counter()
-        echo = frame.client_msg_id if isinstance(frame.client_msg_id, str) else ""
+        echo = _echo(frame)
         if not connection.helloed:
             raise FrameError("invalid", "send hello first", client_msg_id=echo)
         try:
@@ -159,18 +186,29 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         window = settings.PARLEY_WS_BAD_FRAME_WINDOW_SECONDS
         self.bad_frames = [t for t in self.bad_frames if now - t < window] + [now]
         if len(self.bad_frames) > settings.PARLEY_WS_MAX_BAD_FRAMES:
-            await self.close(code=CLOSE_BAD_FRAMES)
+            await self._close_for(CLOSE_BAD_FRAMES)
 
     async def _rate_limited(self, frame: Frame, wait_ms: int) -> None:
         """Refuse a frame over the connection's frame rate, unprocessed."""
-        echo = (frame.client_msg_id if isinstance(frame.client_msg_id, str) else "") if isinstance(frame, Send) else None
+        echo = _echo(frame) if isinstance(frame, Send) else None
         await self.reply(error_frame(RateLimited.code, "too many frames; slow down", client_msg_id=echo,
                                      retry_after_ms=wait_ms))
         await self._refused()
 
     async def _refused(self) -> None:
         """Count a refusal; a client that keeps going past them is closed (4429)."""
+        if self.refusal_limit.hit():
+            await self._close_for(CLOSE_RATE_LIMIT_ABUSE)
+
+    async def _close_for(self, code: int) -> None:
+        """Close once: frames still arriving are ignored, and nothing is sent after the close."""
         connection = self.connection
-        if self.refusal_limit.hit() and connection is not None and not connection.closing:
-            connection.closing = True
-            await self.close(code=CLOSE_RATE_LIMIT_ABUSE)
+        if connection is None or connection.closing:
+            return
+        connection.closing = True
+        await self.close(code=code)
+
+
+def _echo(frame: Send) -> str:
+    """The client_msg_id to answer a send with (a non-string one is echoed as "")."""
+    return frame.client_msg_id if isinstance(frame.client_msg_id, str) else ""

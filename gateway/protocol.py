@@ -6,12 +6,15 @@ an ``error`` frame (or ``send.error`` for a send it can attribute) and stays ope
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 
 from messaging.checks import MAX_SEQ, is_json_int
+
+_CONVERSATION_KEY = re.compile(r"[0-9]{1,18}")
 
 
 class FrameError(Exception):
@@ -84,7 +87,8 @@ def _cursors(value: Any) -> dict[int, int]:
         raise FrameError("invalid", "cursors must be an object of conversation id -> seq")
     cursors: dict[int, int] = {}
     for key, seq in value.items():
-        if not (isinstance(key, str) and key.isdigit()):
+        # ASCII digits only: str.isdigit() takes "²" and "١", which int() then refuses.
+        if not (isinstance(key, str) and _CONVERSATION_KEY.fullmatch(key)):
             raise FrameError("invalid", "cursor keys must be conversation ids")
         if not is_json_int(seq) or not 0 <= seq <= MAX_SEQ:
             raise FrameError("invalid", "cursor values must be non-negative integers")

@@ -9,7 +9,11 @@ ASGI application, with two things a chat gateway needs on a restart (docs/operat
   errors. Every other code takes daphne's path unchanged.
 * **a drain before the reactor stops** (SIGTERM): the process's runtime asks every socket to
   come back elsewhere, spread out (gateway.runtime.GatewayRuntime.drain), within the grace
-  period, before daphne cancels the application instances.
+  period, before daphne cancels the application instances;
+* **frame limits set on purpose**: a WebSocket message or frame over
+  ``PARLEY_WS_MAX_FRAME_BYTES`` (64 KiB) closes the connection with 1009, as the contract
+  says, with a closing handshake (autobahn's default drops the TCP connection, which a client
+  sees as 1006). daphne's own flags still win when given on the command line.
 
 Both are subclasses handed to daphne (its CLI's ``server_class``), not patches: a plain
 ``daphne chatproject.asgi:application`` still serves Parley, only without them (a restart
@@ -27,6 +31,9 @@ from daphne.ws_protocol import WebSocketProtocol
 
 from messaging.events import CLOSE_RESTARTING
 
+# daphne's command line passes 1 MiB for both frame limits unless told otherwise.
+DAPHNE_DEFAULT_LIMIT = 1024 * 1024
+
 
 class GatewayWebSocketProtocol(WebSocketProtocol):
     def serverClose(self, code: int | None = None) -> None:  # noqa: N802 - daphne's name
@@ -38,6 +45,11 @@ class GatewayWebSocketProtocol(WebSocketProtocol):
 
 class GatewayServer(Server):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        from django.conf import settings  # daphne loads the application (and Django) first
+
+        for limit in ("websocket_max_message_size", "websocket_max_frame_size"):
+            if kwargs.get(limit) in (None, DAPHNE_DEFAULT_LIMIT):
+                kwargs[limit] = settings.PARLEY_WS_MAX_FRAME_BYTES
         super().__init__(*args, **kwargs)
         ready: Callable[[], None] | None = kwargs.get("ready_callable")
 
@@ -58,8 +70,11 @@ class GatewayServer(Server):
 
     @ws_factory.setter
     def ws_factory(self, factory: Any) -> None:
-        # Server.run builds daphne's factory; its sockets speak GatewayWebSocketProtocol.
+        # Server.run builds daphne's factory; its sockets speak GatewayWebSocketProtocol, and a
+        # protocol error (a frame over the limit: 1009) ends with a close frame, not a dropped
+        # connection. daphne's own options follow this (it never sets failByDrop).
         factory.protocol = GatewayWebSocketProtocol
+        factory.setProtocolOptions(failByDrop=False)
         self._ws_factory = factory
 
 

@@ -24,24 +24,36 @@ def is_json_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def check_text(value: Any, field: str, *, max_length: int) -> str:
+    """A string the database can store and every client can read back, or :class:`Invalid`.
+
+    No NUL (PostgreSQL's text refuses it) and no lone surrogate (not Unicode: it has no UTF-8
+    form), whichever edge it came from: JSON allows both (``"\\u0000"``, ``"\\ud800"``).
+    """
+    if not isinstance(value, str):
+        raise Invalid(f"{field} must be a string", fields={field: ["Must be a string."]})
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise Invalid(f"{field} is not valid text", fields={field: ["Must be valid Unicode text."]}) from None
+    if "\x00" in value:
+        raise Invalid(f"{field} is not valid text", fields={field: ["Null characters are not allowed."]})
+    if len(value) > max_length:
+        raise Invalid(f"{field} is too long", fields={field: [f"At most {max_length} characters."]})
+    return value
+
+
 def check_body(body: Any) -> str:
-    if not isinstance(body, str):
-        raise Invalid("body must be a string", fields={"body": ["Must be a string."]})
+    body = check_text(body, "body", max_length=settings.PARLEY_MAX_BODY_LENGTH)
     if not body.strip():
         raise Invalid("body may not be empty", fields={"body": ["May not be empty."]})
-    limit = settings.PARLEY_MAX_BODY_LENGTH
-    if len(body) > limit:
-        raise Invalid(f"body is longer than {limit} characters",
-                      fields={"body": [f"At most {limit} characters."]})
     return body
 
 
 def check_client_msg_id(client_msg_id: Any) -> str:
     if not isinstance(client_msg_id, str) or not client_msg_id:
         raise Invalid("client_msg_id is required", fields={"client_msg_id": ["A 1-64 character string is required."]})
-    if len(client_msg_id) > settings.PARLEY_MAX_CLIENT_MSG_ID_LENGTH:
-        raise Invalid("client_msg_id is too long", fields={"client_msg_id": ["At most 64 characters."]})
-    return client_msg_id
+    return check_text(client_msg_id, "client_msg_id", max_length=settings.PARLEY_MAX_CLIENT_MSG_ID_LENGTH)
 
 
 def check_seq(seq: Any, field: str = "seq") -> int:
@@ -51,15 +63,9 @@ def check_seq(seq: Any, field: str = "seq") -> int:
 
 
 def check_title(title: Any, *, required: bool) -> str:
-    if title is None:
-        title = ""
-    if not isinstance(title, str):
-        raise Invalid("title must be a string", fields={"title": ["Must be a string."]})
-    title = title.strip()
+    title = check_text("" if title is None else title, "title", max_length=settings.PARLEY_MAX_TITLE_LENGTH).strip()
     if required and not title:
         raise Invalid("title is required", fields={"title": ["This field is required."]})
-    if len(title) > settings.PARLEY_MAX_TITLE_LENGTH:
-        raise Invalid("title is too long", fields={"title": [f"At most {settings.PARLEY_MAX_TITLE_LENGTH} characters."]})
     return title
 
 

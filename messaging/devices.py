@@ -11,7 +11,8 @@ from django.db import transaction
 
 from . import fanout
 from .access import access_device
-from .errors import Conflict, Invalid
+from .checks import check_text
+from .errors import Conflict
 from .events import CLOSE_FORBIDDEN
 from .models import Device, User, char_limit
 
@@ -19,12 +20,7 @@ from .models import Device, User, char_limit
 def _check_label(value: Any, field: str) -> str:
     if value is None:
         return ""
-    limit = char_limit(Device, field)
-    if not isinstance(value, str):
-        raise Invalid(f"{field} must be a string", fields={field: ["Must be a string."]})
-    if len(value) > limit:
-        raise Invalid(f"{field} is too long", fields={field: [f"At most {limit} characters."]})
-    return value.strip()
+    return check_text(value, field, max_length=char_limit(Device, field)).strip()
 
 
 def do_register_device(*, user: User, name: Any = None, platform: Any = None) -> Device:

@@ -17,6 +17,7 @@ from .payloads import ConversationPayload, MessagePayload
 MembershipChange = Literal["joined", "left", "updated"]
 
 # Close codes (CONTRACT, "WebSocket"), and why a server uses each.
+CLOSE_INTERNAL_ERROR = 1011     # the server failed (a bug): reconnect with backoff and jitter
 CLOSE_RESTARTING = 1012         # this gateway is going away: reconnect with backoff and jitter
 CLOSE_BAD_FRAMES = 4400         # kept sending malformed frames
 CLOSE_NOT_AUTHENTICATED = 4401  # no valid session or ticket; also a logout everywhere

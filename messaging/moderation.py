@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from . import fanout
 from .access import access_message, as_id
+from .checks import check_text
 from .conversations import announce_updated
 from .errors import Conflict, Forbidden, Invalid, NotFound
 from .events import CLOSE_FORBIDDEN, RemovedFrame, removed_frame
@@ -71,11 +72,7 @@ def check_flag_reason(reason: Any) -> str:
 def check_note(note: Any) -> str:
     if note is None:
         return ""
-    if not isinstance(note, str):
-        raise Invalid("note must be a string", fields={"note": ["Must be a string."]})
-    if len(note) > NOTE_MAX_LENGTH:
-        raise Invalid("note is too long", fields={"note": [f"At most {NOTE_MAX_LENGTH} characters."]})
-    return note.strip()
+    return check_text(note, "note", max_length=NOTE_MAX_LENGTH).strip()
 
 
 def check_resolution(action: Any) -> str:
