@@ -18,8 +18,8 @@ from messaging.errors import ParleyError
 
 _DRF_CODES = {
     400: "invalid", 401: "not_authenticated", 403: "forbidden", 404: "not_found",
-    405: "method_not_allowed", 406: "not_acceptable", 409: "conflict", 415: "unsupported_media_type",
-    429: "rate_limited",
+    405: "method_not_allowed", 406: "not_acceptable", 409: "conflict", 413: "too_large",
+    415: "unsupported_media_type", 429: "rate_limited",
 }
 
 

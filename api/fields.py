@@ -26,15 +26,12 @@ NOT_ONLY_WHITESPACE = RegexValidator(r"\S", message="May not be blank.")
 class StrictCharField(serializers.CharField):
     """A string, and only a string (DRF's CharField turns 123 into "123")."""
 
-    default_error_messages = {"not_a_string": "Must be a string.", "surrogate": "Must be valid Unicode text."}
+    default_error_messages = {"not_a_string": "Must be a string."}
 
     def to_internal_value(self, data: Any) -> str:
+        # Lone surrogates never get this far: the parser refuses them (api.parsers).
         if not isinstance(data, str):
             self.fail("not_a_string")
-        try:
-            data.encode("utf-8")  # JSON may carry lone surrogates ("\ud800") that no database stores
-        except UnicodeEncodeError:
-            self.fail("surrogate")
         return super().to_internal_value(data)
 
 

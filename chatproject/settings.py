@@ -149,7 +149,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["api.parsers.BoundedJSONParser"],
     "EXCEPTION_HANDLER": "api.errors.exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
@@ -188,6 +188,9 @@ LOGGING = configure_logging(level=env("DJANGO_LOG_LEVEL", default="INFO"),
 
 # --- Parley limits and policy (each overridable by the environment variable of that name) ----
 PARLEY_MAX_BODY_LENGTH = env.int("PARLEY_MAX_BODY_LENGTH", default=4000)
+# REST request bodies (api.parsers): larger is a 413, nested deeper a 400.
+PARLEY_MAX_REQUEST_BYTES = env.int("PARLEY_MAX_REQUEST_BYTES", default=64 * 1024)
+PARLEY_JSON_MAX_DEPTH = env.int("PARLEY_JSON_MAX_DEPTH", default=20)
 PARLEY_MAX_CLIENT_MSG_ID_LENGTH = 64
 PARLEY_PAGE_SIZE_DEFAULT = env.int("PARLEY_PAGE_SIZE_DEFAULT", default=50)
 PARLEY_PAGE_SIZE_MAX = env.int("PARLEY_PAGE_SIZE_MAX", default=200)

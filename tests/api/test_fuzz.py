@@ -72,3 +72,54 @@ def test_no_input_makes_a_server_error_and_every_response_matches_the_schema(cas
     token, _ = Token.objects.get_or_create(user=user)
     response = case.call(headers={"Authorization": f"Token {token.key}"})
     case.validate_response(response, checks=CHECKS)
+
+
+# --- Hostile bodies on every operation that takes one ------------------------------------------
+
+def _hostile_bodies(schema_body: dict) -> list[tuple[str, str]]:
+    """(name, raw JSON text) the random fuzzing rarely reaches: deep nesting, NUL, lone
+    surrogates (as JSON escapes, which is how a client sends them) and Unicode digits, in every
+    field the operation names."""
+    fields = list(schema_body.get("properties", {})) or ["x"]
+
+    def every_field(value: str) -> str:
+        return "{" + ", ".join(f'"{name}": {value}' for name in fields) + "}"
+
+    return [
+        ("nested", "[" * 15_000 + "]" * 15_000),
+        ("nested-in-a-field", every_field("[" * 5_000 + "]" * 5_000)),
+        ("nul", every_field('"a\\u0000b"')),
+        ("lone-surrogate", every_field('"a\\ud800b"')),
+        ("unicode-digits", every_field('"\\u00b2\\u0661"')),
+        ("not-json", "{'single': quotes}"),
+        ("nan", every_field("NaN")),
+    ]
+
+
+def _component(spec: dict, ref_or_schema: dict) -> dict:
+    ref = ref_or_schema.get("$ref")
+    return spec["components"]["schemas"][ref.rsplit("/", 1)[1]] if ref else ref_or_schema
+
+
+def test_hostile_bodies_on_every_operation_are_4xx_in_the_apis_shape(fuzzer, client):
+    user, real = fuzzer
+    spec = client.get("/api/v1/schema?format=json").json()
+    token, _ = Token.objects.get_or_create(user=user)
+    tried = 0
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            content = (operation.get("requestBody") or {}).get("content", {}).get("application/json")
+            if content is None:
+                continue
+            url = path
+            for name, value in real.items():
+                url = url.replace("{" + name + "}", str(value))
+            for name, body in _hostile_bodies(_component(spec, content["schema"])):
+                response = getattr(client, method)(url, body, content_type="application/json",
+                                                   HTTP_AUTHORIZATION=f"Token {token.key}")
+                assert response.status_code < 500, (method, path, name, response.content[:300])
+                assert response["Content-Type"] == "application/json", (method, path, name)
+                if response.status_code >= 400:
+                    assert "code" in response.json(), (method, path, name)
+                tried += 1
+    assert tried > 50

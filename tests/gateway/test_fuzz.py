@@ -19,11 +19,17 @@ pytestmark = pytest.mark.django_db(transaction=True)
 FUZZ_EXAMPLES = int(os.environ.get("PARLEY_FUZZ_EXAMPLES", "25"))
 TYPES = ["hello", "send", "ack", "read", "replay", "typing", "ping"]
 
+# Any code point, NUL and lone surrogates included (json.dumps writes those as \\ud800 escapes,
+# as a hostile client would), and the digits str.isdigit() takes that int() refuses.
+hostile_text = st.text(alphabet=st.characters(codec=None, categories=None), max_size=20) | st.sampled_from(
+    ["\x00", "a\x00b", "\ud800", "x\udfffy", "\u00b2", "\u0661\u0662", "\u00bd", ""])
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False) | st.text(max_size=20)
+    | hostile_text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8) | hostile_text, inner, max_size=3),
     max_leaves=8,
 )
+nested_json = st.integers(1, 30_000).map(lambda depth: "[" * depth + "]" * depth)
 
 
 def frames(conversation_id: int):
@@ -33,12 +39,13 @@ def frames(conversation_id: int):
     fields = {
         "conversation": ids, "seq": seqs, "after_seq": seqs, "limit": seqs,
         "client_msg_id": st.text(max_size=70) | json_values, "body": st.text(max_size=300) | json_values,
-        "cursors": st.dictionaries(st.sampled_from([str(conversation_id), "x", "-1", "99999999999"]), seqs,
+        "cursors": st.dictionaries(st.sampled_from([str(conversation_id), "x", "-1", "99999999999", "\u00b2",
+                                                    "\u0661", "0x1", "1e3", ""]) | hostile_text, seqs,
                                    max_size=3) | json_values,
     }
     kinds = st.one_of(st.sampled_from(TYPES), st.sampled_from(TYPES), st.text(max_size=10) | json_values)
     shaped = st.fixed_dictionaries({"type": kinds}, optional=fields).map(json.dumps)
-    garbage = st.text(max_size=200) | json_values.map(json.dumps) | st.binary(max_size=50)
+    garbage = st.text(max_size=200) | json_values.map(json.dumps) | st.binary(max_size=50) | nested_json
     return st.lists(st.one_of(shaped, shaped, shaped, garbage), min_size=5, max_size=30)
 
 
