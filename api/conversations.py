@@ -21,7 +21,7 @@ from messaging.conversations import (
 )
 from messaging.fanout import is_large
 from messaging.models import Conversation, Membership
-from messaging.payloads import conversation_payload
+from messaging.payloads import conversation_payload, user_payload
 
 from .common import (
     AUTH_ERRORS,
@@ -97,9 +97,13 @@ class MembersView(APIView):
         online = None
         if membership is not None and not is_large(conversation.member_count):
             online = presence.online_user_ids([m.user_id for m in page])
-        for member in page:
-            member.online = None if online is None else member.user_id in online
-        return paginator.get_paginated_response(MemberSerializer(page, many=True).data)
+        # Marks are for members, as /receipts is: a public channel's outsiders see who is in it.
+        marks = membership is not None
+        return paginator.get_paginated_response([{
+            "user": user_payload(m.user), "role": m.role, "joined_at": m.joined_at,
+            "delivered_seq": m.delivered_seq if marks else None, "read_seq": m.read_seq if marks else None,
+            "online": None if online is None else m.user_id in online,
+        } for m in page])
 
     @extend_schema(
         operation_id="conversations_members_add", parameters=[CONVERSATION_ID], request=AddMembersSerializer,

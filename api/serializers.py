@@ -123,17 +123,18 @@ class ConversationSerializer(serializers.Serializer):
     me = MembershipStateSerializer(allow_null=True, help_text="null when you are not a member (public channels).")
 
 
-class MemberSerializer(serializers.ModelSerializer):
+class MemberSerializer(serializers.Serializer):
     user = UserSerializer()
+    role = serializers.ChoiceField(choices=Membership.Role.choices)
+    joined_at = serializers.DateTimeField()
+    delivered_seq = serializers.IntegerField(allow_null=True, help_text="null unless you are a member (as "
+                                                                        "`/receipts`).")
+    read_seq = serializers.IntegerField(allow_null=True, help_text="null unless you are a member (as `/receipts`).")
     online = serializers.BooleanField(
-        read_only=True, allow_null=True,
+        allow_null=True,
         help_text="Presence now (lossy, like `presence` frames): for members asking about a conversation "
                   "below PARLEY_LARGE_CHANNEL_THRESHOLD members, else null.",
     )
-
-    class Meta:
-        model = Membership
-        fields = ["user", "role", "joined_at", "delivered_seq", "read_seq", "online"]
 
 
 class AddMembersSerializer(RequestSerializer):

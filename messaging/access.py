@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from .errors import NotFound
+from .errors import Forbidden, NotFound
 from .models import Conversation, Device, Membership, Message, User
 
 
@@ -25,6 +25,14 @@ def as_uuid(value: Any) -> uuid.UUID | None:
         return uuid.UUID(str(value))
     except (TypeError, ValueError, AttributeError):
         return None
+
+
+def require_not_suspended(user: User) -> None:
+    """A suspended user (messaging.moderation.do_set_suspended) may read and leave, and make no
+    other write: no message, conversation, member, join or flag. Costs no query: the
+    suspension is on the user's row."""
+    if user.is_suspended:
+        raise Forbidden("your account is suspended; you can read and leave conversations, nothing more")
 
 
 def access_membership(user: User, conversation_id: Any) -> Membership:

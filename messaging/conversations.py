@@ -16,7 +16,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 
 from . import fanout
-from .access import access_conversation, access_membership, as_id
+from .access import access_conversation, access_membership, as_id, require_not_suspended
 from .checks import check_title, check_user_ids
 from .errors import Forbidden, Invalid, NotFound
 from .models import Conversation, Membership, User
@@ -58,6 +58,7 @@ def _refresh_member_count(conversation: Conversation) -> None:
 
 def do_get_or_create_direct(*, creator: User, other_user_id: Any) -> CreateResult:
     """The one direct conversation of a pair: created once, returned ever after (direct_key is unique)."""
+    require_not_suspended(creator)
     (other_id,) = check_user_ids([other_user_id] if not isinstance(other_user_id, list) else other_user_id)
     if other_id == creator.pk:
         raise Invalid("a direct conversation needs another user", fields={"members": ["Pick another user."]})
@@ -83,6 +84,7 @@ def do_get_or_create_direct(*, creator: User, other_user_id: Any) -> CreateResul
 
 def do_create_group(*, creator: User, title: Any, member_ids: Any, kind: str = Conversation.Kind.GROUP,
                     public: bool = False) -> CreateResult:
+    require_not_suspended(creator)
     title = check_title(title, required=kind == Conversation.Kind.CHANNEL)
     others = [u for u in check_user_ids(member_ids or []) if u != creator.pk]
     with transaction.atomic():
@@ -99,6 +101,7 @@ def do_create_group(*, creator: User, title: Any, member_ids: Any, kind: str = C
 
 def do_add_members(*, actor: User, conversation_id: Any, user_ids: Any) -> list[int]:
     """Owners and admins add members to groups and channels; returns the ids actually added."""
+    require_not_suspended(actor)
     membership = access_membership(actor, conversation_id)
     conversation = membership.conversation
     if conversation.is_direct:
@@ -120,6 +123,7 @@ def do_add_members(*, actor: User, conversation_id: Any, user_ids: Any) -> list[
 
 
 def do_join_channel(*, user: User, conversation_id: Any) -> CreateResult:
+    require_not_suspended(user)
     conversation, membership = access_conversation(user, conversation_id)
     if membership is not None:
         return CreateResult(conversation, membership, created=False)

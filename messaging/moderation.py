@@ -27,7 +27,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from . import fanout
-from .access import access_message, as_id
+from .access import access_message, as_id, require_not_suspended
 from .checks import check_text
 from .conversations import announce_updated
 from .errors import Conflict, Forbidden, Invalid, NotFound
@@ -99,9 +99,11 @@ def _as_id(value: Any, what: str) -> int:
 # --- access_* --------------------------------------------------------------------------------
 
 def access_moderator(user: User) -> None:
-    """Only moderators pass; everyone else gets Forbidden (the queue's existence is no secret)."""
+    """Only moderators pass; everyone else gets Forbidden (the queue's existence is no secret).
+    A suspended moderator's moderation is suspended with the rest."""
     if not (user.is_active and user.has_perm(MODERATE_PERMISSION)):
         raise Forbidden("only moderators may do this")
+    require_not_suspended(user)
 
 
 # --- Flags -----------------------------------------------------------------------------------
@@ -113,6 +115,7 @@ def do_flag_message(*, reporter: User, message_id: Any, reason: Any, note: Any =
     concurrent flags cannot both get in; the loser gets :class:`Conflict`. A removed message
     has nothing left to report (Conflict).
     """
+    require_not_suspended(reporter)
     reason = check_flag_reason(reason)
     note = check_note(note)
     message, _membership = access_message(reporter, message_id)

@@ -16,9 +16,9 @@ from django.db.models import Subquery
 from django.utils import timezone
 
 from . import fanout, ratelimit
-from .access import as_id
+from .access import as_id, require_not_suspended
 from .checks import check_body, check_client_msg_id
-from .errors import Conflict, Forbidden, NotFound
+from .errors import Conflict, NotFound
 from .models import Conversation, Device, Membership, Message, User
 from .payloads import MessagePayload, message_payload
 
@@ -83,8 +83,7 @@ def _enforce_send_limits(sender: User, conversation: Conversation) -> None:
     Costs no query: the suspension is on the sender's row, slow mode on the conversation's
     (loaded with the membership), and the counters are in the cache.
     """
-    if sender.is_suspended:
-        raise Forbidden("your account is suspended; you cannot send messages")
+    require_not_suspended(sender)
     ratelimit.enforce(ratelimit.SEND, sender.pk, user=sender)
     if conversation.slow_mode_seconds:
         ratelimit.enforce(ratelimit.SLOW_MODE, f"{conversation.pk}:{sender.pk}", user=sender,

@@ -164,6 +164,31 @@ def test_a_moderator_suspends_and_reinstates_a_user(api, moderator, reported):
                                     {"client_msg_id": "after", "body": "hi"}, format="json").status_code == 201
 
 
+def test_a_suspended_user_makes_no_write_but_reading_and_leaving(api, moderator, reported, make_group, make_user):
+    """Suspension stops every write a user can make (issue 16, item 9), not only sends."""
+    sender, group, bystander = reported["sender"], reported["group"], reported["bystander"]
+    newcomer = make_user()
+    public = make_group(bystander, [], title="lobby", kind="channel", public=True)
+    api.as_user(moderator).put(f"/api/v1/moderation/users/{sender.pk}/suspension", {"suspended": True},
+                               format="json")
+    client = api.as_user(sender)
+    writes = [
+        ("post", "/api/v1/conversations", {"kind": "group", "title": "new", "members": [newcomer.pk]}),
+        ("post", "/api/v1/conversations", {"kind": "channel", "title": "mine", "public": True}),
+        ("post", "/api/v1/conversations", {"kind": "direct", "members": [newcomer.pk]}),
+        ("post", f"/api/v1/conversations/{group.pk}/members", {"user_ids": [newcomer.pk]}),
+        ("post", f"/api/v1/conversations/{public.pk}/join", None),
+        ("post", f"/api/v1/messages/{reported['message']['id']}/flag", {"reason": "spam"}),
+    ]
+    for method, path, body in writes:
+        response = getattr(client, method)(path, body, format="json")
+        assert (response.status_code, response.json()["code"]) == (403, "forbidden"), (method, path)
+    assert not group.memberships.filter(user=newcomer).exists()
+    assert client.get(f"/api/v1/conversations/{group.pk}/messages").status_code == 200  # reads
+    assert client.post(f"/api/v1/conversations/{group.pk}/read", {"seq": 1}, format="json").status_code == 200
+    assert client.delete(f"/api/v1/conversations/{group.pk}/members/{sender.pk}").status_code == 204  # leaves
+
+
 def test_slow_mode_is_set_by_moderators_shown_on_the_conversation_and_answered_with_429(
         api, moderator, reported):
     group, sender = reported["group"], reported["sender"]

@@ -128,3 +128,21 @@ def test_moderators_see_message_info_without_being_members(api, trio, send, make
 
 def test_info_on_a_missing_message_is_a_404(api, make_user):
     assert api.as_user(make_user()).get("/api/v1/messages/424242/info").status_code == 404
+
+
+def test_only_members_see_read_and_delivered_marks_on_members_as_on_receipts(api, make_user, make_group, send):
+    """One rule for both endpoints (issue 16, item 10): a public channel's member list is open
+    to anyone, but its members' marks are not, exactly as /receipts is 404 to outsiders."""
+    owner, reader, outsider = make_user(), make_user(), make_user()
+    channel = make_group(owner, [reader], title="open", kind="channel", public=True)
+    send(owner, channel)
+    api.as_user(reader).post(f"/api/v1/conversations/{channel.pk}/read", {"seq": 1}, format="json")
+
+    assert api.as_user(outsider).get(f"/api/v1/conversations/{channel.pk}/receipts").status_code == 404
+    listed = api.as_user(outsider).get(f"/api/v1/conversations/{channel.pk}/members").json()["results"]
+    assert {m["user"]["id"] for m in listed} == {owner.pk, reader.pk}
+    assert all(m["delivered_seq"] is None and m["read_seq"] is None for m in listed)
+
+    as_member = api.as_user(reader).get(f"/api/v1/conversations/{channel.pk}/members").json()["results"]
+    assert {m["user"]["id"]: m["read_seq"] for m in as_member} == {owner.pk: 1, reader.pk: 1}
+
