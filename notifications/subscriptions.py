@@ -1,4 +1,8 @@
-"""Web Push subscription use cases (the REST edge validates the endpoint and keys first)."""
+"""Web Push subscription use cases (docs/notifications.md, "Subscriptions").
+
+The REST edge parses the shape (a URL, base64url keys); the rules for where a push may go are
+checked here (notifications.endpoints), so every caller gets them.
+"""
 from __future__ import annotations
 
 from typing import Any
@@ -9,6 +13,7 @@ from messaging.access import access_device
 from messaging.errors import Conflict, NotFound
 from messaging.models import User
 
+from .endpoints import check_push_endpoint
 from .models import PushSubscription
 
 
@@ -20,6 +25,7 @@ def do_save_push_subscription(*, user: User, device_id: Any, endpoint: str, p256
     stale and goes: one push per wake-up, never two.
     """
     device = access_device(user, device_id)
+    endpoint = check_push_endpoint(endpoint)
     try:
         with transaction.atomic():
             PushSubscription.objects.filter(endpoint=endpoint).exclude(device=device).delete()
