@@ -56,7 +56,10 @@ def _token() -> int:
 
 
 def _lease(extra_seconds: float = 0.0) -> datetime:
-    return timezone.now() + timedelta(seconds=settings.PARLEY_PUSH_LEASE_SECONDS + extra_seconds)
+    # Never shorter than two attempts' time budget: a lease that ran out under a live attempt
+    # would have the sweep send the push a second time.
+    lease = max(settings.PARLEY_PUSH_LEASE_SECONDS, 2 * settings.PARLEY_PUSH_TIMEOUT_SECONDS)
+    return timezone.now() + timedelta(seconds=lease + extra_seconds)
 
 
 def _handout(row: PendingPush) -> Handout:
