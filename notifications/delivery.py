@@ -165,8 +165,12 @@ def send(delivery: Delivery) -> None:
     success, finish the pending push and remember what the device shows.
 
     Raises :class:`SubscriptionGone` or :class:`PushFailed` when the service refuses it, or when
-    the endpoint is refused before anything is sent (then it was never contacted).
+    the push is refused before anything is sent (then nothing was contacted).
     """
+    if delivery.attempt > settings.PARLEY_PUSH_MAX_RETRIES + 1:
+        # Earlier attempts began and never finished (their workers died): the budget is spent
+        # all the same, or a push that kills its worker would be handed out forever.
+        raise PushFailed(f"{delivery.attempt - 1} attempts never finished", retryable=False)
     try:
         target = endpoints.check_push_target(delivery.subscription_info["endpoint"])
     except endpoints.EndpointRefused as refused:
@@ -211,11 +215,13 @@ def send(delivery: Delivery) -> None:
 def _failure(exc: WebPushException) -> Exception:
     """What an answer other than 2xx means; only its status code is kept."""
     status = exc.status_code
+    if status is None:  # pywebpush refused to build it (no response at all)
+        return PushFailed("the push could not be prepared", retryable=True)
     if status in (404, 410):
         return SubscriptionGone(f"push service answered {status}")
-    if status is not None and 300 <= status < 400:
+    if 300 <= status < 400:
         return PushFailed(f"push service answered {status}; redirects are not followed", retryable=False)
-    retryable = status is None or status == 429 or status >= 500
+    retryable = status == 429 or status >= 500
     return PushFailed(f"push service answered {status}", retryable=retryable, retry_after=_seconds(exc.retry_after))
 
 

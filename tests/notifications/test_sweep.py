@@ -175,3 +175,26 @@ def test_a_push_whose_worker_was_killed_before_an_outage_is_not_sent_after_the_c
     worker.run()
 
     assert push_service.received == []
+
+
+def test_a_push_whose_attempts_keep_dying_with_their_workers_ends_as_a_dead_letter(
+        team, subscribe, send, worker, push_service, settings):
+    from notifications.models import PendingPush, PushDeadLetter
+
+    alice, bob, conversation = team
+    subscribe(bob)
+    send(alice, conversation)
+    worker.run(only="parley.push.burst")
+    worker.run(only="parley.push.notify_member")
+    worker.take("parley.push.deliver")
+    # Every attempt so far began (and was counted) and then died with its worker.
+    PendingPush.objects.update(attempts=settings.PARLEY_PUSH_MAX_RETRIES + 1)
+    age(conversation, 120)
+
+    sweep.delay()
+    worker.run()
+
+    assert push_service.received == []
+    letter = PushDeadLetter.objects.get()
+    assert letter.attempts == settings.PARLEY_PUSH_MAX_RETRIES + 2 and "never finished" in letter.last_error
+    assert not PendingPush.objects.exists()
