@@ -1,15 +1,14 @@
 """Devices and their Web Push subscriptions (CONTRACT, "Devices").
 
-A subscription endpoint is parsed strictly here (https, or plain http to this machine for a
-local push service in development); the offline path re-checks nothing about its shape.
+A subscription endpoint is parsed here as a URL; where a push may go (https, a known push
+service, public addresses) is the use case's rule (notifications.endpoints), and the offline
+path checks it again before every attempt.
 """
 from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
 from typing import Any
-from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import RegexValidator, URLValidator
@@ -41,9 +40,9 @@ class DeviceSerializer(serializers.ModelSerializer):
 
 
 class PushEndpointField(StrictCharField):
-    """An https URL; plain http only to this machine (a local push service in development)."""
+    """A URL; whether pushes may go there is decided by ``do_save_push_subscription``."""
 
-    default_error_messages = {"invalid_url": "Must be a URL.", "insecure": "Must be an https URL."}
+    default_error_messages = {"invalid_url": "Must be a URL."}
     _validate_url = URLValidator(schemes=["https", "http"])
 
     def __init__(self, **kwargs: Any) -> None:
@@ -56,19 +55,7 @@ class PushEndpointField(StrictCharField):
             self._validate_url(url)
         except DjangoValidationError:
             self.fail("invalid_url")
-        parts = urlsplit(url)
-        if parts.scheme != "https" and not _is_loopback(parts.hostname or ""):
-            self.fail("insecure")
         return url
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class Base64UrlKeyField(StrictCharField):
@@ -146,7 +133,11 @@ class PushSubscriptionView(APIView):
         request=PushSubscriptionSaveSerializer,
         responses={201: PushSubscriptionSerializer, 200: PushSubscriptionSerializer, 400: E, 404: E, 409: E,
                    **AUTH_ERRORS},
-        description="Store the device's Web Push subscription (201), or replace it (200).",
+        description=(
+            "Store the device's Web Push subscription (201), or replace it (200). 400 when the endpoint is "
+            "not https on a supported push service (PARLEY_PUSH_ALLOWED_HOSTS) resolving to public addresses; "
+            "409 when another account's device holds the endpoint (the same account's other device gives it up)."
+        ),
     )
     def post(self, request: AuthenticatedRequest, device_id: str) -> Response:
         data = parse(PushSubscriptionSaveSerializer, request.data)

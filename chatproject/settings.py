@@ -255,8 +255,23 @@ PARLEY_PUSH_SWEEP_INTERVAL_SECONDS = env.float("PARLEY_PUSH_SWEEP_INTERVAL_SECON
 PARLEY_PUSH_TTL_SECONDS = env.int("PARLEY_PUSH_TTL_SECONDS", default=86400)
 # How long after a push reading elsewhere still sends the "close" follow-up.
 PARLEY_PUSH_CLOSE_WINDOW_SECONDS = env.int("PARLEY_PUSH_CLOSE_WINDOW_SECONDS", default=7 * 86400)
+# One attempt's whole time budget, connect to answer: a hard deadline, not a per-read timeout.
 PARLEY_PUSH_TIMEOUT_SECONDS = env.float("PARLEY_PUSH_TIMEOUT_SECONDS", default=10.0)
+# The most of a push service's answer body read; it is dropped unread past this, and never kept.
+PARLEY_PUSH_MAX_RESPONSE_BYTES = env.int("PARLEY_PUSH_MAX_RESPONSE_BYTES", default=4096)
+# A push not finished this long after its attempt began (a worker killed mid-push, a lost task)
+# is handed out again by the sweep. Must exceed PARLEY_PUSH_TIMEOUT_SECONDS by a margin.
+PARLEY_PUSH_LEASE_SECONDS = env.float("PARLEY_PUSH_LEASE_SECONDS", default=60.0)
 PARLEY_PUSH_PREVIEW_CHARS = env.int("PARLEY_PUSH_PREVIEW_CHARS", default=120)
+# Where pushes may go: https on port 443 of these hosts ("*.example.com": any name under it;
+# "*": any host), and only while the name resolves to public addresses (docs/security.md,
+# "Push endpoints"). The defaults are the push services of Chrome/Chromium, Firefox, Edge, Safari.
+PARLEY_PUSH_ALLOWED_HOSTS = env.list("PARLEY_PUSH_ALLOWED_HOSTS", default=[
+    "fcm.googleapis.com", "updates.push.services.mozilla.com", "*.notify.windows.com", "*.push.apple.com",
+])
+# Tests only: origins ("http://127.0.0.1:<port>") exempt from every rule above, for the local
+# push service the test suite runs. Deliberately not read from the environment.
+PARLEY_PUSH_INSECURE_TEST_ORIGINS: list[str] = []
 CELERY_BEAT_SCHEDULE["parley.push.sweep"] = {
     "task": "parley.push.sweep",
     "schedule": PARLEY_PUSH_SWEEP_INTERVAL_SECONDS,

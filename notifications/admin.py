@@ -1,7 +1,7 @@
 """The operator's view of the offline path (docs/notifications.md, "Dead letters").
 
-Subscriptions and notified watermarks are written by the browser's REST calls and by the
-push tasks, so the admin only shows them. Dead letters are the operator's to act on: retry
+Subscriptions, notified watermarks and pending pushes are written by the browser's REST calls
+and by the push tasks, so the admin only shows them. Dead letters are the operator's to act on: retry
 (a fresh retry budget; the attempt re-checks read/removed/online like any other) or discard.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from django.contrib import admin, messages
 from django.utils.text import Truncator
 
-from .models import NotificationState, PushDeadLetter, PushSubscription
+from .models import NotificationState, PendingPush, PushDeadLetter, PushSubscription
 from .triggers import do_retry_dead_letters
 
 
@@ -45,6 +45,21 @@ class NotificationStateAdmin(ReadOnly, admin.ModelAdmin):
     list_select_related = ("conversation", "user")
     search_fields = ("user__username",)
     raw_id_fields = ("conversation", "user")
+
+
+@admin.register(PendingPush)
+class PendingPushAdmin(ReadOnly, admin.ModelAdmin):
+    """Pushes decided and not finished: a long list here means workers are down or dying."""
+
+    list_display = ("created_at", "kind", "subscription", "conversation", "after_seq", "attempts", "lease_until")
+    list_filter = ("kind",)
+    list_select_related = ("subscription", "conversation")
+    raw_id_fields = ("subscription", "conversation")
+    exclude = ("token",)
+    date_hierarchy = "created_at"
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # finished by their attempts, or dropped by the sweep after the cut-off
 
 
 @admin.register(PushDeadLetter)

@@ -21,8 +21,8 @@ from django.utils import timezone
 from messaging import presence
 from messaging.models import Membership, Message
 
-from . import markers
-from .models import NotificationState, PushSubscription
+from . import markers, outbox
+from .models import NotificationState, PushKind, PushSubscription
 
 # Members per presence lookup and per page of the burst and sweep queries.
 _CHUNK = 500
@@ -79,10 +79,11 @@ def take_notifications_showing(*, conversation_id: int, seq: int) -> list[int]:
 
 @dataclass(frozen=True)
 class Claim:
-    """A member's notification to send: about messages after ``after_seq``, to these subscriptions."""
+    """A member's notification to send: about messages after ``after_seq``, one pending push
+    per subscription, each to hand to a ``deliver`` task."""
 
     after_seq: int
-    subscription_ids: list[int]
+    handouts: list[outbox.Handout]
 
 
 def _is_stale(message: Message) -> bool:
@@ -119,7 +120,9 @@ def claim_notification(*, conversation_id: int, user_id: int) -> Claim | None:
     -> nothing. Online -> nothing and nothing recorded (the socket delivers; should the user
     leave without reading, the sweep looks again). Only removed messages, or only ones older
     than the staleness cut-off -> the watermark moves (decided, so the sweep leaves it) but
-    no push goes out.
+    no push goes out. The claim and its pending pushes commit together: a worker killed right
+    after the claim leaves pushes the sweep finds (notifications.outbox), never a member
+    marked notified with nothing on its way.
     """
     if not markers.enabled():  # keys removed while tasks were queued
         return None
@@ -134,11 +137,14 @@ def claim_notification(*, conversation_id: int, user_id: int) -> Claim | None:
     if after_seq >= last_seq or presence.online_user_ids([user_id]):
         return None
     newest = newest_unread(conversation_id, user_id, after_seq, last_seq)
-    if not _advance_notified(conversation_id, user_id, seen=notified, to=last_seq):
-        return None
-    if newest is None or _is_stale(newest):
-        return None
-    return Claim(after_seq=after_seq, subscription_ids=subscription_ids_of(user_id=user_id))
+    with transaction.atomic():
+        if not _advance_notified(conversation_id, user_id, seen=notified, to=last_seq):
+            return None
+        if newest is None or _is_stale(newest):
+            return None
+        handouts = outbox.open_pushes(subscription_ids=subscription_ids_of(user_id=user_id),
+                                      conversation_id=conversation_id, kind=PushKind.MESSAGE, after_seq=after_seq)
+    return Claim(after_seq=after_seq, handouts=handouts)
 
 
 def subscription_ids_of(*, user_id: int) -> list[int]:

@@ -1,11 +1,14 @@
 """One push to one subscription: re-check, build, send, and what a failure becomes
 (docs/notifications.md, steps 3 to 5).
 
-Every attempt re-checks the state first (:func:`prepare_delivery`): read -> no push; removed
--> no push; online -> no push. The service's answer decides what follows: 404/410 forgets
-the subscription; 429, 5xx and network errors are retried with exponential backoff and
-jitter (:func:`retry_countdown`); anything else, and the last failed retry, becomes a dead
-letter an operator can retry or discard.
+Every attempt takes its pending push first (notifications.outbox: only the task holding it
+may work on it) and re-checks the state (:func:`prepare_delivery`): read -> no push; removed
+-> no push; online -> no push. The endpoint is checked again and the push goes only to the
+addresses that check approved (notifications.endpoints, notifications.transport). The
+service's answer decides what follows: 404/410 forgets the subscription; 429, 5xx and network
+errors are retried with exponential backoff and jitter (:func:`retry_countdown`); anything
+else, an endpoint refused by the rules, and the last failed retry become a dead letter an
+operator can retry or discard. Nothing the push service says is stored but its status code.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from typing import Any
 
 import requests
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 from django.utils.text import Truncator
 from py_vapid import Vapid
@@ -27,15 +31,15 @@ from pywebpush import WebPushException, webpush
 from messaging import presence
 from messaging.models import Conversation, Membership, Message
 
-from . import markers
+from . import endpoints, markers, outbox, transport
 from .bursts import newest_unread
-from .models import NotificationState, PushDeadLetter, PushSubscription
+from .models import NotificationState, PushDeadLetter, PushKind, PushSubscription
 
 logger = logging.getLogger(__name__)
 
-MESSAGE = PushDeadLetter.Kind.MESSAGE.value
-CLOSE = PushDeadLetter.Kind.CLOSE.value
-RETRACT = PushDeadLetter.Kind.RETRACT.value
+MESSAGE = PushKind.MESSAGE.value
+CLOSE = PushKind.CLOSE.value
+RETRACT = PushKind.RETRACT.value
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,8 @@ class Delivery:
     after_seq: int
     last_seq: int  # the conversation's, when the payload was built
     payload: dict[str, Any]
+    handout: outbox.Handout
+    attempt: int  # 1 for the first, across retries and hand-outs
     subscription_info: dict[str, Any] = field(repr=False)
 
 
@@ -75,8 +81,10 @@ def _close_payload(conversation: Conversation, *, read_seq: int) -> dict[str, An
     }
 
 
-def prepare_delivery(*, subscription_id: int, conversation_id: int, kind: str, after_seq: int) -> Delivery | None:
-    """Re-check the state before an attempt and build the newest payload; None: send nothing.
+def prepare_delivery(*, subscription_id: int, conversation_id: int, kind: str, after_seq: int,
+                     token: int) -> Delivery | None:
+    """Start an attempt of a pending push; None: send nothing (and the push is finished, unless
+    another task holds it now).
 
     A message push goes out only while the member is still behind, offline, and has a
     message after ``after_seq`` that is not removed; it carries the newest such message.
@@ -85,7 +93,20 @@ def prepare_delivery(*, subscription_id: int, conversation_id: int, kind: str, a
     message's seq) goes out unless the member has read that far meanwhile (then the read's
     own close has done it).
     """
-    subscription = PushSubscription.objects.select_related("device").filter(pk=subscription_id).first()
+    handout = outbox.Handout(subscription_id=subscription_id, conversation_id=conversation_id, kind=kind,
+                             after_seq=after_seq, token=token)
+    attempt = outbox.take(handout)
+    if attempt is None:
+        return None
+    delivery = _build(handout, attempt=attempt)
+    if delivery is None:
+        outbox.finish(handout)
+    return delivery
+
+
+def _build(handout: outbox.Handout, *, attempt: int) -> Delivery | None:
+    conversation_id, kind, after_seq = handout.conversation_id, handout.kind, handout.after_seq
+    subscription = PushSubscription.objects.select_related("device").filter(pk=handout.subscription_id).first()
     if subscription is None or not markers.enabled():
         return None
     user_id = subscription.device.user_id
@@ -116,7 +137,7 @@ def prepare_delivery(*, subscription_id: int, conversation_id: int, kind: str, a
     return Delivery(
         subscription_id=subscription.pk, device_id=subscription.device_id, user_id=user_id,
         conversation_id=conversation_id, kind=kind, after_seq=after_seq, last_seq=conversation.last_seq,
-        payload=payload,
+        payload=payload, handout=handout, attempt=attempt,
         subscription_info=subscription.as_webpush_info(),
     )
 
@@ -140,40 +161,68 @@ def _vapid(private_key: str) -> Vapid:
 
 
 def send(delivery: Delivery) -> None:
-    """POST one encrypted push (RFC 8291 aes128gcm, VAPID signed) to the push service.
+    """POST one encrypted push (RFC 8291 aes128gcm, VAPID signed) to the push service; on
+    success, finish the pending push and remember what the device shows.
 
-    Raises :class:`SubscriptionGone` or :class:`PushFailed` when the service refuses it.
+    Raises :class:`SubscriptionGone` or :class:`PushFailed` when the service refuses it, or when
+    the push is refused before anything is sent (then nothing was contacted).
     """
+    if delivery.attempt > settings.PARLEY_PUSH_MAX_RETRIES + 1:
+        # Earlier attempts began and never finished (their workers died): the budget is spent
+        # all the same, or a push that kills its worker would be handed out forever.
+        raise PushFailed(f"{delivery.attempt - 1} attempts never finished", retryable=False)
     try:
-        webpush(
-            subscription_info=delivery.subscription_info,
-            data=json.dumps(delivery.payload, separators=(",", ":")),
-            vapid_private_key=_vapid(settings.PARLEY_VAPID_PRIVATE_KEY),
-            vapid_claims={"sub": settings.PARLEY_VAPID_SUBJECT},  # webpush adds aud and exp to it
-            ttl=settings.PARLEY_PUSH_TTL_SECONDS,
-            headers={"Topic": delivery.payload["tag"], "Urgency": "high" if delivery.kind == MESSAGE else "normal"},
-            timeout=settings.PARLEY_PUSH_TIMEOUT_SECONDS,
-        )
-    except WebPushException as exc:
-        status = exc.status_code
-        if status in (404, 410):
-            raise SubscriptionGone(f"push service answered {status}") from exc
-        retryable = status is None or status == 429 or status >= 500
-        raise PushFailed(f"push service answered {status}: {_reason(exc)}", retryable=retryable,
-                         retry_after=_seconds(exc.retry_after)) from exc
-    except requests.RequestException as exc:
-        raise PushFailed(f"{type(exc).__name__}: {exc}", retryable=True) from exc
-    if delivery.kind == MESSAGE:
-        # What the device now shows: reading up to ``upto`` elsewhere closes it
-        # (read_advanced), removing message ``seq`` withdraws it (message_removed).
-        markers.note_shown(delivery.conversation_id, delivery.user_id, seq=delivery.payload["seq"],
-                           upto=delivery.last_seq)
+        target = endpoints.check_push_target(delivery.subscription_info["endpoint"])
+    except endpoints.EndpointRefused as refused:
+        logger.warning("push %s to subscription %s refused before sending: %s", delivery.kind,
+                       delivery.subscription_id, refused)
+        raise PushFailed(f"refused before sending: {refused}", retryable=False) from None
+    except endpoints.EndpointUnresolved:
+        raise PushFailed("the push service's name did not resolve", retryable=True) from None
+    failure: Exception | None = None
+    with transport.exchange(target) as exchange:
+        try:
+            webpush(
+                subscription_info=delivery.subscription_info,
+                data=json.dumps(delivery.payload, separators=(",", ":")),
+                vapid_private_key=_vapid(settings.PARLEY_VAPID_PRIVATE_KEY),
+                vapid_claims={"sub": settings.PARLEY_VAPID_SUBJECT},  # webpush adds aud and exp to it
+                ttl=settings.PARLEY_PUSH_TTL_SECONDS,
+                headers={"Topic": delivery.payload["tag"], "Urgency": "high" if delivery.kind == MESSAGE else "normal"},
+                timeout=settings.PARLEY_PUSH_TIMEOUT_SECONDS,
+                requests_session=exchange.session,
+            )
+        except WebPushException as exc:
+            failure = _failure(exc)
+        except requests.RequestException as exc:
+            # Our own words: an exception's text names the endpoint and may quote the peer.
+            failure = PushFailed(f"network error ({type(exc).__name__})", retryable=True)
+        # Checked whatever came back: an answer cut off by the deadline can still parse, since
+        # http.client takes the end of the stream inside the headers for their end.
+        if exchange.timed_out:
+            failure = PushFailed(f"no answer within {settings.PARLEY_PUSH_TIMEOUT_SECONDS:g} s", retryable=True)
+    if failure is not None:
+        raise failure
+    with transaction.atomic():
+        outbox.finish(delivery.handout)
+        if delivery.kind == MESSAGE:
+            # What the device now shows: reading up to ``upto`` elsewhere closes it
+            # (read_advanced), removing message ``seq`` withdraws it (message_removed).
+            markers.note_shown(delivery.conversation_id, delivery.user_id, seq=delivery.payload["seq"],
+                               upto=delivery.last_seq)
 
 
-def _reason(exc: WebPushException) -> str:
-    response = exc.response
-    text = getattr(response, "text", "") or getattr(response, "reason", "") or ""
-    return Truncator(text.strip()).chars(500)
+def _failure(exc: WebPushException) -> Exception:
+    """What an answer other than 2xx means; only its status code is kept."""
+    status = exc.status_code
+    if status is None:  # pywebpush refused to build it (no response at all)
+        return PushFailed("the push could not be prepared", retryable=True)
+    if status in (404, 410):
+        return SubscriptionGone(f"push service answered {status}")
+    if 300 <= status < 400:
+        return PushFailed(f"push service answered {status}; redirects are not followed", retryable=False)
+    retryable = status == 429 or status >= 500
+    return PushFailed(f"push service answered {status}", retryable=retryable, retry_after=_seconds(exc.retry_after))
 
 
 def _seconds(retry_after: str | None) -> float | None:
@@ -204,18 +253,26 @@ def retry_countdown(retries: int, *, retry_after: float | None = None) -> float:
     return wait
 
 
-def forget_subscription(*, subscription_id: int) -> None:
-    deleted, _ = PushSubscription.objects.filter(pk=subscription_id).delete()
+def postpone(delivery: Delivery, *, seconds: float) -> None:
+    """The next attempt comes in ``seconds``: the pending push stays held until then."""
+    outbox.postpone(delivery.handout, seconds=seconds)
+
+
+def forget_subscription(*, delivery: Delivery) -> None:
+    """404/410: the subscription goes, and every push pending for it with it."""
+    deleted, _ = PushSubscription.objects.filter(pk=delivery.subscription_id).delete()
     if deleted:
-        logger.info("push subscription %s is gone at the push service; deleted", subscription_id)
+        logger.info("push subscription %s is gone at the push service; deleted", delivery.subscription_id)
 
 
-def record_dead_letter(delivery: Delivery, *, error: str, attempts: int) -> PushDeadLetter:
+def record_dead_letter(delivery: Delivery, *, error: str) -> PushDeadLetter:
     logger.warning("push %s to subscription %s failed %s times; dead letter: %s",
-                   delivery.kind, delivery.subscription_id, attempts, error)
-    return PushDeadLetter.objects.create(
-        conversation_id=delivery.conversation_id, user_id=delivery.user_id,
-        subscription_id=delivery.subscription_id, device_id=delivery.device_id, kind=delivery.kind,
-        after_seq=delivery.after_seq, payload={k: v for k, v in delivery.payload.items() if k != "body"},
-        last_error=error, attempts=attempts,
-    )
+                   delivery.kind, delivery.subscription_id, delivery.attempt, error)
+    with transaction.atomic():
+        outbox.finish(delivery.handout)
+        return PushDeadLetter.objects.create(
+            conversation_id=delivery.conversation_id, user_id=delivery.user_id,
+            subscription_id=delivery.subscription_id, device_id=delivery.device_id, kind=delivery.kind,
+            after_seq=delivery.after_seq, payload={k: v for k, v in delivery.payload.items() if k != "body"},
+            last_error=error, attempts=delivery.attempt,
+        )

@@ -7,11 +7,18 @@ from django.db import models
 from django.db.models import Q
 
 
+class PushKind(models.TextChoices):
+    MESSAGE = "message", "Message"
+    CLOSE = "close", "Close"  # read elsewhere
+    RETRACT = "retract", "Retract"  # the message shown was removed
+
+
 class PushSubscription(models.Model):
     """A browser's Web Push subscription, one per device.
 
-    ``endpoint`` is unique as well: a push service hands one endpoint to one browser profile,
-    so when it shows up under another device the older row is stale and is replaced.
+    ``endpoint`` is unique as well: a push service hands one endpoint to one browser profile.
+    It belongs to the device that registered it: another user's registration of it is refused;
+    the same user's registration under another device moves it (notifications.subscriptions).
     ``p256dh`` and ``auth`` are the subscription's base64url keys (RFC 8291).
     """
 
@@ -63,10 +70,7 @@ class PushDeadLetter(models.Model):
     removal of the message.
     """
 
-    class Kind(models.TextChoices):
-        MESSAGE = "message", "Message"
-        CLOSE = "close", "Close"  # read elsewhere
-        RETRACT = "retract", "Retract"  # the message shown was removed
+    Kind = PushKind
 
     conversation = models.ForeignKey("messaging.Conversation", on_delete=models.CASCADE, related_name="+")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
@@ -84,3 +88,36 @@ class PushDeadLetter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} push to user {self.user_id} in {self.conversation_id} ({self.attempts} attempts)"
+
+
+class PendingPush(models.Model):
+    """A push decided and not finished yet: the offline path's outbox (docs/notifications.md,
+    "Unfinished pushes").
+
+    Written in the transaction that decides the push (a member's claim, a read's close, a
+    removal's retraction, an operator's retry of a dead letter) and deleted when an attempt
+    ends it: sent, subscription gone, dead letter, or nothing left to send. An attempt holds
+    it under a lease (``lease_until``); the sweep hands out again whatever is still here after
+    its lease ran out (a worker killed mid-push, a task the broker lost or holds) under a new
+    ``token``, so the old task, should the broker deliver it after all, finds the push no
+    longer its own and does nothing. ``attempts`` counts attempts across hand-outs, so the
+    retry budget holds whichever task runs them.
+    """
+
+    subscription = models.ForeignKey(PushSubscription, on_delete=models.CASCADE, related_name="+")
+    conversation = models.ForeignKey("messaging.Conversation", on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=16, choices=PushKind.choices)
+    after_seq = models.BigIntegerField(default=0)
+    token = models.BigIntegerField()
+    attempts = models.PositiveIntegerField(default=0)
+    lease_until = models.DateTimeField(db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["subscription", "conversation", "kind", "after_seq"],
+                                    name="pendingpush_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} push to subscription {self.subscription_id} in {self.conversation_id}"

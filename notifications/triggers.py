@@ -15,7 +15,7 @@ from django.db.models import QuerySet
 
 from messaging import hooks, layer
 
-from . import markers, tasks
+from . import markers, outbox, tasks
 from .models import PushDeadLetter
 
 
@@ -59,10 +59,14 @@ def do_retry_dead_letters(dead_letters: QuerySet[PushDeadLetter]) -> RetryResult
         # Locked so two operators retrying the same letter send it once; re-queried without
         # the caller's joins, which FOR UPDATE cannot lock.
         letters = list(PushDeadLetter.objects.select_for_update().filter(pk__in=dead_letters.values("pk")))
-        retried = [letter for letter in letters if letter.subscription_id is not None]
         PushDeadLetter.objects.filter(pk__in=[letter.pk for letter in letters]).delete()
-        for letter in retried:
-            layer.after_commit(partial(
-                tasks.deliver.delay, letter.subscription_id, letter.conversation_id, letter.kind, letter.after_seq,
-            ))
-    return RetryResult(retried=len(retried), dropped=len(letters) - len(retried))
+        retried = 0
+        for letter in letters:
+            if letter.subscription_id is None:
+                continue
+            (handout,) = outbox.open_pushes(subscription_ids=[letter.subscription_id],
+                                            conversation_id=letter.conversation_id, kind=letter.kind,
+                                            after_seq=letter.after_seq)
+            layer.after_commit(partial(tasks.deliver.delay, *handout.args))
+            retried += 1
+    return RetryResult(retried=retried, dropped=len(letters) - retried)

@@ -44,6 +44,22 @@ async function saveSubscription(deviceId, subscription) {
   localStorage.setItem(marker, endpoint);
 }
 
+// An endpoint belongs to the account that registered it: the server answers 409 when another
+// account holds this browser profile's endpoint (a shared browser, signed in as someone else
+// now). Unsubscribing gives the profile a new endpoint, which is then ours.
+async function saveOrRenew(registration, deviceId, subscription, vapidPublicKey) {
+  try {
+    await saveSubscription(deviceId, subscription);
+  } catch (error) {
+    if (error.status !== 409) throw error;
+    await subscription.unsubscribe();
+    const fresh = await registration.pushManager.subscribe({
+      userVisibleOnly: true, applicationServerKey: keyBytes(vapidPublicKey),
+    });
+    await saveSubscription(deviceId, fresh);
+  }
+}
+
 /**
  * Registers the service worker if the server ships one, and shows `button` to turn on
  * notifications when push is possible and not yet on. Does nothing (quietly) otherwise.
@@ -60,7 +76,7 @@ export async function setUpPush({ button, deviceId, push, onEnabled }) {
   if (!push.vapid_public_key || !("PushManager" in window) || Notification.permission === "denied") return;
   const existing = await registration.pushManager.getSubscription();
   if (existing) {
-    await saveSubscription(deviceId, existing).catch((e) => console.warn("parley:", e));
+    await saveOrRenew(registration, deviceId, existing, push.vapid_public_key).catch((e) => console.warn("parley:", e));
     return;
   }
   button.hidden = false;
@@ -71,7 +87,7 @@ export async function setUpPush({ button, deviceId, push, onEnabled }) {
       const subscription = await registration.pushManager.subscribe({
         userVisibleOnly: true, applicationServerKey: keyBytes(push.vapid_public_key),
       });
-      await saveSubscription(deviceId, subscription);
+      await saveOrRenew(registration, deviceId, subscription, push.vapid_public_key);
       onEnabled?.(null);
     } catch (error) {
       button.hidden = false; // let the person try again later

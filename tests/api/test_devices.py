@@ -11,8 +11,18 @@ P256DH = base64.urlsafe_b64encode(b"\x04" + bytes(range(64))).decode().rstrip("=
 AUTH = base64.urlsafe_b64encode(bytes(range(16))).decode().rstrip("=")
 
 
-def subscription(endpoint="https://push.example.com/send/abc", p256dh=P256DH, auth=AUTH):
+# Where pushes may go is tested in tests/notifications/test_endpoints.py. Here the endpoints are
+# on a local test push service's origin, which production settings refuse and tests allow.
+TEST_ORIGIN = "http://127.0.0.1:8999"
+
+
+def subscription(endpoint=f"{TEST_ORIGIN}/send/abc", p256dh=P256DH, auth=AUTH):
     return {"endpoint": endpoint, "keys": {"p256dh": p256dh, "auth": auth}}
+
+
+@pytest.fixture
+def local_push_origin(settings):
+    settings.PARLEY_PUSH_INSECURE_TEST_ORIGINS = [TEST_ORIGIN]
 
 
 def test_registering_a_device_returns_its_uuid(api, make_user):
@@ -69,20 +79,20 @@ def test_deleting_a_device_that_is_not_mine_is_a_404(api, make_user, make_device
     assert response.json()["code"] == "not_found"
 
 
-def test_a_push_subscription_is_stored_then_replaced(api, make_user, make_device):
+def test_a_push_subscription_is_stored_then_replaced(api, make_user, make_device, local_push_origin):
     me = make_user()
     device = make_device(me)
     client = api.as_user(me)
     url = f"/api/v1/devices/{device.pk}/push-subscription"
     first = client.post(url, subscription(), format="json")
     assert first.status_code == 201
-    assert first.json()["endpoint"] == "https://push.example.com/send/abc"
-    again = client.post(url, subscription(endpoint="https://push.example.com/send/new"), format="json")
+    assert first.json()["endpoint"] == f"{TEST_ORIGIN}/send/abc"
+    again = client.post(url, subscription(endpoint=f"{TEST_ORIGIN}/send/new"), format="json")
     assert again.status_code == 200
-    assert PushSubscription.objects.get(device=device).endpoint == "https://push.example.com/send/new"
+    assert PushSubscription.objects.get(device=device).endpoint == f"{TEST_ORIGIN}/send/new"
 
 
-def test_an_endpoint_moves_to_the_device_that_registers_it_last(api, make_user, make_device):
+def test_an_endpoint_moves_to_the_device_that_registers_it_last(api, make_user, make_device, local_push_origin):
     me = make_user()
     old, new = make_device(me), make_device(me)
     client = api.as_user(me)
@@ -91,7 +101,7 @@ def test_an_endpoint_moves_to_the_device_that_registers_it_last(api, make_user, 
     assert list(PushSubscription.objects.values_list("device", flat=True)) == [new.pk]
 
 
-def test_a_push_subscription_can_be_removed(api, make_user, make_device):
+def test_a_push_subscription_can_be_removed(api, make_user, make_device, local_push_origin):
     me = make_user()
     device = make_device(me)
     client = api.as_user(me)
@@ -101,12 +111,15 @@ def test_a_push_subscription_can_be_removed(api, make_user, make_device):
     assert client.delete(url).status_code == 404
 
 
-def test_plain_http_push_endpoints_are_accepted_only_on_this_machine(api, make_user, make_device):
+def test_plain_http_push_endpoints_are_accepted_only_from_a_test_push_service(api, make_user, make_device, settings):
     me = make_user()
     device = make_device(me)
     client = api.as_user(me)
     url = f"/api/v1/devices/{device.pk}/push-subscription"
-    assert client.post(url, subscription(endpoint="http://127.0.0.1:8999/push"), format="json").status_code == 201
+    local = subscription(endpoint="http://127.0.0.1:8999/push")
+    assert client.post(url, local, format="json").status_code == 400  # production settings refuse it
+    settings.PARLEY_PUSH_INSECURE_TEST_ORIGINS = [TEST_ORIGIN]
+    assert client.post(url, local, format="json").status_code == 201
     refused = client.post(url, subscription(endpoint="http://push.example.com/send"), format="json")
     assert refused.status_code == 400
     assert refused.json()["fields"]["endpoint"] == ["Must be an https URL."]

@@ -51,8 +51,11 @@ def offline_path(settings, vapid_keys):
 
 
 @pytest.fixture
-def push_service(vapid_keys):
+def push_service(vapid_keys, settings):
+    """The local push service; its plain-http origin on 127.0.0.1 is allowed for this test only
+    (production settings refuse it: docs/security.md, "Push endpoints")."""
     with LocalPushService(vapid_public_key=vapid_keys[0], vapid_subject=SUBJECT) as service:
+        settings.PARLEY_PUSH_INSECURE_TEST_ORIGINS = [service.origin]
         yield service
 
 
@@ -90,6 +93,17 @@ class Worker:
     def drop(self) -> None:
         """The broker loses everything in flight."""
         self.queue.clear()
+
+    def take(self, name: str) -> Queued:
+        """A worker takes the first task named ``name`` and is killed before it finishes: the
+        task is gone from the queue, unacknowledged (see :meth:`redeliver`)."""
+        queued = next(q for q in self.queue if q.name == name)
+        self.queue.remove(queued)
+        return queued
+
+    def redeliver(self, queued: Queued) -> None:
+        """The broker hands out a task it never got an ack for (the visibility timeout passed)."""
+        self.queue.append(queued)
 
 
 @pytest.fixture
@@ -158,9 +172,13 @@ def come_online(user) -> None:
 
 
 def age(conversation, seconds: float) -> None:
-    """Move a conversation's clock back: its messages and last activity happened ``seconds`` earlier."""
+    """Move a conversation's clock back: its messages, its last activity and its unfinished
+    pushes (their leases) happened ``seconds`` earlier."""
     from messaging.models import Conversation, Message
+    from notifications.models import PendingPush
 
     delta = timedelta(seconds=seconds)
     Conversation.objects.filter(pk=conversation.pk).update(last_activity_at=F("last_activity_at") - delta)
     Message.objects.filter(conversation=conversation).update(created_at=F("created_at") - delta)
+    PendingPush.objects.filter(conversation=conversation).update(
+        created_at=F("created_at") - delta, lease_until=F("lease_until") - delta)

@@ -4,7 +4,10 @@ It plays both ends a browser would: :meth:`LocalPushService.subscribe` makes a s
 the way a browser does (a fresh P-256 key pair and a 16-byte auth secret; the endpoint points
 here), and the HTTP server receives what Parley POSTs, checks the VAPID signature, and
 decrypts the body with the subscription's private key (RFC 8291, aes128gcm). It can be told
-to fail: ``respond_with(500, times=2)`` answers the next two pushes with 500, then 201.
+to fail: ``respond_with(500, times=2)`` answers the next two pushes with 500, then 201; an
+answer may carry headers (a redirect's ``Location``) and a body, or come slowly
+(``respond_slowly``). It counts every TCP connection made to it (``connections``), so a test
+can prove that Parley never contacted it at all.
 """
 from __future__ import annotations
 
@@ -52,6 +55,16 @@ class Subscription:
 
 
 @dataclass(frozen=True)
+class Answer:
+    """What the service answers to one push: a status, extra headers, a body, and how slowly."""
+
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    dribble_seconds: float = 0.0  # spread the header lines over this long, a byte at a time
+
+
+@dataclass(frozen=True)
 class Received:
     token: str
     status: int
@@ -64,11 +77,12 @@ class LocalPushService:
         self.vapid_public_key = vapid_public_key
         self.vapid_subject = vapid_subject
         self._subscriptions: dict[str, Subscription] = {}
-        self._planned: list[int] = []
+        self._planned: list[Answer] = []
         self._lock = threading.Lock()
         self.received: list[Received] = []
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
+        self.connections = 0  # TCP connections accepted, whether or not a request followed
+        self.body_bytes_sent: list[int] = []  # per answer with a body: how much the client took
+        self._server = _CountingServer(("127.0.0.1", 0), self._handler(), service=self)
         self.origin = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         daemon=True)
@@ -91,10 +105,17 @@ class LocalPushService:
             self._subscriptions[token] = subscription
         return subscription
 
-    def respond_with(self, status: int, *, times: int = 1) -> None:
+    def respond_with(self, status: int, *, times: int = 1, headers: dict[str, str] | None = None,
+                     body: bytes = b"") -> None:
         """Answer the next ``times`` pushes with ``status`` (then 201 again)."""
         with self._lock:
-            self._planned += [status] * times
+            self._planned += [Answer(status, dict(headers or {}), body)] * times
+
+    def respond_slowly(self, seconds: float, *, status: int = 201) -> None:
+        """Take the push (it is decrypted and recorded) but dribble the answer's header lines
+        over ``seconds``, a byte at a time: a service that keeps the sender waiting."""
+        with self._lock:
+            self._planned.append(Answer(status, {"X-Padding": "x" * 40}, dribble_seconds=seconds))
 
     def delivered(self, subscription: Subscription | None = None) -> list[dict[str, Any]]:
         """Decrypted payloads the service accepted (201), oldest first."""
@@ -106,21 +127,21 @@ class LocalPushService:
 
     # --- The service ---------------------------------------------------------------------------
 
-    def _accept(self, token: str, headers: dict[str, str], body: bytes) -> Received:
+    def _accept(self, token: str, headers: dict[str, str], body: bytes) -> tuple[Received, Answer]:
         subscription = self._subscriptions.get(token)
         if subscription is None:
-            return Received(token, 404, headers, None)
+            return Received(token, 404, headers, None), Answer(404)
         if not self._vapid_ok(headers.get("authorization", "")):
-            return Received(token, 403, headers, None)
+            return Received(token, 403, headers, None), Answer(403)
         if headers.get("content-encoding") != "aes128gcm":
-            return Received(token, 400, headers, None)
+            return Received(token, 400, headers, None), Answer(400)
         with self._lock:
-            status = self._planned.pop(0) if self._planned else 201
-        if status != 201:
-            return Received(token, status, headers, None)
+            answer = self._planned.pop(0) if self._planned else Answer(201)
+        if answer.status != 201:
+            return Received(token, answer.status, headers, None), answer
         plain = http_ece.decrypt(body, private_key=subscription.private_key, auth_secret=subscription.auth,
                                  version="aes128gcm")
-        return Received(token, 201, headers, json.loads(plain))
+        return Received(token, 201, headers, json.loads(plain)), answer
 
     def _vapid_ok(self, authorization: str) -> bool:
         """RFC 8292: ``vapid t=<ES256 JWT>,k=<public key>``, signed for this origin, not expired."""
@@ -148,15 +169,55 @@ class LocalPushService:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 token = self.path.rsplit("/", 1)[-1]
                 headers = {key.lower(): value for key, value in self.headers.items()}
-                received = service._accept(token, headers, body)
+                received, answer = service._accept(token, headers, body)
                 with service._lock:
                     service.received.append(received)
                 # Recorded before answering: when Parley's request returns, the test sees it.
-                self.send_response(received.status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+                try:
+                    self._answer(answer)
+                except OSError:  # the client hung up: it was not waiting for the rest
+                    pass
+
+            def _answer(self, answer: Answer) -> None:
+                lines = [f"HTTP/1.1 {answer.status} {self.responses.get(answer.status, ('',))[0]}\r\n"]
+                lines += [f"{name}: {value}\r\n" for name, value in answer.headers.items()]
+                lines.append(f"Content-Length: {len(answer.body)}\r\n\r\n")
+                head = "".join(lines).encode("latin-1")
+                if answer.dribble_seconds:
+                    pause = answer.dribble_seconds / len(head)
+                    for byte in head:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                        time.sleep(pause)
+                else:
+                    self.wfile.write(head)
+                if answer.body:
+                    sent = 0
+                    try:
+                        for start in range(0, len(answer.body), 65536):
+                            self.wfile.write(answer.body[start:start + 65536])
+                            sent += len(answer.body[start:start + 65536])
+                    finally:
+                        with service._lock:
+                            service.body_bytes_sent.append(sent)
+                self.wfile.flush()
+                self.close_connection = True
 
             def log_message(self, *args: object) -> None:
                 pass
 
         return Handler
+
+
+class _CountingServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], *,
+                 service: LocalPushService) -> None:
+        self.service = service
+        super().__init__(address, handler)
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        with self.service._lock:
+            self.service.connections += 1
+        return True

@@ -122,3 +122,79 @@ def test_the_sweep_does_nothing_without_vapid_keys(team, subscribe, send, worker
     worker.run()
 
     assert push_service.received == []
+
+
+# --- A worker killed mid-push (issue 16, item 8) -----------------------------------------------
+
+def test_a_push_whose_worker_was_killed_goes_out_with_the_next_sweep_not_an_hour_later(
+        team, subscribe, send, worker, push_service):
+    alice, bob, conversation = team
+    phone = subscribe(bob)
+    send(alice, conversation, body="are you there?")
+    worker.run(only="parley.push.burst")
+    worker.run(only="parley.push.notify_member")
+    # The worker takes the push and is killed: the broker keeps the task, unacknowledged, until
+    # its visibility timeout (an hour) has passed. Bob is already marked notified.
+    killed = worker.take("parley.push.deliver")
+    age(conversation, 120)  # two minutes later the sweep runs
+
+    sweep.delay()
+    worker.run()
+
+    assert [(p["seq"], p["body"]) for p in push_service.delivered(phone)] == [(1, "Alice: are you there?")]
+    worker.redeliver(killed)  # the hour is over: the broker hands the killed task out again
+    worker.run()
+    assert len(push_service.delivered(phone)) == 1
+
+
+def test_the_sweep_leaves_a_push_under_way_to_its_task(team, subscribe, send, worker, push_service):
+    alice, bob, conversation = team
+    subscribe(bob)
+    send(alice, conversation)
+    worker.run(only="parley.push.burst")
+    worker.run(only="parley.push.notify_member")
+    age(conversation, 20)  # past the burst, within the push's lease
+
+    sweep.delay()
+    worker.run(only="parley.push.sweep")
+
+    assert worker.names() == ["parley.push.deliver"]
+
+
+def test_a_push_whose_worker_was_killed_before_an_outage_is_not_sent_after_the_cut_off(
+        team, subscribe, send, worker, push_service, settings):
+    alice, bob, conversation = team
+    subscribe(bob)
+    send(alice, conversation)
+    worker.run(only="parley.push.burst")
+    worker.run(only="parley.push.notify_member")
+    worker.take("parley.push.deliver")
+    age(conversation, settings.PARLEY_PUSH_STALE_AFTER_SECONDS + 60)
+
+    sweep.delay()
+    worker.run()
+
+    assert push_service.received == []
+
+
+def test_a_push_whose_attempts_keep_dying_with_their_workers_ends_as_a_dead_letter(
+        team, subscribe, send, worker, push_service, settings):
+    from notifications.models import PendingPush, PushDeadLetter
+
+    alice, bob, conversation = team
+    subscribe(bob)
+    send(alice, conversation)
+    worker.run(only="parley.push.burst")
+    worker.run(only="parley.push.notify_member")
+    worker.take("parley.push.deliver")
+    # Every attempt so far began (and was counted) and then died with its worker.
+    PendingPush.objects.update(attempts=settings.PARLEY_PUSH_MAX_RETRIES + 1)
+    age(conversation, 120)
+
+    sweep.delay()
+    worker.run()
+
+    assert push_service.received == []
+    letter = PushDeadLetter.objects.get()
+    assert letter.attempts == settings.PARLEY_PUSH_MAX_RETRIES + 2 and "never finished" in letter.last_error
+    assert not PendingPush.objects.exists()

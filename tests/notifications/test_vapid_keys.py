@@ -29,6 +29,7 @@ def test_the_keys_it_prints_sign_pushes_the_push_service_accepts(make_user, make
 
     with LocalPushService(vapid_public_key=env["PARLEY_VAPID_PUBLIC_KEY"],
                           vapid_subject="mailto:ops@example.com") as service:
+        settings.PARLEY_PUSH_INSECURE_TEST_ORIGINS = [service.origin]  # plain http on 127.0.0.1: tests only
         subscription = service.subscribe()
         device = make_device(bob)
         api.as_user(bob).post(f"/api/v1/devices/{device.pk}/push-subscription", subscription.as_json(), format="json")

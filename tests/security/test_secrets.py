@@ -39,12 +39,13 @@ def test_logging_out_destroys_the_session(make_user):
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_passwords_tokens_tickets_and_push_keys_never_reach_the_logs(caplog, open_socket):
+async def test_passwords_tokens_tickets_and_push_keys_never_reach_the_logs(caplog, open_socket, settings):
     from channels.db import database_sync_to_async
 
     from messaging.models import Device
 
     caplog.set_level(logging.DEBUG)
+    settings.PARLEY_PUSH_INSECURE_TEST_ORIGINS = ["http://127.0.0.1:8999"]  # a stored subscription, logged or not
     client = APIClient()
 
     def use_every_credential() -> tuple[dict[str, str], Device]:
@@ -59,9 +60,10 @@ async def test_passwords_tokens_tickets_and_push_keys_never_reach_the_logs(caplo
         client.post("/api/v1/auth/token", {"username": "sam", "password": PASSWORD}, format="json")
         device = client.post("/api/v1/devices", {"name": "phone"}, format="json").json()["id"]
         secrets["ticket"] = client.post("/api/v1/ws-ticket", {"device": device}, format="json").json()["ticket"]
-        client.post(f"/api/v1/devices/{device}/push-subscription",
-                    {"endpoint": "https://push.example.com/secret-endpoint",
-                     "keys": {"p256dh": P256DH, "auth": PUSH_AUTH}}, format="json")
+        subscribed = client.post(f"/api/v1/devices/{device}/push-subscription",
+                                 {"endpoint": "http://127.0.0.1:8999/secret-endpoint",
+                                  "keys": {"p256dh": P256DH, "auth": PUSH_AUTH}}, format="json")
+        assert subscribed.status_code == 201
         secrets["push auth"] = PUSH_AUTH
         return secrets, Device.objects.select_related("user").get(pk=device)
 
