@@ -113,3 +113,28 @@ def test_a_send_stored_but_never_confirmed_is_retried_after_a_reload_and_shown_o
     expect(message_with(alice, "did this go through?").locator(".tick")).to_have_attribute("data-state", "sent")
     expect(bubbles(alice)).to_have_text(["did this go through?"])
     assert stored_bodies(chat) == ["did this go through?"]
+
+
+def test_an_outbox_entry_the_server_refuses_is_shown_as_not_sent_and_not_sent_again(people, signed_in):
+    """A bad entry in the outbox (here a NUL, which no database stores) must not become a
+    reconnect loop: the server answers send.error invalid, the socket stays, and the entry
+    waits, marked, for the person to retry or discard it (issue 16, item 4)."""
+    alice_user, bob_user = people["alice"], people["bob"]
+    chat = direct(alice_user, bob_user)
+    alice_context = signed_in("alice")
+    alice = open_app(alice_context, f"/c/{chat.pk}")
+    expect(alice.locator("#connection")).to_have_attribute("data-state", "online")
+    alice.evaluate("""([user, conversation]) => localStorage.setItem(`parley:outbox:${user}`, JSON.stringify([
+        {conversation, body: "bad \\u0000 byte", client_msg_id: "bad-entry", created_at: new Date().toISOString()}]))""",
+                   [alice_user.pk, chat.pk])
+    frames: list[str] = []
+    alice.on("websocket", lambda ws: ws.on("framesent", lambda payload: frames.append(str(payload))))
+    alice.reload()
+    expect(alice.locator("#connection")).to_have_attribute("data-state", "online")
+    refused = alice.locator("#message-list .message", has_text="byte")
+    expect(refused.locator(".tick")).to_have_attribute("data-state", "failed")
+    expect(refused).to_contain_text("Not sent")
+    send(alice, "and this one goes")
+    expect(message_with(alice, "and this one goes").locator(".tick")).not_to_have_attribute("data-state", "pending")
+    assert stored_bodies(chat) == ["and this one goes"]
+    assert sum('"bad-entry"' in frame for frame in frames) == 1  # sent once, not on every reconnect
