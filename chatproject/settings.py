@@ -10,13 +10,16 @@ from pathlib import Path
 import environ
 from kombu import Queue
 
+from ops.checks import PUBLISHED_SECRET_KEY
 from ops.logs import configure_logging
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
 
-SECRET_KEY = env("DJANGO_SECRET_KEY", default="parley-dev-insecure-key-change-me-in-production")
+# Without DJANGO_SECRET_KEY: the development key, published here; `check --deploy` refuses it
+# with an Error (ops.checks), so production must set its own.
+SECRET_KEY = env("DJANGO_SECRET_KEY", default=PUBLISHED_SECRET_KEY)
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
