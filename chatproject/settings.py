@@ -225,6 +225,9 @@ PARLEY_BATCH_WINDOW_MS = env.int("PARLEY_BATCH_WINDOW_MS", default=100)
 # Receipts: broadcast to members only below this member count; coalescing window.
 PARLEY_RECEIPT_BROADCAST_MAX_MEMBERS = env.int("PARLEY_RECEIPT_BROADCAST_MAX_MEMBERS", default=100)
 PARLEY_RECEIPT_COALESCE_MS = env.int("PARLEY_RECEIPT_COALESCE_MS", default=500)
+# How long a publish to the channel layer may wait before the doorbell is given up (logged;
+# gap fill, the tail check and replay repair it): a send never hangs on an unanswering Redis.
+PARLEY_PUBLISH_TIMEOUT_SECONDS = env.float("PARLEY_PUBLISH_TIMEOUT_SECONDS", default=2.0)
 # WebSocket.
 PARLEY_WS_TICKET_TTL_SECONDS = env.int("PARLEY_WS_TICKET_TTL_SECONDS", default=60)
 PARLEY_WS_MAX_FRAME_BYTES = env.int("PARLEY_WS_MAX_FRAME_BYTES", default=64 * 1024)
@@ -301,6 +304,11 @@ PARLEY_REPLAY_ADMISSION_MS_PER_MESSAGE = env.float("PARLEY_REPLAY_ADMISSION_MS_P
 PARLEY_RESTART_RECONNECT_RATE = env.float("PARLEY_RESTART_RECONNECT_RATE", default=200.0)
 PARLEY_RESTART_RECONNECT_MAX_SECONDS = env.float("PARLEY_RESTART_RECONNECT_MAX_SECONDS", default=30.0)
 PARLEY_GATEWAY_SHUTDOWN_GRACE_SECONDS = env.float("PARLEY_GATEWAY_SHUTDOWN_GRACE_SECONDS", default=5.0)
+# A gateway exits at most this long after SIGTERM: in-flight requests may finish within the
+# grace period, then new connections are refused, what remains is cancelled, and whatever a
+# thread is still blocked in at this bound is abandoned (committed writes are in PostgreSQL;
+# lost doorbells are repaired by replay). At least the grace period.
+PARLEY_GATEWAY_SHUTDOWN_TIMEOUT_SECONDS = env.float("PARLEY_GATEWAY_SHUTDOWN_TIMEOUT_SECONDS", default=10.0)
 # The canary (ops.canary): the gateway URLs it connects to (the load balancer); none: off.
 PARLEY_CANARY_URLS = env.list("PARLEY_CANARY_URLS", default=[])
 PARLEY_CANARY_INTERVAL_SECONDS = env.float("PARLEY_CANARY_INTERVAL_SECONDS", default=15.0)
