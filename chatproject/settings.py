@@ -8,6 +8,7 @@ environment variable of the same name overrides.
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
 from ops.checks import PUBLISHED_SECRET_KEY
@@ -75,7 +76,36 @@ TEMPLATES = [
 
 # --- Storage -------------------------------------------------------------------------------
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
-DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DJANGO_CONN_MAX_AGE", default=0))
+# PostgreSQL connections are pooled per process (psycopg_pool through Django's "pool" option;
+# DESIGN 13, docs/operations.md "Database connections"). Daphne runs each HTTP request's sync
+# code on a thread of its own, and the gateway its database work on PARLEY_GATEWAY_DB_THREADS
+# threads: with a connection per thread, a burst of requests opens a connection per request
+# in flight (and with DJANGO_CONN_MAX_AGE keeps each one until its thread is collected), so
+# PostgreSQL refuses the rest. With the pool every thread borrows one of at most
+# PARLEY_DB_POOL_MAX_SIZE connections and gives it back when its request or call ends;
+# beyond that, work waits up to PARLEY_DB_POOL_TIMEOUT_SECONDS for a free one.
+PARLEY_DB_POOL = env.bool("PARLEY_DB_POOL", default=True) and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+PARLEY_DB_POOL_MIN_SIZE = env.int("PARLEY_DB_POOL_MIN_SIZE", default=2)  # kept open while idle
+PARLEY_DB_POOL_MAX_SIZE = env.int("PARLEY_DB_POOL_MAX_SIZE", default=20)  # per process, never more
+PARLEY_DB_POOL_TIMEOUT_SECONDS = env.float("PARLEY_DB_POOL_TIMEOUT_SECONDS", default=30.0)
+PARLEY_DB_POOL_MAX_IDLE_SECONDS = env.float("PARLEY_DB_POOL_MAX_IDLE_SECONDS", default=300.0)
+if PARLEY_DB_POOL:
+    if env.int("DJANGO_CONN_MAX_AGE", default=0):
+        raise ImproperlyConfigured(
+            "DJANGO_CONN_MAX_AGE keeps a connection per thread, which the connection pool replaces "
+            "(Django refuses both at once): unset it, or set PARLEY_DB_POOL=0 to go without the pool.")
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    # The pool checks a connection before lending it, so a PostgreSQL restart costs no request.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": PARLEY_DB_POOL_MIN_SIZE,
+        "max_size": PARLEY_DB_POOL_MAX_SIZE,
+        "timeout": PARLEY_DB_POOL_TIMEOUT_SECONDS,
+        "max_idle": PARLEY_DB_POOL_MAX_IDLE_SECONDS,
+        "name": "parley",
+    }
+else:
+    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DJANGO_CONN_MAX_AGE", default=0))
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The dev server runs sends from several threads; wait for the write lock instead of failing.
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
@@ -272,6 +302,9 @@ PARLEY_METRICS_TOKEN = env("PARLEY_METRICS_TOKEN", default="")
 PARLEY_ACK_TIMEOUT_MS = env.int("PARLEY_ACK_TIMEOUT_MS", default=2000)
 # Threads per gateway process for database work (gateway.db); each holds a connection.
 PARLEY_GATEWAY_DB_THREADS = env.int("PARLEY_GATEWAY_DB_THREADS", default=16)
+# Connections a gateway's listening socket holds before daphne accepts them (Twisted's default,
+# 50, resets a burst of new clients; the kernel caps it at net.core.somaxconn).
+PARLEY_GATEWAY_LISTEN_BACKLOG = env.int("PARLEY_GATEWAY_LISTEN_BACKLOG", default=1024)
 # Each gateway process ticks this often: ack timeouts, metrics, degraded-mode signals.
 PARLEY_GATEWAY_TICK_SECONDS = env.float("PARLEY_GATEWAY_TICK_SECONDS", default=1.0)
 # Degraded mode (ops.degraded): signals summed over the window; enter above a

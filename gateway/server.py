@@ -10,6 +10,8 @@ ASGI application, with two things a chat gateway needs on a restart (docs/operat
 * **a drain before the reactor stops** (SIGTERM): the process's runtime asks every socket to
   come back elsewhere, spread out (gateway.runtime.GatewayRuntime.drain), within the grace
   period, before daphne cancels the application instances.
+* **a listen backlog** of ``PARLEY_GATEWAY_LISTEN_BACKLOG`` instead of Twisted's 50, so a
+  burst of new connections waits to be accepted instead of being reset;
 * **a bounded shutdown**: the process exits within ``PARLEY_GATEWAY_SHUTDOWN_TIMEOUT_SECONDS``
   of SIGTERM, whatever its requests are waiting on (:meth:`GatewayServer.kill_all_applications`,
   :func:`_exit_by`).
@@ -67,6 +69,8 @@ class GatewayWebSocketProtocol(WebSocketProtocol):
 class GatewayServer(Server):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        endpoints: list[str] = cast(Any, self).endpoints  # daphne is untyped
+        self.endpoints = [_with_backlog(e, settings.PARLEY_GATEWAY_LISTEN_BACKLOG) for e in endpoints]
         self.ports: list[Any] = []  # the listening ports, closed once the grace period is over
         ready: Callable[[], None] | None = kwargs.get("ready_callable")
 
@@ -128,6 +132,16 @@ class GatewayServer(Server):
     def _running(self) -> list[asyncio.Future[Any]]:
         return [instance for details in list(self.connections.values())
                 if (instance := details.get("application_instance")) is not None and not instance.done()]
+
+
+def _with_backlog(endpoint: str, backlog: int) -> str:
+    """A TCP or UNIX endpoint listening with ``backlog`` pending connections (Twisted's default
+    is 50: a burst of new connections beyond it, a reconnect storm or a crowd signing up at
+    once, is reset by the kernel before daphne ever sees it). An explicit backlog is kept."""
+    kind = endpoint.split(":", 1)[0]
+    if kind not in ("tcp", "tcp6", "unix") or "backlog=" in endpoint:
+        return endpoint
+    return f"{endpoint}:backlog={backlog}"
 
 
 def _exit_by(timeout: float) -> None:
