@@ -123,3 +123,48 @@ def test_a_burst_of_new_users_signing_up_registering_devices_and_sending_gets_no
     assert len(outcomes) == 4 * USERS
     assert Message.objects.filter(conversation=channel).count() == USERS
     assert 0 < backends.most <= POOL, f"{backends.most} backends for a pool of {POOL}"
+
+
+def test_a_request_that_waits_too_long_for_a_pooled_connection_is_told_to_retry_not_a_500(
+    make_user, make_group, redis_server,
+):
+    """Past PARLEY_DB_POOL_TIMEOUT_SECONDS waiting for a connection, a request gets 503
+    ``unavailable`` with ``Retry-After`` (overload, not a fault); its retry is served."""
+    from rest_framework.authtoken.models import Token
+
+    alice = make_user("alice")
+    group = make_group(alice, [make_user("bob")])
+    token = Token.objects.create(user=alice).key
+    gateway = Gateway(redis_server.url, extra_env={
+        "PARLEY_DB_POOL_MIN_SIZE": "1", "PARLEY_DB_POOL_MAX_SIZE": "1", "PARLEY_DB_POOL_TIMEOUT_SECONDS": "0.01",
+    })
+    gateway.start()
+
+    def send(n: int) -> tuple[int, dict, str | None]:
+        request = urllib.request.Request(
+            f"{gateway.url}/api/v1/conversations/{group.pk}/messages", method="POST",
+            data=json.dumps({"client_msg_id": f"k{n}", "body": "hi"}).encode(),
+            headers={"Authorization": f"Token {token}", "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, json.loads(response.read()), None
+        except urllib.error.HTTPError as error:
+            body = error.read()
+            try:
+                return error.code, json.loads(body or b"{}"), error.headers.get("Retry-After")
+            except ValueError:  # Django's HTML 500 page
+                return error.code, {"page": body.decode(errors="replace")[:200]}, None
+
+    try:
+        with ThreadPoolExecutor(max_workers=60) as pool:
+            outcomes = list(pool.map(send, range(60)))
+        refused = [n for n, (status, _, _) in enumerate(outcomes) if status == 503]
+        retried = [send(n) for n in refused[:3]]  # the same client_msg_id, once the burst is over
+    finally:
+        log = gateway.stop()
+    assert {status for status, _, _ in outcomes} <= {201, 503}, f"{outcomes}\n{log[-2000:]}"
+    assert refused, "the pool never ran out: the test proves nothing"
+    assert all(body["code"] == "unavailable" and retry_after == "1"
+               for status, body, retry_after in outcomes if status == 503)
+    assert all(status == 201 for status, _, _ in retried)
+    assert Message.objects.filter(conversation=group).count() == 60 - len(refused) + len(retried)
