@@ -85,7 +85,9 @@ DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / '
 # PARLEY_DB_POOL_MAX_SIZE connections and gives it back when its request or call ends;
 # beyond that, work waits up to PARLEY_DB_POOL_TIMEOUT_SECONDS for a free one.
 PARLEY_DB_POOL = env.bool("PARLEY_DB_POOL", default=True) and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
-PARLEY_DB_POOL_MIN_SIZE = env.int("PARLEY_DB_POOL_MIN_SIZE", default=2)  # kept open while idle
+# Kept open while idle. 1: Celery's prefork children close and reopen their pool around every
+# task, so each opens this many connections per task.
+PARLEY_DB_POOL_MIN_SIZE = env.int("PARLEY_DB_POOL_MIN_SIZE", default=1)
 PARLEY_DB_POOL_MAX_SIZE = env.int("PARLEY_DB_POOL_MAX_SIZE", default=20)  # per process, never more
 PARLEY_DB_POOL_TIMEOUT_SECONDS = env.float("PARLEY_DB_POOL_TIMEOUT_SECONDS", default=30.0)
 PARLEY_DB_POOL_MAX_IDLE_SECONDS = env.float("PARLEY_DB_POOL_MAX_IDLE_SECONDS", default=300.0)
