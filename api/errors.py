@@ -15,6 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from messaging.errors import ParleyError
+from ops.database import busy, pool_exhausted
 
 _DRF_CODES = {
     400: "invalid", 401: "not_authenticated", 403: "forbidden", 404: "not_found",
@@ -48,6 +49,8 @@ def parley_error_response(exc: ParleyError) -> Response:
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ParleyError):
         return parley_error_response(exc)
+    if pool_exhausted(exc):  # overload, not a fault: 503 with Retry-After (ops.database)
+        return parley_error_response(busy())
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     response = drf_exception_handler(exc, context)

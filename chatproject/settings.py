@@ -8,15 +8,19 @@ environment variable of the same name overrides.
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
+from ops.checks import PUBLISHED_SECRET_KEY
 from ops.logs import configure_logging
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
 
-SECRET_KEY = env("DJANGO_SECRET_KEY", default="parley-dev-insecure-key-change-me-in-production")
+# Without DJANGO_SECRET_KEY: the development key, published here; `check --deploy` refuses it
+# with an Error (ops.checks), so production must set its own.
+SECRET_KEY = env("DJANGO_SECRET_KEY", default=PUBLISHED_SECRET_KEY)
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
@@ -72,7 +76,38 @@ TEMPLATES = [
 
 # --- Storage -------------------------------------------------------------------------------
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
-DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DJANGO_CONN_MAX_AGE", default=0))
+# PostgreSQL connections are pooled per process (psycopg_pool through Django's "pool" option;
+# DESIGN 13, docs/operations.md "Database connections"). Daphne runs each HTTP request's sync
+# code on a thread of its own, and the gateway its database work on PARLEY_GATEWAY_DB_THREADS
+# threads: with a connection per thread, a burst of requests opens a connection per request
+# in flight (and with DJANGO_CONN_MAX_AGE keeps each one until its thread is collected), so
+# PostgreSQL refuses the rest. With the pool every thread borrows one of at most
+# PARLEY_DB_POOL_MAX_SIZE connections and gives it back when its request or call ends;
+# beyond that, work waits up to PARLEY_DB_POOL_TIMEOUT_SECONDS for a free one.
+PARLEY_DB_POOL = env.bool("PARLEY_DB_POOL", default=True) and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+# Kept open while idle. 1: Celery's prefork children close and reopen their pool around every
+# task, so each opens this many connections per task.
+PARLEY_DB_POOL_MIN_SIZE = env.int("PARLEY_DB_POOL_MIN_SIZE", default=1)
+PARLEY_DB_POOL_MAX_SIZE = env.int("PARLEY_DB_POOL_MAX_SIZE", default=20)  # per process, never more
+PARLEY_DB_POOL_TIMEOUT_SECONDS = env.float("PARLEY_DB_POOL_TIMEOUT_SECONDS", default=30.0)
+PARLEY_DB_POOL_MAX_IDLE_SECONDS = env.float("PARLEY_DB_POOL_MAX_IDLE_SECONDS", default=300.0)
+if PARLEY_DB_POOL:
+    if env.int("DJANGO_CONN_MAX_AGE", default=0):
+        raise ImproperlyConfigured(
+            "DJANGO_CONN_MAX_AGE keeps a connection per thread, which the connection pool replaces "
+            "(Django refuses both at once): unset it, or set PARLEY_DB_POOL=0 to go without the pool.")
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    # The pool checks a connection before lending it, so a PostgreSQL restart costs no request.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": PARLEY_DB_POOL_MIN_SIZE,
+        "max_size": PARLEY_DB_POOL_MAX_SIZE,
+        "timeout": PARLEY_DB_POOL_TIMEOUT_SECONDS,
+        "max_idle": PARLEY_DB_POOL_MAX_IDLE_SECONDS,
+        "name": "parley",
+    }
+else:
+    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DJANGO_CONN_MAX_AGE", default=0))
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The dev server runs sends from several threads; wait for the write lock instead of failing.
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
@@ -225,6 +260,9 @@ PARLEY_BATCH_WINDOW_MS = env.int("PARLEY_BATCH_WINDOW_MS", default=100)
 # Receipts: broadcast to members only below this member count; coalescing window.
 PARLEY_RECEIPT_BROADCAST_MAX_MEMBERS = env.int("PARLEY_RECEIPT_BROADCAST_MAX_MEMBERS", default=100)
 PARLEY_RECEIPT_COALESCE_MS = env.int("PARLEY_RECEIPT_COALESCE_MS", default=500)
+# How long a publish to the channel layer may wait before the doorbell is given up (logged;
+# gap fill, the tail check and replay repair it): a send never hangs on an unanswering Redis.
+PARLEY_PUBLISH_TIMEOUT_SECONDS = env.float("PARLEY_PUBLISH_TIMEOUT_SECONDS", default=2.0)
 # WebSocket.
 PARLEY_WS_TICKET_TTL_SECONDS = env.int("PARLEY_WS_TICKET_TTL_SECONDS", default=60)
 PARLEY_WS_MAX_FRAME_BYTES = env.int("PARLEY_WS_MAX_FRAME_BYTES", default=64 * 1024)
@@ -284,6 +322,9 @@ PARLEY_METRICS_TOKEN = env("PARLEY_METRICS_TOKEN", default="")
 PARLEY_ACK_TIMEOUT_MS = env.int("PARLEY_ACK_TIMEOUT_MS", default=2000)
 # Threads per gateway process for database work (gateway.db); each holds a connection.
 PARLEY_GATEWAY_DB_THREADS = env.int("PARLEY_GATEWAY_DB_THREADS", default=16)
+# Connections a gateway's listening socket holds before daphne accepts them (Twisted's default,
+# 50, resets a burst of new clients; the kernel caps it at net.core.somaxconn).
+PARLEY_GATEWAY_LISTEN_BACKLOG = env.int("PARLEY_GATEWAY_LISTEN_BACKLOG", default=1024)
 # Each gateway process ticks this often: ack timeouts, metrics, degraded-mode signals.
 PARLEY_GATEWAY_TICK_SECONDS = env.float("PARLEY_GATEWAY_TICK_SECONDS", default=1.0)
 # Degraded mode (ops.degraded): signals summed over the window; enter above a
@@ -316,6 +357,11 @@ PARLEY_REPLAY_ADMISSION_MS_PER_MESSAGE = env.float("PARLEY_REPLAY_ADMISSION_MS_P
 PARLEY_RESTART_RECONNECT_RATE = env.float("PARLEY_RESTART_RECONNECT_RATE", default=200.0)
 PARLEY_RESTART_RECONNECT_MAX_SECONDS = env.float("PARLEY_RESTART_RECONNECT_MAX_SECONDS", default=30.0)
 PARLEY_GATEWAY_SHUTDOWN_GRACE_SECONDS = env.float("PARLEY_GATEWAY_SHUTDOWN_GRACE_SECONDS", default=5.0)
+# A gateway exits at most this long after SIGTERM: in-flight requests may finish within the
+# grace period, then new connections are refused, what remains is cancelled, and whatever a
+# thread is still blocked in at this bound is abandoned (committed writes are in PostgreSQL;
+# lost doorbells are repaired by replay). At least the grace period.
+PARLEY_GATEWAY_SHUTDOWN_TIMEOUT_SECONDS = env.float("PARLEY_GATEWAY_SHUTDOWN_TIMEOUT_SECONDS", default=10.0)
 # The canary (ops.canary): the gateway URLs it connects to (the load balancer); none: off.
 PARLEY_CANARY_URLS = env.list("PARLEY_CANARY_URLS", default=[])
 PARLEY_CANARY_INTERVAL_SECONDS = env.float("PARLEY_CANARY_INTERVAL_SECONDS", default=15.0)

@@ -6,8 +6,12 @@ event loop, never thread-sensitive (calls run in parallel instead of queueing be
 shared thread). The pool is sized by ``PARLEY_GATEWAY_DB_THREADS`` rather than the loop's
 default (cores + 4: 6 on two cores), because these calls mostly wait: on a busy database a
 send holds its thread through the commit's WAL flush and the after-commit publish, and six
-such waits would stall every other socket's reads. Each thread keeps its own connection
-(``DJANGO_CONN_MAX_AGE``), so size PostgreSQL's ``max_connections`` for gateways x threads.
+such waits would stall every other socket's reads. A thread borrows a connection from the
+process's pool for each call and gives it back when the call ends (channels'
+``database_sync_to_async`` closes it, which returns it); the pool, not the thread count, bounds
+the process's PostgreSQL connections (``PARLEY_DB_POOL_MAX_SIZE``, docs/operations.md). A call
+that waited ``PARLEY_DB_POOL_TIMEOUT_SECONDS`` for a connection in vain raises ``Unavailable``
+(the socket answers ``unavailable`` with a retry hint), like a REST request's 503.
 
 Two more things live here:
 
@@ -25,6 +29,9 @@ from typing import Any, Awaitable, Callable, ParamSpec, TypeVar
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.db import OperationalError
+
+from ops.database import busy, pool_exhausted
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -48,7 +55,12 @@ class DatabaseThreads:
                 self._queue_wait = max(self._queue_wait, time.monotonic() - submitted)
                 return fn(*a, **k)
 
-            return await database_sync_to_async(timed, thread_sensitive=False, executor=self.pool)(*args, **kwargs)
+            try:
+                return await database_sync_to_async(timed, thread_sensitive=False, executor=self.pool)(*args, **kwargs)
+            except OperationalError as error:
+                if pool_exhausted(error):  # every pooled connection lent out for too long
+                    raise busy() from error
+                raise
 
         return call
 

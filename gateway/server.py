@@ -1,5 +1,5 @@
 """Daphne as Parley runs it: ``parley-gateway`` (or ``python -m gateway``) takes daphne's arguments and serves the same
-ASGI application, with two things a chat gateway needs on a restart (docs/operations.md,
+ASGI application, with what a chat gateway needs at its limits and on a restart (docs/operations.md,
 "Graceful restarts"):
 
 * **close code 1012** ("Service Restart", registered by IANA for servers, and the contract's
@@ -13,7 +13,28 @@ ASGI application, with two things a chat gateway needs on a restart (docs/operat
 * **frame limits set on purpose**: a WebSocket message or frame over
   ``PARLEY_WS_MAX_FRAME_BYTES`` (64 KiB) closes the connection with 1009, as the contract
   says, with a closing handshake (autobahn's default drops the TCP connection, which a client
-  sees as 1006). daphne's own flags still win when given on the command line.
+  sees as 1006). daphne's own flags still win when given on the command line;
+* **a listen backlog** of ``PARLEY_GATEWAY_LISTEN_BACKLOG`` instead of Twisted's 50, so a
+  burst of new connections waits to be accepted instead of being reset;
+* **a bounded shutdown**: the process exits within ``PARLEY_GATEWAY_SHUTDOWN_TIMEOUT_SECONDS``
+  of SIGTERM, whatever its requests are waiting on (:meth:`GatewayServer.kill_all_applications`,
+  :func:`_exit_by`).
+
+Why the bound needs its own code (docs/operations.md, "Restarts"). A REST request runs its
+view on a thread, and whatever that thread does with the channel layer (the send's
+after-commit publish, Django's own sync-to-async middleware hops) goes through
+``async_to_sync``, which hands a coroutine to *this process's event loop* and blocks the
+thread until the loop has run it. Daphne's own shutdown cancels every application instance
+and waits for them with no bound; Django's handler cannot finish until its view's thread
+returns; so a thread waiting on an unanswering Redis kept the reactor from ever stopping.
+And once the reactor has stopped, the loop runs nothing more: a thread that still calls
+``async_to_sync`` waits forever, and Python's exit joins every executor thread, so the
+process never exits. Hence: in-flight work may finish on its own within the grace period
+(the loop still runs, so its publishes complete), then the listeners close so nothing new
+starts, what remains is cancelled, and a watchdog ends the process at the bound, abandoning
+whatever a thread is still blocked in. Nothing is lost by abandoning: a send is either
+committed (PostgreSQL has it; its lost doorbell is repaired by gap fill and replay) or
+rolled back when its connection drops (the client retries with the same ``client_msg_id``).
 
 Both are subclasses handed to daphne (its CLI's ``server_class``), not patches: a plain
 ``daphne chatproject.asgi:application`` still serves Parley, only without them (a restart
@@ -23,16 +44,25 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
+import os
+import sys
+import threading
+import time
+import traceback
 from typing import Any, Callable, cast
 
 from daphne.cli import CommandLineInterface
 from daphne.server import Server
 from daphne.ws_protocol import WebSocketProtocol
+from django.conf import settings
 
 from messaging.events import CLOSE_RESTARTING
 
 # daphne's command line passes 1 MiB for both frame limits unless told otherwise.
 DAPHNE_DEFAULT_LIMIT = 1024 * 1024
+
+logger = logging.getLogger(__name__)
 
 
 class GatewayWebSocketProtocol(WebSocketProtocol):
@@ -45,12 +75,13 @@ class GatewayWebSocketProtocol(WebSocketProtocol):
 
 class GatewayServer(Server):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        from django.conf import settings  # daphne loads the application (and Django) first
-
         for limit in ("websocket_max_message_size", "websocket_max_frame_size"):
             if kwargs.get(limit) in (None, DAPHNE_DEFAULT_LIMIT):
                 kwargs[limit] = settings.PARLEY_WS_MAX_FRAME_BYTES
         super().__init__(*args, **kwargs)
+        endpoints: list[str] = cast(Any, self).endpoints  # daphne is untyped
+        self.endpoints = [_with_backlog(e, settings.PARLEY_GATEWAY_LISTEN_BACKLOG) for e in endpoints]
+        self.ports: list[Any] = []  # the listening ports, closed once the grace period is over
         ready: Callable[[], None] | None = kwargs.get("ready_callable")
 
         def on_ready() -> None:
@@ -76,6 +107,86 @@ class GatewayServer(Server):
         factory.protocol = GatewayWebSocketProtocol
         factory.setProtocolOptions(failByDrop=False)
         self._ws_factory = factory
+
+    def listen_success(self, port: Any) -> None:
+        self.ports.append(port)
+        super().listen_success(port)
+
+    def kill_all_applications(self) -> Any:
+        """Daphne's shutdown trigger (it cancels every application instance at once and waits
+        for them without a bound), bounded: see the module's docstring."""
+        from twisted.internet import defer
+
+        timeout = settings.PARLEY_GATEWAY_SHUTDOWN_TIMEOUT_SECONDS
+        _exit_by(timeout)
+        loop = asyncio.get_event_loop()
+        task = loop.create_task(self._finish_applications(timeout), context=contextvars.Context())
+        return defer.Deferred.fromFuture(task)
+
+    async def _finish_applications(self, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        ends = loop.time() + timeout
+        grace_ends = loop.time() + min(settings.PARLEY_GATEWAY_SHUTDOWN_GRACE_SECONDS, timeout)
+        # 1. In-flight requests finish on their own, while the loop still runs what their threads
+        #    hand it; meanwhile the runtime's drain closes the sockets (1012).
+        while self._running() and loop.time() < grace_ends:
+            await asyncio.sleep(0.05)
+        # 2. Nothing new starts: the load balancer sends it elsewhere (a refused connection).
+        for port in self.ports:
+            port.stopListening()
+        # 3. What is left is cancelled, as daphne does, and waited for until the bound.
+        running = self._running()
+        for instance in running:
+            instance.cancel()
+        logger.info("shutdown: cancelled %d application instances still running", len(running))
+        if running:
+            await asyncio.wait(running, timeout=max(0.0, ends - loop.time()))
+
+    def _running(self) -> list[asyncio.Future[Any]]:
+        return [instance for details in list(self.connections.values())
+                if (instance := details.get("application_instance")) is not None and not instance.done()]
+
+
+def _with_backlog(endpoint: str, backlog: int) -> str:
+    """A TCP or UNIX endpoint listening with ``backlog`` pending connections (Twisted's default
+    is 50: a burst of new connections beyond it, a reconnect storm or a crowd signing up at
+    once, is reset by the kernel before daphne ever sees it). An explicit backlog is kept."""
+    kind = endpoint.split(":", 1)[0]
+    if kind not in ("tcp", "tcp6", "unix") or "backlog=" in endpoint:
+        return endpoint
+    return f"{endpoint}:backlog={backlog}"
+
+
+def _exit_by(timeout: float) -> None:
+    """End the process ``timeout`` seconds from now if it has not exited by itself: a thread
+    cannot be interrupted, and one blocked (on the stopped event loop, on an unanswering
+    server) would keep Python's exit joining it forever."""
+    def watch() -> None:
+        time.sleep(timeout)
+        stuck = _busy_threads()
+        logger.error("gateway still running %.1f s after shutdown began; abandoning the work of %d "
+                     "threads: %s", timeout, len(stuck), "; ".join(stuck) or "none")
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parley-exit-watchdog", daemon=True).start()
+
+
+def _busy_threads() -> list[str]:
+    """Each non-daemon thread still alive, with the innermost line of Parley's code it is in."""
+    frames = sys._current_frames()
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    busy = []
+    for thread in threading.enumerate():
+        if thread.daemon or thread is threading.main_thread() or thread.ident not in frames:
+            continue
+        ours = [f for f in traceback.extract_stack(frames[thread.ident])
+                if f.filename.startswith(root) and "site-packages" not in f.filename]
+        if ours:
+            busy.append(f"{thread.name} in {os.path.relpath(ours[-1].filename, root)}:{ours[-1].lineno} {ours[-1].name}")
+    return busy
 
 
 def _drain() -> Any:

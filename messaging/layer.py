@@ -9,6 +9,12 @@ docs/architecture.md, "Live path". Invariants:
 * The layer is a doorbell, not a mailbox (channels' own spec: a full channel drops group
   messages silently). A lost event is repaired by the gateway's gap fill and by replay from
   PostgreSQL, so a failure to publish is logged and never fails the write that caused it.
+* A publish is bounded: it waits at most ``PARLEY_PUBLISH_TIMEOUT_SECONDS`` for the layer,
+  then gives the doorbell up (logged; repaired like a lost one). The channel layer's Redis
+  connections have no socket timeout (idle hubs must not be dropped), so an unanswering
+  Redis would otherwise hold the sending request's thread, and its pooled database
+  connection, forever; and a gateway could not shut down while one was waiting
+  (docs/operations.md, "Restarts").
 
 Group shape: a conversation's group holds one channel per *gateway process* with a member
 online, not one per socket; the gateway's hub dispatches to its sockets locally. User and
@@ -16,6 +22,7 @@ device groups address a person's or an installation's sockets the same way.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -23,6 +30,7 @@ from typing import Any, Callable, Mapping
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.db import transaction
 
 logger = logging.getLogger(__name__)
@@ -68,10 +76,11 @@ def publish(group: str, event: Mapping[str, Any]) -> None:
     the gateways time the fan-out dispatch."""
     stamped = {**event, "group": group, "published_at": time.time()}
     try:
-        async_to_sync(get_channel_layer().group_send)(group, stamped)
+        async_to_sync(_group_send)(group, stamped)
     except Exception as error:  # noqa: BLE001 - the store has it; replay repairs a lost doorbell
         # One line, no traceback: during a Redis outage every send lands here.
-        logger.warning("fan-out publish to %s failed (%s); gap fill and replay will repair", group, error)
+        logger.warning("fan-out publish to %s failed (%s); gap fill and replay will repair",
+                       group, _describe(error))
 
 
 def publish_after_commit(group: str, event: Mapping[str, Any]) -> None:
@@ -83,6 +92,18 @@ async def apublish(group: str, event: Mapping[str, Any]) -> None:
     """From async code, for events with no transaction to wait for (a committed ack batch,
     typing, presence). Lossy like every doorbell; a failure is logged."""
     try:
-        await get_channel_layer().group_send(group, {**event, "group": group})
+        await _group_send(group, {**event, "group": group})
     except Exception as error:  # noqa: BLE001 - lossy by design; the store has what matters
-        logger.warning("publish to %s failed (%s)", group, error)
+        logger.warning("publish to %s failed (%s)", group, _describe(error))
+
+
+async def _group_send(group: str, event: Mapping[str, Any]) -> None:
+    """The layer's group send, given up after ``PARLEY_PUBLISH_TIMEOUT_SECONDS``."""
+    await asyncio.wait_for(get_channel_layer().group_send(group, event),
+                           settings.PARLEY_PUBLISH_TIMEOUT_SECONDS)
+
+
+def _describe(error: Exception) -> str:
+    if isinstance(error, TimeoutError):
+        return f"no answer within {settings.PARLEY_PUBLISH_TIMEOUT_SECONDS} s"
+    return str(error) or type(error).__name__

@@ -9,6 +9,6 @@ class OpsConfig(AppConfig):
         # Celery signal handlers (enqueue timestamps for queue lag, task ids in the logs) and
         # the observers of the core and the tasks must be connected in every process that
         # writes, publishes or runs tasks.
-        from . import observers, queues  # noqa: F401
+        from . import checks, observers, queues  # noqa: F401 - checks: registers the system checks
 
         observers.connect()

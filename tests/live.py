@@ -47,14 +47,13 @@ def _read_log(log) -> str:
     return text
 
 
-def _service_env(redis_url: str) -> dict[str, str]:
+def service_env(redis_url: str) -> dict[str, str]:
     """What a gateway or worker process needs to share the test database and a Redis."""
     db = settings.DATABASES["default"]
     return {
         "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{connection.settings_dict['NAME']}",
         "REDIS_URL": redis_url,
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "DJANGO_CONN_MAX_AGE": "60",
         "PARLEY_GATEWAY_TAIL_CHECK_SECONDS": "1",
         **LIFTED_RATE_LIMITS,
     }
@@ -111,7 +110,7 @@ class Gateway:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        env = {**os.environ, **_service_env(self.redis_url), **self.extra_env}
+        env = {**os.environ, **service_env(self.redis_url), **self.extra_env}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gateway", "-b", "127.0.0.1", "-p", str(self.port), "chatproject.asgi:application"],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=self._log,
@@ -152,7 +151,7 @@ class CeleryWorker:
         self._log = tempfile.TemporaryFile()
 
     def start(self) -> None:
-        env = {**os.environ, **_service_env(self.redis_url), **self.extra_env}
+        env = {**os.environ, **service_env(self.redis_url), **self.extra_env}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "chatproject", "worker", "--pool=solo", "--concurrency=1",
              "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel=WARNING"],

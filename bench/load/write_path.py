@@ -149,9 +149,8 @@ def start_gateways(count: int, log_dir: Path) -> tuple[Processes, list[int]]:
     (django_setup chose the database and the channel layer)."""
     servers = Processes(env={
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
-        # Persistent database connections, as in production.
+        # Database connections come from each process's pool, as in production.
         "PARLEY_RATE_SEND": UNLIMITED,
-        "DJANGO_CONN_MAX_AGE": "60",
         "DJANGO_LOG_LEVEL": "WARNING",
     }, log_dir=log_dir)
     ports = []

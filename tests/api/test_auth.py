@@ -1,7 +1,10 @@
 import pytest
 from django.conf import settings
+from django.contrib.auth.hashers import MD5PasswordHasher
 from django.contrib.sessions.backends.db import SessionStore
+from django.db import connection
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -19,6 +22,35 @@ def test_signup_creates_a_user_and_returns_a_working_token(api):
     assert body["user"]["username"] == "alice" and body["user"]["display_name"] == "Alice"
     api.credentials(HTTP_AUTHORIZATION=f"Token {body['token']}")
     assert api.get("/api/v1/me").json() == body["user"]
+
+
+class QueriesSeenByTheHasher(MD5PasswordHasher):
+    """Records how many queries the request had run when the password was hashed."""
+
+    algorithm = "md5-recording"
+    seen: list[int] = []
+    capture: CaptureQueriesContext | None = None
+
+    def encode(self, password: str, salt: str) -> str:
+        assert self.capture is not None
+        type(self).seen.append(len(self.capture.captured_queries))
+        return super().encode(password, salt)
+
+
+def test_signup_hashes_the_password_before_it_touches_the_database(api, settings):
+    """Hashing is the slow part of a signup; a connection taken from the pool is held until the
+    request ends, so the hash must not happen while holding one (a burst of signups would
+    queue behind each other's hashing for the pool)."""
+    settings.PASSWORD_HASHERS = [f"{__name__}.QueriesSeenByTheHasher"]
+    QueriesSeenByTheHasher.seen = []
+    with CaptureQueriesContext(connection) as capture:
+        QueriesSeenByTheHasher.capture = capture
+        response = api.post("/api/v1/auth/signup", {"username": "dora", "password": "a-Good-passphrase"},
+                            format="json")
+    assert response.status_code == 201
+    assert QueriesSeenByTheHasher.seen == [0]
+    assert api.post("/api/v1/auth/login", {"username": "dora", "password": "a-Good-passphrase"},
+                    format="json").status_code == 200
 
 
 def test_signup_without_display_name_shows_the_username(api):

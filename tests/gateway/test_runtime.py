@@ -6,7 +6,12 @@ import asyncio
 
 import pytest
 
+from django.db import OperationalError
+from psycopg_pool import PoolTimeout
+
 from gateway import runtime
+from gateway.db import DatabaseThreads
+from messaging.errors import Unavailable
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -40,3 +45,26 @@ async def test_sockets_of_the_runtime_share_its_hub(make_user, make_device, open
     gateway = await runtime.current()
     assert len(gateway.sockets) == 2
     assert len(gateway.hub.sockets_of(f"user.{alice.pk}")) == 2
+
+
+async def test_a_database_call_that_waited_in_vain_for_a_pooled_connection_is_unavailable_with_a_retry_hint():
+    """What Django raises when the pool ran dry (OperationalError from PoolTimeout) reaches the
+    socket as ``unavailable`` with a retry hint, like REST's 503; other database errors pass."""
+    def starved() -> None:
+        try:
+            raise PoolTimeout("couldn't get a connection after 0.01 sec")
+        except PoolTimeout as error:
+            raise OperationalError(str(error)) from error
+
+    def broken() -> None:
+        raise OperationalError("server closed the connection unexpectedly")
+
+    db = DatabaseThreads(size=1)
+    try:
+        with pytest.raises(Unavailable) as refused:
+            await db(starved)()
+        assert refused.value.retry_after_ms == 1000
+        with pytest.raises(OperationalError):
+            await db(broken)()
+    finally:
+        db.shutdown()

@@ -58,3 +58,28 @@ def test_behind_the_proxy_plain_http_is_redirected_and_https_gets_hsts():
     assert seen["plain"] == [301, "https://chat.example.com/api/v1/schema"]
     assert seen["proxied"][0] == 200 and "max-age=31536000" in seen["proxied"][1]
     assert seen["probe"] == 200  # health probes from inside the network speak plain HTTP
+
+
+def test_check_deploy_fails_with_an_error_when_the_secret_key_is_the_published_default():
+    """Production settings without DJANGO_SECRET_KEY would sign sessions, CSRF tokens and
+    password resets with the key anyone can read in settings.py: an Error, not a warning,
+    so ``check --deploy`` at its default fail level stops the release."""
+    settings = production()
+    del settings["DJANGO_SECRET_KEY"]
+    result = run(["manage.py", "check", "--deploy"], **settings)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "ERRORS:" in output and "ops.E001" in output
+
+
+def test_the_published_key_is_refused_even_when_set_explicitly():
+    from ops.checks import PUBLISHED_SECRET_KEY
+
+    result = run(["manage.py", "check", "--deploy"], **production(DJANGO_SECRET_KEY=PUBLISHED_SECRET_KEY))
+    assert result.returncode != 0 and "ops.E001" in result.stdout + result.stderr
+
+
+def test_development_checks_keep_the_published_key():
+    """``make run`` and the tests run on the development key: only --deploy refuses it."""
+    result = run(["manage.py", "check"])
+    assert result.returncode == 0, result.stdout + result.stderr
