@@ -11,9 +11,10 @@ ASGI application, with what a chat gateway needs at its limits and on a restart 
   come back elsewhere, spread out (gateway.runtime.GatewayRuntime.drain), within the grace
   period, before daphne cancels the application instances;
 * **frame limits set on purpose**: a WebSocket message or frame over
-  ``PARLEY_WS_MAX_FRAME_BYTES`` (64 KiB) closes the connection with 1009, as the contract
-  says, with a closing handshake (autobahn's default drops the TCP connection, which a client
-  sees as 1006). daphne's own flags still win when given on the command line;
+  ``PARLEY_WS_MAX_FRAME_BYTES`` (64 KiB) from a client closes the connection with 1009, as the
+  contract says, with a closing handshake (autobahn's default drops the TCP connection, which
+  a client sees as 1006); what the server sends has no such limit (a replay page of 200 long
+  messages is megabytes). daphne's own flags still win when given on the command line;
 * **a listen backlog** of ``PARLEY_GATEWAY_LISTEN_BACKLOG`` instead of Twisted's 50, so a
   burst of new connections waits to be accepted instead of being reset;
 * **a bounded shutdown**: the process exits within ``PARLEY_GATEWAY_SHUTDOWN_TIMEOUT_SECONDS``
@@ -71,6 +72,17 @@ class GatewayWebSocketProtocol(WebSocketProtocol):
             self.sendCloseFrame(code=code)
         else:
             super().serverClose(code)
+
+    def sendMessage(self, payload: bytes, isBinary: bool = False, fragmentSize: int | None = None,  # noqa: N802, N803
+                    sync: bool = False, doNotCompress: bool = False) -> None:
+        """The frame limit is for what clients send: autobahn applies its message limit to what
+        the server sends too, and a replay page of long messages is far over 64 KiB. Lifted
+        around the server's own send (the reactor runs one send at a time)."""
+        limit, self.maxMessagePayloadSize = self.maxMessagePayloadSize, 0
+        try:
+            super().sendMessage(payload, isBinary, fragmentSize, sync, doNotCompress)
+        finally:
+            self.maxMessagePayloadSize = limit
 
 
 class GatewayServer(Server):

@@ -78,3 +78,31 @@ async def test_a_frame_within_the_limit_is_answered(alice, gateways):
     await ws.send(json.dumps({"type": "ping", "pad": "x" * 3000}))
     assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "pong"
     await ws.close()
+
+
+async def test_what_the_server_sends_is_not_held_to_the_clients_frame_limit(alice, gateways, make_user):
+    """A replay page of long messages is far over the limit on what a client may send."""
+    from messaging.models import Conversation, Membership, User
+    from messaging.send import do_send_message
+
+    (gateway,) = await asyncio.to_thread(gateways, 1, PARLEY_WS_MAX_FRAME_BYTES="4096")
+    token, device = alice
+
+    def fill() -> int:
+        owner = User.objects.get(username="alice")
+        group = Membership.objects.filter(user=owner).values_list("conversation_id", flat=True).first()
+        for i in range(20):
+            do_send_message(sender=owner, conversation_id=group, client_msg_id=f"long{i}", body="é" * 1000)
+        return Conversation.objects.get(pk=group).pk
+
+    group = await asyncio.to_thread(fill)
+    key = await asyncio.to_thread(ticket, gateway.url, token)
+    ws = await websockets.connect(f"{gateway.url.replace('http', 'ws')}/ws/v1/?device={device}&ticket={key}",
+                                  max_size=None)
+    await ws.send(json.dumps({"type": "hello", "cursors": {str(group): 0}}))
+    page = json.loads(await asyncio.wait_for(ws.recv(), 10))
+    assert (page["type"], len(page["messages"])) == ("messages", 20)
+    assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "ready"
+    await ws.close()
+    log = await asyncio.to_thread(gateway.stop)
+    assert "Traceback" not in log, log[-3000:]
