@@ -67,6 +67,8 @@ logger = logging.getLogger(__name__)
 
 
 class GatewayWebSocketProtocol(WebSocketProtocol):
+    maxMessagePayloadSize: int  # noqa: N815 - autobahn's name, set by its factory's options
+
     def serverClose(self, code: int | None = None) -> None:  # noqa: N802 - daphne's name
         if code == CLOSE_RESTARTING:
             self.sendCloseFrame(code=code)
