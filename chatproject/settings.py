@@ -219,6 +219,10 @@ PARLEY_RATE_LIMIT_EXEMPT_MODERATORS = env.bool("PARLEY_RATE_LIMIT_EXEMPT_MODERAT
 PARLEY_TRUSTED_PROXIES = env.int("PARLEY_TRUSTED_PROXIES", default=0)
 # Moderation: the longest slow mode a moderator may set.
 PARLEY_SLOW_MODE_MAX_SECONDS = env.int("PARLEY_SLOW_MODE_MAX_SECONDS", default=6 * 3600)
+# The moderators' pages: how often the top bar's count of open flags is refreshed, and how many
+# messages before and after a flagged one its card shows.
+PARLEY_MODERATION_REFRESH_SECONDS = env.int("PARLEY_MODERATION_REFRESH_SECONDS", default=60)
+PARLEY_MODERATION_CONTEXT_MESSAGES = env.int("PARLEY_MODERATION_CONTEXT_MESSAGES", default=3)
 # Fan-out policy: conversations with at least this many members use buffered fan-out.
 PARLEY_LARGE_CHANNEL_THRESHOLD = env.int("PARLEY_LARGE_CHANNEL_THRESHOLD", default=100)
 PARLEY_BATCH_WINDOW_MS = env.int("PARLEY_BATCH_WINDOW_MS", default=100)

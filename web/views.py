@@ -75,6 +75,7 @@ def _client_config(request: SignedInRequest, **extra: Any) -> dict[str, Any]:
             "max_body_length": settings.PARLEY_MAX_BODY_LENGTH,
             "receipt_broadcast_max_members": settings.PARLEY_RECEIPT_BROADCAST_MAX_MEMBERS,
             "typing_throttle_ms": settings.PARLEY_TYPING_THROTTLE_MS,
+            "moderation_refresh_seconds": settings.PARLEY_MODERATION_REFRESH_SECONDS,
         },
         "push": {
             "vapid_public_key": getattr(settings, "PARLEY_VAPID_PUBLIC_KEY", ""),

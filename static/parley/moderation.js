@@ -1,7 +1,8 @@
 // The moderators' page: the open queue of flagged messages with their context, dismiss or
 // remove with a note, and the resolved history (CONTRACT, "Moderation").
 import { api } from "./api.js";
-import { el, fullTime, replaceChildren, toast } from "./ui.js";
+import { fullTime } from "./dates.js";
+import { el, replaceChildren, toast } from "./ui.js";
 
 const $ = (id) => document.getElementById(id);
 const REASONS = { spam: "Spam", abuse: "Abuse", other: "Other" };
