@@ -23,7 +23,7 @@ CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
     "daphne",
-    "django.contrib.admin",
+    "messaging.admin_site.ParleyAdminConfig",  # django.contrib.admin, users under Authentication
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -240,6 +240,8 @@ PARLEY_WS_MAX_BAD_FRAMES = env.int("PARLEY_WS_MAX_BAD_FRAMES", default=20)
 PARLEY_WS_BAD_FRAME_WINDOW_SECONDS = env.float("PARLEY_WS_BAD_FRAME_WINDOW_SECONDS", default=10.0)
 PARLEY_PRESENCE_MAX_CONVERSATIONS = env.int("PARLEY_PRESENCE_MAX_CONVERSATIONS", default=50)
 PARLEY_PRESENCE_REFRESH_SECONDS = env.float("PARLEY_PRESENCE_REFRESH_SECONDS", default=60.0)
+# How long the cache remembers when a user was last online (shown as "last seen"; never stored).
+PARLEY_PRESENCE_LAST_SEEN_SECONDS = env.int("PARLEY_PRESENCE_LAST_SEEN_SECONDS", default=30 * 24 * 3600)
 
 # --- Offline path: Web Push (docs/notifications.md) ---------------------------------------------
 # VAPID keys from `manage.py vapid_keys`; without a private key Parley sends no pushes at all.

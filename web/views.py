@@ -128,6 +128,14 @@ def app_shell(request: SignedInRequest, conversation_id: str | None = None) -> H
 @content_security_policy
 @login_required
 @require_GET
+def settings_page(request: SignedInRequest) -> HttpResponse:
+    """Profile, password, this user's devices (each can be logged out) and the theme."""
+    return render(request, "parley/settings.html", {"config": _client_config(request), "page": "settings"})
+
+
+@content_security_policy
+@login_required
+@require_GET
 def moderation_page(request: SignedInRequest) -> HttpResponse:
     if not request.user.has_perm(MODERATE_PERMISSION):
         raise PermissionDenied("Only moderators see the moderation queue.")

@@ -1,6 +1,6 @@
 // The chat app: wires the REST API, the socket, the outbox and the store to the page.
 import { api, ApiError, inBatches } from "./api.js";
-import { deviceIsKnown, ensureDevice, registerDevice, setUpPush } from "./device.js";
+import { deviceIsKnown, ensureDevice, forgetDevice, setUpPush } from "./device.js";
 import { Outbox } from "./outbox.js";
 import { startPendingCount } from "./pending.js";
 import { CLOSE_FORBIDDEN, CLOSE_NOT_AUTHENTICATED, ParleySocket } from "./socket.js";
@@ -149,7 +149,12 @@ async function refused(code) {
     return true; // the session is fine (e.g. another tab logged out everywhere): come back
   }
   if (code === CLOSE_FORBIDDEN && !(await deviceIsKnown(deviceId).catch(() => true))) {
-    deviceId = await registerDevice(config.me.id); // removed elsewhere: this browser is a new device
+    // This device was removed ("Log out" in Settings, on another device): this browser's
+    // session ends with it, and the next login here registers a new device.
+    forgetDevice(config.me.id);
+    await api.post("auth/end-session").catch((e) => console.warn("parley:", e));
+    window.location.assign(`/login?next=${encodeURIComponent(window.location.pathname)}`);
+    return false;
   }
   return true;
 }
