@@ -319,7 +319,7 @@ async function loadMembers(conversation) {
   // A presence snapshot (null where the server sends no presence): no waiting for a frame.
   for (const member of page.results) {
     if (typeof member.online === "boolean" && member.user.id !== config.me.id) {
-      store.setPresence(member.user.id, member.online, asked);
+      store.setPresence(member.user.id, member.online, asked, member.last_seen_at ?? null);
     }
   }
 }

@@ -10,9 +10,8 @@ export async function refreshPendingCount() {
   try {
     const { count } = await api.get("moderation/flags", { status: "open", limit: 1 });
     badge.hidden = !count;
-    badge.textContent = count > 99 ? "99+" : String(count);
-    document.getElementById("moderation-link").setAttribute(
-      "aria-label", count ? `Moderation, ${count} flag${count === 1 ? "" : "s"} waiting` : "Moderation");
+    badge.querySelector("[aria-hidden]").textContent = count > 99 ? "99+" : String(count);
+    badge.querySelector(".visually-hidden").textContent = `, ${count} flag${count === 1 ? "" : "s"} waiting`;
   } catch (error) {
     console.warn("parley: pending count", error);
   }

@@ -42,19 +42,19 @@ export function renderConversationList(listEl, store, activeId) {
     }
     const preview = previewText(store, conversation);
     const when = lastActivity(conversation);
-    const label = `${title}${presenceText}${unread ? `, ${unread} unread` : ""}`;
-    const id = `conversation-${conversation.id}`;
-    // The name says who and how many unread; the description reads the preview and the time.
+    // The link's name is its own text, read in this order (the grid places it on screen):
+    // who, presence and unread count, then the preview and the time.
+    const state = `${presenceText}${unread ? `, ${unread} unread` : ""}`;
     const link = el("a", {
       cls: `conversation-item${unread ? " has-unread" : ""}`,
-      attrs: { href: `/c/${conversation.id}`, "data-conversation": conversation.id, "aria-label": label,
-               "aria-describedby": `${id}-preview ${id}-time`,
+      attrs: { href: `/c/${conversation.id}`, "data-conversation": conversation.id,
                "aria-current": conversation.id === activeId ? "page" : false },
     },
     avatar,
     el("span", { cls: "conversation-title", text: title }),
-    el("time", { cls: "conversation-time", text: shortWhen(when), attrs: { id: `${id}-time`, datetime: when || false } }),
-    el("span", { cls: "conversation-preview", text: preview, attrs: { id: `${id}-preview` } }),
+    state ? el("span", { cls: "visually-hidden", text: `${state}.` }) : null,
+    el("span", { cls: "conversation-preview", text: preview ? ` ${preview}` : "" }),
+    el("time", { cls: "conversation-time", text: shortWhen(when), attrs: { datetime: when || false } }),
     unread ? el("span", { cls: "unread-badge", text: unread > 99 ? "99+" : String(unread), attrs: { "aria-hidden": "true" } }) : null);
     return el("li", {}, link);
   });
