@@ -140,7 +140,10 @@ const EMPTY = {
   audit: "No decisions yet.",
 };
 
+let loading = 0; // the latest load: an earlier one still in flight must not draw over it
+
 async function load() {
+  const token = ++loading;
   for (const tab of ["open", "resolved", "audit"]) $(`tab-${tab}`).setAttribute("aria-selected", String(tab === view));
   $("flag-panel").setAttribute("aria-labelledby", `tab-${view}`);
   $("flag-list").className = view === "audit" ? "audit-list" : "flag-list";
@@ -148,16 +151,19 @@ async function load() {
   try {
     if (view === "audit") {
       const decisions = (await api.get("moderation/decisions", { limit: 100 })).results;
+      if (token !== loading) return;
       replaceChildren($("flag-list"), decisions.map(auditItem));
       $("flag-status").textContent = decisions.length ? `${decisions.length} most recent decisions` : EMPTY.audit;
       return;
     }
     const flags = (await api.get("moderation/flags", { status: view, limit: 100 })).results;
+    if (token !== loading) return;
     const cards = flags.map(flagCard);
     replaceChildren($("flag-list"), cards.map((c) => c.card));
     $("flag-status").textContent = flags.length ? `${flags.length} ${view === "open" ? "waiting" : "resolved"}` : EMPTY[view];
     await inBatches(cards, 4, ({ card, flag, note }) => addContext(card, flag, note));
   } catch (error) {
+    if (token !== loading) return;
     replaceChildren($("flag-list"), []);
     $("flag-status").textContent = `Could not load: ${error.message}`;
   }

@@ -11,7 +11,7 @@ from messaging.moderation import do_flag_message
 from receipts.watermarks import do_mark_read
 
 from .a11y import assert_accessible
-from .conftest import backdate, conversation_link, direct, open_app, seed
+from .conftest import backdate, conversation_link, direct, open_app, screenshot, seed
 
 pytestmark = [pytest.mark.browser, pytest.mark.postgres]
 
@@ -73,6 +73,11 @@ def test_every_screen_has_no_serious_or_critical_axe_violation(scene, signed_in,
     check_dialog(page, lambda: page.get_by_role("button", name="New chat").click(), "Start a chat")
     check_dialog(page, lambda: page.get_by_role("button", name="New group").click(), "New group")
     check_dialog(page, lambda: page.get_by_role("button", name="Channels").click(), "Public channels")
+    if width == "desktop" and theme == "light":
+        page.keyboard.press("Control+k")
+        page.keyboard.type("b")
+        screenshot(page, "switcher")
+        page.keyboard.press("Escape")
     check_dialog(page, lambda: page.keyboard.press("Control+k"), "Go to a conversation")
     check_dialog(page, lambda: page.keyboard.press("?"), "Keyboard shortcuts")
 
@@ -80,6 +85,9 @@ def test_every_screen_has_no_serious_or_critical_axe_violation(scene, signed_in,
     expect(page.locator("[data-divider=unread]")).to_be_visible()
     expect(page.locator(".day-separator").first).to_be_visible()
     assert_accessible(page, "a chat")
+    if width == "desktop" or theme == "dark":
+        # The README's pictures: a chat opened at its first unread, in each theme and on a phone.
+        screenshot(page, {"desktop": f"{theme}-chat", "phone": "phone-dark-chat"}[width])
     mine = page.locator("#message-list .message.mine").last
     mine.click()
     check_dialog(page, lambda: mine.get_by_role("button", name="Info").click(), "Message info")
@@ -90,11 +98,15 @@ def test_every_screen_has_no_serious_or_critical_axe_violation(scene, signed_in,
     page.goto("/settings")
     expect(page.locator("#device-list li")).to_have_count(1)
     assert_accessible(page, "the settings page")
+    if width == "desktop" and theme == "light":
+        screenshot(page, "settings")
 
     moderator = signed_in("mod", **options).new_page()
     moderator.goto("/moderation")
     expect(moderator.locator(".flag-context")).to_be_visible()
     assert_accessible(moderator, "the moderation queue")
+    if width == "desktop" and theme == "light":
+        screenshot(moderator, "moderation")
     moderator.get_by_role("tab", name="Audit log").click()
     expect(moderator.locator("#flag-status")).to_have_text("No decisions yet.")
     assert_accessible(moderator, "the audit log")
