@@ -159,6 +159,11 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # Several serializers have an "action" field: name each choice set once.
+    "ENUM_NAME_OVERRIDES": {
+        "ModerationActionEnum": "messaging.models.ModerationDecision.Action",
+        "ResolutionEnum": "messaging.moderation.RESOLUTIONS",
+    },
 }
 
 # --- Locale, static ---------------------------------------------------------------------------
