@@ -29,7 +29,6 @@ from .serializers import (
     LoginSerializer,
     SignupSerializer,
     TokenResponseSerializer,
-    UserSerializer,
     WsTicketCreateSerializer,
     WsTicketResponseSerializer,
 )
@@ -119,12 +118,6 @@ class LogoutView(APIView):
         do_logout_everywhere(user=request.user)
         logout(request)
         return Response(status=status.HTTP_204_NO_CONTENT)
-
-
-class MeView(APIView):
-    @extend_schema(operation_id="me", responses={200: UserSerializer, 401: ErrorSerializer})
-    def get(self, request: AuthenticatedRequest) -> Response:
-        return Response(user_payload(request.user))
 
 
 class WsTicketView(APIView):

@@ -5,6 +5,8 @@ not exist.
 """
 from __future__ import annotations
 
+from datetime import datetime
+
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.response import Response
@@ -95,14 +97,17 @@ class MembersView(APIView):
         # A presence snapshot, so a client that just connected need not wait for the next
         # presence frame; only where those frames go (members of small conversations).
         online = None
+        seen: dict[int, datetime] = {}
         if membership is not None and not is_large(conversation.member_count):
             online = presence.online_user_ids([m.user_id for m in page])
+            seen = presence.last_seen([m.user_id for m in page if m.user_id not in online])
         # Marks are for members, as /receipts is: a public channel's outsiders see who is in it.
         marks = membership is not None
         return paginator.get_paginated_response([{
             "user": user_payload(m.user), "role": m.role, "joined_at": m.joined_at,
             "delivered_seq": m.delivered_seq if marks else None, "read_seq": m.read_seq if marks else None,
             "online": None if online is None else m.user_id in online,
+            "last_seen_at": seen.get(m.user_id),
         } for m in page])
 
     @extend_schema(

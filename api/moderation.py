@@ -18,10 +18,13 @@ from messaging.moderation import (
     NOTE_MAX_LENGTH,
     RESOLUTIONS,
     access_moderator,
+    audit_payloads,
+    decision_log,
     do_flag_message,
     do_resolve_flag,
     do_set_slow_mode,
     do_set_suspended,
+    flag_context,
     flag_payloads,
     flag_queue,
 )
@@ -89,6 +92,30 @@ class ModerationFlagSerializer(serializers.Serializer):
     decision = DecisionSerializer(allow_null=True, help_text="What resolved the flag; null while open.")
 
 
+class FlagContextSerializer(serializers.Serializer):
+    flag = serializers.IntegerField()
+    conversation = ConversationSerializer(help_text="`me` is the moderator's membership, null if not a member.")
+    messages = MessageSerializer(many=True, help_text="The flagged message with PARLEY_MODERATION_CONTEXT_MESSAGES "
+                                                      "before and after it, in seq order, as members see them.")
+    flagged_seq = serializers.IntegerField()
+    sender = UserSerializer()
+    sender_suspended = serializers.BooleanField()
+    can_open = serializers.BooleanField(help_text="Whether the moderator can open the conversation in the app "
+                                                  "(a member, or a public channel).")
+
+
+class AuditSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    action = serializers.ChoiceField(choices=ModerationDecision.Action.choices)
+    note = serializers.CharField(allow_blank=True)
+    created_at = serializers.DateTimeField()
+    moderator = UserSerializer()
+    user = UserSerializer(allow_null=True, help_text="Whom it was about: the suspended user, or the sender.")
+    conversation = ConversationSerializer(allow_null=True)
+    message_id = serializers.IntegerField(allow_null=True)
+    slow_mode_seconds = serializers.IntegerField(allow_null=True)
+
+
 class ResolveFlagSerializer(RequestSerializer):
     action = serializers.ChoiceField(choices=RESOLUTIONS, help_text="remove_message also resolves every "
                                                                     "other open flag of the message.")
@@ -150,6 +177,31 @@ class FlagQueueView(APIView):
         paginator = self.pagination_class()
         page = paginate(paginator, flag_queue(status=query["status"]), request, self)
         return paginator.get_paginated_response(flag_payloads(page))
+
+
+class FlagContextView(APIView):
+    @extend_schema(
+        operation_id="moderation_flags_context", parameters=[id_param("flag_id", "flag")],
+        responses={200: FlagContextSerializer, 404: E, **AUTH_ERRORS},
+        description="The flagged message in context (a few messages before and after), its sender's "
+                    "suspension, and whether the moderator can open the conversation in the app.",
+    )
+    def get(self, request: AuthenticatedRequest, flag_id: int) -> Response:
+        return Response(flag_context(moderator=request.user, flag_id=flag_id))
+
+
+class DecisionsView(APIView):
+    pagination_class = FlagPagination
+
+    @extend_schema(
+        operation_id="moderation_decisions_list", responses={200: AuditSerializer(many=True), **AUTH_ERRORS},
+        description="The audit trail: every moderation decision (dismissals, removals, suspensions and their "
+                    "lifting, slow mode), latest first.",
+    )
+    def get(self, request: AuthenticatedRequest) -> Response:
+        paginator = self.pagination_class()
+        page = paginate(paginator, decision_log(moderator=request.user), request, self)
+        return paginator.get_paginated_response(audit_payloads(page))
 
 
 class ResolveFlagView(APIView):

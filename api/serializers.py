@@ -135,6 +135,11 @@ class MemberSerializer(serializers.Serializer):
         help_text="Presence now (lossy, like `presence` frames): for members asking about a conversation "
                   "below PARLEY_LARGE_CHANNEL_THRESHOLD members, else null.",
     )
+    last_seen_at = serializers.DateTimeField(
+        allow_null=True,
+        help_text="When an offline member's last socket closed, where `online` is given and the cache still "
+                  "remembers it (PARLEY_PRESENCE_LAST_SEEN_SECONDS); else null. Lossy, never stored.",
+    )
 
 
 class AddMembersSerializer(RequestSerializer):

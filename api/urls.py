@@ -7,7 +7,7 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, path, register_converter
 from drf_spectacular.views import SpectacularAPIView
 
-from . import auth, channels, conversations, devices, docs, messages, moderation, receipts, users
+from . import auth, channels, conversations, devices, docs, messages, moderation, profile, receipts, users
 
 
 class IdConverter:
@@ -30,7 +30,9 @@ urlpatterns = [
     path("auth/login", auth.LoginView.as_view(), name="auth-login"),
     path("auth/logout", auth.LogoutView.as_view(), name="auth-logout"),
     path("auth/token", auth.TokenView.as_view(), name="auth-token"),
-    path("me", auth.MeView.as_view(), name="me"),
+    path("auth/end-session", profile.EndSessionView.as_view(), name="auth-end-session"),
+    path("me", profile.MeView.as_view(), name="me"),
+    path("me/password", profile.PasswordView.as_view(), name="me-password"),
     path("ws-ticket", auth.WsTicketView.as_view(), name="ws-ticket"),
     path("users", users.UserSearchView.as_view(), name="users"),
     path("devices", devices.DevicesView.as_view(), name="devices"),
@@ -54,6 +56,9 @@ urlpatterns = [
     path("moderation/flags", moderation.FlagQueueView.as_view(), name="moderation-flags"),
     path("moderation/flags/<id:flag_id>/resolve", moderation.ResolveFlagView.as_view(),
          name="moderation-flag-resolve"),
+    path("moderation/flags/<id:flag_id>/context", moderation.FlagContextView.as_view(),
+         name="moderation-flag-context"),
+    path("moderation/decisions", moderation.DecisionsView.as_view(), name="moderation-decisions"),
     path("moderation/users/<id:user_id>/suspension", moderation.SuspensionView.as_view(),
          name="moderation-user-suspension"),
     path("moderation/conversations/<id:conversation_id>/slow-mode", moderation.SlowModeView.as_view(),

@@ -27,7 +27,7 @@ CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
     "daphne",
-    "django.contrib.admin",
+    "messaging.admin_site.ParleyAdminConfig",  # django.contrib.admin, users under Authentication
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -194,6 +194,11 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # Several serializers have an "action" field: name each choice set once.
+    "ENUM_NAME_OVERRIDES": {
+        "ModerationActionEnum": "messaging.models.ModerationDecision.Action",
+        "ResolutionEnum": "messaging.moderation.RESOLUTIONS",
+    },
 }
 
 # --- Locale, static ---------------------------------------------------------------------------
@@ -254,6 +259,10 @@ PARLEY_RATE_LIMIT_EXEMPT_MODERATORS = env.bool("PARLEY_RATE_LIMIT_EXEMPT_MODERAT
 PARLEY_TRUSTED_PROXIES = env.int("PARLEY_TRUSTED_PROXIES", default=0)
 # Moderation: the longest slow mode a moderator may set.
 PARLEY_SLOW_MODE_MAX_SECONDS = env.int("PARLEY_SLOW_MODE_MAX_SECONDS", default=6 * 3600)
+# The moderators' pages: how often the top bar's count of open flags is refreshed, and how many
+# messages before and after a flagged one its card shows.
+PARLEY_MODERATION_REFRESH_SECONDS = env.int("PARLEY_MODERATION_REFRESH_SECONDS", default=60)
+PARLEY_MODERATION_CONTEXT_MESSAGES = env.int("PARLEY_MODERATION_CONTEXT_MESSAGES", default=3)
 # Fan-out policy: conversations with at least this many members use buffered fan-out.
 PARLEY_LARGE_CHANNEL_THRESHOLD = env.int("PARLEY_LARGE_CHANNEL_THRESHOLD", default=100)
 PARLEY_BATCH_WINDOW_MS = env.int("PARLEY_BATCH_WINDOW_MS", default=100)
@@ -274,6 +283,8 @@ PARLEY_WS_MAX_BAD_FRAMES = env.int("PARLEY_WS_MAX_BAD_FRAMES", default=20)
 PARLEY_WS_BAD_FRAME_WINDOW_SECONDS = env.float("PARLEY_WS_BAD_FRAME_WINDOW_SECONDS", default=10.0)
 PARLEY_PRESENCE_MAX_CONVERSATIONS = env.int("PARLEY_PRESENCE_MAX_CONVERSATIONS", default=50)
 PARLEY_PRESENCE_REFRESH_SECONDS = env.float("PARLEY_PRESENCE_REFRESH_SECONDS", default=60.0)
+# How long the cache remembers when a user was last online (shown as "last seen"; never stored).
+PARLEY_PRESENCE_LAST_SEEN_SECONDS = env.int("PARLEY_PRESENCE_LAST_SEEN_SECONDS", default=30 * 24 * 3600)
 
 # --- Offline path: Web Push (docs/notifications.md) ---------------------------------------------
 # VAPID keys from `manage.py vapid_keys`; without a private key Parley sends no pushes at all.

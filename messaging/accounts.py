@@ -1,8 +1,11 @@
-"""Account use cases (sign up, issue API tokens, log out everywhere) and the user directory.
+"""Account use cases (sign up, issue API tokens, log out everywhere, the profile and the
+password) and the user directory.
 
 Session login and logout themselves stay at the HTTP edge (they need the request).
 """
 from __future__ import annotations
+
+from typing import Any
 
 from django.contrib.auth.hashers import make_password
 from django.contrib.auth.password_validation import validate_password
@@ -12,9 +15,10 @@ from django.db.models import Q
 from rest_framework.authtoken.models import Token
 
 from . import fanout
+from .checks import check_text
 from .errors import Invalid
 from .events import CLOSE_NOT_AUTHENTICATED
-from .models import User
+from .models import User, char_limit
 
 
 def _username_taken() -> Invalid:
@@ -61,6 +65,38 @@ def do_logout_everywhere(*, user: User) -> None:
     with transaction.atomic():
         Token.objects.filter(user=user).delete()
         fanout.close_user_sockets(user_id=user.pk, code=CLOSE_NOT_AUTHENTICATED)
+
+
+def do_update_profile(*, user: User, display_name: Any) -> User:
+    """Change what other people see as the user's name (blank: the username is shown)."""
+    display_name = check_text(display_name, "display_name", max_length=char_limit(User, "display_name")).strip()
+    User.objects.filter(pk=user.pk).update(display_name=display_name)
+    user.display_name = display_name
+    return user
+
+
+def do_change_password(*, user: User, current_password: Any, new_password: Any) -> User:
+    """Change the password, given the current one.
+
+    Every other session of the user ends (Django ties a session to the password's hash; the
+    caller keeps its own with ``update_session_auth_hash``), the API token is revoked, and the
+    user's open sockets are closed (4401): those of other browsers do not come back.
+    """
+    if not isinstance(current_password, str) or not user.check_password(current_password):
+        raise Invalid("the current password is wrong",
+                      fields={"current_password": ["That is not your current password."]})
+    if not isinstance(new_password, str):
+        raise Invalid("new_password must be a string", fields={"new_password": ["Must be a string."]})
+    try:
+        validate_password(new_password, user=user)
+    except DjangoValidationError as exc:
+        raise Invalid("the password is too weak", fields={"new_password": list(exc.messages)}) from None
+    with transaction.atomic():
+        user.set_password(new_password)
+        user.save(update_fields=["password"])
+        Token.objects.filter(user=user).delete()
+        fanout.close_user_sockets(user_id=user.pk, code=CLOSE_NOT_AUTHENTICATED)
+    return user
 
 
 def search_users(*, query: str, viewer: User, limit: int) -> list[User]:

@@ -6,7 +6,9 @@ skip a use-case function is offered. Messages are stored only by
 ``messaging.send.do_send_message``, conversations and memberships are created by the
 conversation use-cases (which keep ``member_count`` and tell the members' sockets), and a
 deleted message would leave a gap in its conversation's seqs. So messages are view-only, and
-conversations and memberships can be edited (title, visibility, role) but not added here.
+conversations and memberships can be edited (title, visibility, role) but neither added nor
+deleted here: a conversation goes with its messages, and moderators tombstone a message
+instead (``messaging.moderation``). Flags are listed by the text that was reported.
 """
 from __future__ import annotations
 
@@ -101,6 +103,10 @@ class ConversationAdmin(AddedElsewhere, admin.ModelAdmin):
                        "created_at", "last_activity_at", "browse")
     inlines = (MembershipInline,)
 
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # Deleting a conversation would delete its messages, which only ever become tombstones.
+        return False
+
     @admin.display(description="Browse")
     def browse(self, obj: Conversation) -> str:
         return format_html(
@@ -159,12 +165,28 @@ class MessageAdmin(ViewOnly, admin.ModelAdmin):
 @admin.register(Flag)
 class FlagAdmin(ViewOnly, admin.ModelAdmin):
     # Flags are raised by members through the API and resolved in the moderators' queue.
-    list_display = ("id", "reason", "status", "message", "reporter", "created_at", "resolved_at")
+    list_display = ("id", "reported_text", "reason", "status", "sender", "reporter", "created_at", "resolved_at")
+    list_display_links = ("id", "reported_text")
     list_filter = ("status", "reason")
-    list_select_related = ("message", "reporter")
-    search_fields = ("note", "reporter__username", "=message__id")
+    list_select_related = ("message__sender", "reporter", "decision")
+    search_fields = ("note", "reporter__username", "=message__id", "message__body", "decision__removed_body")
     date_hierarchy = "created_at"
-    fields = ("message", "reporter", "reason", "note", "status", "created_at", "resolved_at", "decision")
+    fields = ("reported_text", "message", "reporter", "reason", "note", "status", "created_at", "resolved_at",
+              "decision")
+    readonly_fields = ("reported_text",)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # a flag is evidence for the decision that resolved it
+
+    @admin.display(description="Reported text")
+    def reported_text(self, obj: Flag) -> str:
+        # A removed message's body is blank; its text survives only in the removal decision.
+        text = obj.message.body or (obj.decision.removed_body if obj.decision else "")
+        return Truncator(text).chars(80) or "(removed)"
+
+    @admin.display(description="Sender", ordering="message__sender__username")
+    def sender(self, obj: Flag) -> str:
+        return str(obj.message.sender)
 
 
 @admin.register(ModerationDecision)

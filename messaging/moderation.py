@@ -259,6 +259,77 @@ def removals_to_replay(*, device: Device) -> list[RemovedFrame]:
     return removals
 
 
+# --- What a moderator sees around a flag, and the audit trail -----------------------------------
+
+class FlagContextPayload(TypedDict):
+    flag: int
+    conversation: ConversationPayload
+    messages: list[MessagePayload]
+    flagged_seq: int
+    sender: UserPayload
+    sender_suspended: bool
+    can_open: bool
+
+
+def flag_context(*, moderator: User, flag_id: Any) -> FlagContextPayload:
+    """The flagged message with ``PARLEY_MODERATION_CONTEXT_MESSAGES`` messages before and after
+    it (as members see them: removed ones are tombstones), whether its sender is suspended, and
+    whether the moderator can open the conversation in the app (a member, or a public channel)."""
+    access_moderator(moderator)
+    flag = (Flag.objects.select_related("message__conversation", "message__sender")
+            .filter(pk=_as_id(flag_id, "flag")).first())
+    if flag is None:
+        raise NotFound("flag not found")
+    message, conversation = flag.message, flag.message.conversation
+    around = settings.PARLEY_MODERATION_CONTEXT_MESSAGES
+    messages = (Message.objects.filter(conversation=conversation, seq__gte=message.seq - around,
+                                       seq__lte=message.seq + around)
+                .select_related("sender").order_by("seq"))
+    membership = Membership.objects.filter(conversation=conversation, user=moderator).first()
+    return {
+        "flag": flag.pk,
+        "conversation": conversation_payload(conversation, membership),
+        "messages": [message_payload(m) for m in messages],
+        "flagged_seq": message.seq,
+        "sender": user_payload(message.sender),
+        "sender_suspended": message.sender.is_suspended,
+        "can_open": membership is not None or (conversation.kind == Conversation.Kind.CHANNEL and conversation.public),
+    }
+
+
+class AuditPayload(TypedDict):
+    id: int
+    action: str
+    note: str
+    created_at: datetime
+    moderator: UserPayload
+    user: UserPayload | None
+    conversation: ConversationPayload | None
+    message_id: int | None
+    slow_mode_seconds: int | None
+
+
+def decision_log(*, moderator: User) -> QuerySet[ModerationDecision]:
+    """Every moderation decision, latest first: the audit trail."""
+    access_moderator(moderator)
+    return (ModerationDecision.objects.select_related("moderator", "user", "conversation")
+            .order_by("-created_at", "-id"))
+
+
+def audit_payloads(decisions: Iterable[ModerationDecision]) -> list[AuditPayload]:
+    return [{
+        "id": d.pk,
+        "action": d.action,
+        "note": d.note,
+        "created_at": d.created_at,
+        "moderator": user_payload(d.moderator),
+        "user": user_payload(d.user) if d.user else None,
+        "conversation": conversation_payload(d.conversation, None) if d.conversation else None,
+        "message_id": d.message_id,
+        "slow_mode_seconds": d.slow_mode_seconds,
+    } for d in decisions]
+
+
 # --- Users and conversations ---------------------------------------------------------------------
 
 def do_set_suspended(*, moderator: User, user_id: Any, suspended: bool, note: Any = None) -> User:

@@ -13,6 +13,8 @@ longest a crash can delay a push.
 """
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from django.conf import settings
 from django.core.cache import cache
 
@@ -23,6 +25,10 @@ def ttl() -> int:
 
 def _key(user_id: int) -> str:
     return f"parley:presence:{user_id}"
+
+
+def _seen_key(user_id: int) -> str:
+    return f"parley:last-seen:{user_id}"
 
 
 def change_count(user_id: int, delta: int) -> int:
@@ -38,6 +44,12 @@ def change_count(user_id: int, delta: int) -> int:
         cache.set(key, 0, ttl())
         value = 0
     cache.touch(key, ttl())
+    if value == 0:
+        # "Last seen": when the user's last socket closed. As lossy as presence (a crashed
+        # gateway's users simply expire, unrecorded), and kept only
+        # PARLEY_PRESENCE_LAST_SEEN_SECONDS: it is a courtesy, not a record.
+        cache.set(_seen_key(user_id), datetime.now(timezone.utc).timestamp(),
+                  settings.PARLEY_PRESENCE_LAST_SEEN_SECONDS)
     return value
 
 
@@ -45,6 +57,13 @@ def online_user_ids(user_ids: list[int]) -> set[int]:
     """Which of these users have a greeted socket on some gateway."""
     counts = cache.get_many([_key(u) for u in user_ids])
     return {u for u in user_ids if counts.get(_key(u), 0) > 0}
+
+
+def last_seen(user_ids: list[int]) -> dict[int, datetime]:
+    """When these users' last socket closed, for those the cache still remembers."""
+    stamps = cache.get_many([_seen_key(u) for u in user_ids])
+    return {u: datetime.fromtimestamp(stamps[_seen_key(u)], timezone.utc)
+            for u in user_ids if isinstance(stamps.get(_seen_key(u)), (int, float))}
 
 
 def refresh(user_ids: list[int]) -> None:

@@ -10,4 +10,5 @@ urlpatterns = [
     re_path(r"^signup/?$", web.signup_page, name="signup"),
     re_path(r"^logout/?$", web.logout_page, name="logout"),
     re_path(r"^moderation/?$", web.moderation_page, name="moderation"),
+    re_path(r"^settings/?$", web.settings_page, name="settings"),
 ]

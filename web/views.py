@@ -75,6 +75,7 @@ def _client_config(request: SignedInRequest, **extra: Any) -> dict[str, Any]:
             "max_body_length": settings.PARLEY_MAX_BODY_LENGTH,
             "receipt_broadcast_max_members": settings.PARLEY_RECEIPT_BROADCAST_MAX_MEMBERS,
             "typing_throttle_ms": settings.PARLEY_TYPING_THROTTLE_MS,
+            "moderation_refresh_seconds": settings.PARLEY_MODERATION_REFRESH_SECONDS,
         },
         "push": {
             "vapid_public_key": getattr(settings, "PARLEY_VAPID_PUBLIC_KEY", ""),
@@ -122,6 +123,14 @@ def app_shell(request: SignedInRequest, conversation_id: str | None = None) -> H
     """The chat app: conversation list and conversation view, opened on /c/<id> when given."""
     config = _client_config(request, conversation=int(conversation_id) if conversation_id else None)
     return render(request, "parley/app.html", {"config": config})
+
+
+@content_security_policy
+@login_required
+@require_GET
+def settings_page(request: SignedInRequest) -> HttpResponse:
+    """Profile, password, this user's devices (each can be logged out) and the theme."""
+    return render(request, "parley/settings.html", {"config": _client_config(request), "page": "settings"})
 
 
 @content_security_policy

@@ -1,11 +1,17 @@
 // The chat app: wires the REST API, the socket, the outbox and the store to the page.
 import { api, ApiError, inBatches } from "./api.js";
-import { deviceIsKnown, ensureDevice, registerDevice, setUpPush } from "./device.js";
+import { deviceIsKnown, ensureDevice, forgetDevice, setUpPush } from "./device.js";
 import { Outbox } from "./outbox.js";
+import { startPendingCount } from "./pending.js";
 import { CLOSE_FORBIDDEN, CLOSE_NOT_AUTHENTICATED, ParleySocket } from "./socket.js";
+import { installShortcuts } from "./keyboard.js";
+import { MessageView } from "./messageview.js";
+import { ReadTracker } from "./reads.js";
+import { RovingFocus } from "./roving.js";
 import { Store } from "./store.js";
+import { Switcher } from "./switcher.js";
 import {
-  el, MessageView, pickRow, renderConnection, renderConversationList, renderTyping, replaceChildren, toast,
+  announce, el, pickRow, renderConnection, renderConversationList, renderTyping, replaceChildren, subtitleText, toast,
 } from "./ui.js";
 
 const config = JSON.parse(document.getElementById("parley-config").textContent);
@@ -13,8 +19,12 @@ const $ = (id) => document.getElementById(id);
 const store = new Store(config.me);
 const outbox = new Outbox(config.me.id);
 const HISTORY_PAGE = 50;
-// Within this many pixels of the top, the next older page of history loads.
+// Opening at the first unread shows this many read messages above the divider, for context.
+const CONTEXT_ABOVE = 5;
+// Within this many pixels of the top (bottom), the next older (newer) page of history loads.
 const OLDER_EDGE_PX = 40;
+// Live messages read out one by one up to this many at once; more are summed up.
+const ANNOUNCE_AT_MOST = 3;
 const RETRYABLE = new Set(["rate_limited", "unavailable"]);
 
 let deviceId = null;
@@ -23,13 +33,25 @@ let connectedBefore = false;
 let openId = null;
 let lastTypingSent = 0;
 const inflight = new Set(); // client_msg_ids sent on the current connection
+const drafts = new Map(); // conversation id -> what was typed there and not sent
 
+const tracker = new ReadTracker({
+  scroller: $("message-scroller"),
+  marks: () => {
+    const conversation = store.get(openId);
+    if (!conversation?.info.me || !view.ready) return null;
+    return { readSeq: conversation.info.me.read_seq, maxSeq: conversation.windowEnd };
+  },
+  onRead: markRead,
+});
 const view = new MessageView({
   list: $("message-list"),
   scroller: $("message-scroller"),
   store,
+  rows: tracker,
   actions: { info: showInfo, flag: showFlag, retry: retrySend, discard: discardSend },
 });
+const listRoving = new RovingFocus($("conversation-list"), { items: "a[data-conversation]" });
 
 // --- rendering, batched per task ------------------------------------------------------------------
 const dirty = { list: false, view: false, head: false, typing: false };
@@ -45,17 +67,19 @@ function mark(...parts) {
 function flush() {
   flushQueued = false;
   if (dirty.list) {
-    renderConversationList($("conversation-list"), store, openId);
+    const list = $("conversation-list");
+    renderConversationList(list, store, openId);
+    listRoving.refresh(list.querySelector("a:focus") || list.querySelector('[aria-current="page"]'));
     $("conversation-list-empty").hidden = store.sortedConversations().length > 0;
     const unread = [...store.conversations.values()].reduce((sum, c) => sum + store.unread(c), 0);
     document.title = unread ? `(${unread}) Parley` : "Parley";
   }
   const open = store.get(openId);
   if (open && dirty.head) renderHead(open);
-  if (open && dirty.view) {
+  if (open && dirty.view && view.ready) {
     view.render();
     renderHistoryEdge(open);
-    maybeMarkRead();
+    renderJump();
   }
   if (open && dirty.typing) renderTyping($("typing-indicator"), store.typingNames(open));
   for (const part of Object.keys(dirty)) dirty[part] = false;
@@ -75,16 +99,7 @@ store.subscribe((change) => {
 function renderHead(conversation) {
   $("chat-title").textContent = store.title(conversation);
   const { info } = conversation;
-  let subtitle;
-  if (info.kind === "direct") {
-    const peer = store.peer(conversation);
-    const online = peer ? store.presence.get(peer.id) : undefined;
-    subtitle = online === true ? "Online" : online === false ? "Offline" : peer ? `@${peer.username}` : "";
-  } else {
-    const members = `${info.member_count} member${info.member_count === 1 ? "" : "s"}`;
-    subtitle = info.kind === "channel" ? `${info.public ? "Public" : "Private"} channel · ${members}` : members;
-  }
-  $("chat-subtitle").textContent = subtitle;
+  $("chat-subtitle").textContent = subtitleText(store, conversation);
   const member = Boolean(info.me);
   $("composer").hidden = !member;
   $("join-bar").hidden = member;
@@ -94,6 +109,17 @@ function renderHistoryEdge(conversation) {
   const known = conversation.oldestLoaded !== null;
   $("load-older").hidden = !known || !conversation.hasOlder;
   $("history-start").hidden = !known || conversation.hasOlder;
+  $("load-newer").hidden = !known || !conversation.hasNewer;
+}
+
+/** The pill over the bottom of the chat: how many are unread below, or just the way down. */
+function renderJump() {
+  const conversation = store.get(openId);
+  const pill = $("jump-latest");
+  const away = Boolean(conversation) && view.ready && (conversation.hasNewer || !view.nearBottom());
+  const unread = conversation ? store.unread(conversation) : 0;
+  pill.hidden = !away;
+  pill.textContent = unread ? `${unread} new message${unread === 1 ? "" : "s"} ↓` : "Jump to latest ↓";
 }
 
 // --- connection ------------------------------------------------------------------------------------
@@ -102,6 +128,8 @@ let countdown = null;
 function showStatus(status) {
   const box = $("connection");
   renderConnection(box, status);
+  store.setConnected(status.state === "online");
+  $("main").dataset.connection = status.state;
   clearInterval(countdown);
   if (status.state === "reconnecting" && status.retryAt) {
     countdown = setInterval(() => renderConnection(box, status), 250);
@@ -121,7 +149,12 @@ async function refused(code) {
     return true; // the session is fine (e.g. another tab logged out everywhere): come back
   }
   if (code === CLOSE_FORBIDDEN && !(await deviceIsKnown(deviceId).catch(() => true))) {
-    deviceId = await registerDevice(config.me.id); // removed elsewhere: this browser is a new device
+    // This device was removed ("Log out" in Settings, on another device): this browser's
+    // session ends with it, and the next login here registers a new device.
+    forgetDevice(config.me.id);
+    await api.post("auth/end-session").catch((e) => console.warn("parley:", e));
+    window.location.assign(`/login?next=${encodeURIComponent(window.location.pathname)}`);
+    return false;
   }
   return true;
 }
@@ -221,6 +254,21 @@ function absorb(conversationId, messages, options) {
     if (message.sender.id === config.me.id) settle(message.client_msg_id);
   }
   store.addMessages(conversationId, messages, options);
+  if (!options?.history && conversationId === openId) announceArrivals(messages);
+}
+
+/** A page fetched over REST: shown, and acked where it continues what the device holds. */
+function absorbPage(conversationId, messages) {
+  absorb(conversationId, messages, { history: true });
+  socket.received(conversationId, messages);
+}
+
+/** Read out what others just wrote in the open chat (the list itself is not a live region). */
+function announceArrivals(messages) {
+  const theirs = messages.filter((m) => m.sender.id !== config.me.id && m.state !== "removed");
+  if (!theirs.length || !view.ready) return;
+  if (theirs.length > ANNOUNCE_AT_MOST) announce(`${theirs.length} new messages`);
+  else for (const m of theirs) announce(`${m.sender.display_name}: ${m.body}`);
 }
 
 function sendFailed(frame) {
@@ -271,7 +319,7 @@ async function loadMembers(conversation) {
   // A presence snapshot (null where the server sends no presence): no waiting for a frame.
   for (const member of page.results) {
     if (typeof member.online === "boolean" && member.user.id !== config.me.id) {
-      store.setPresence(member.user.id, member.online, asked);
+      store.setPresence(member.user.id, member.online, asked, member.last_seen_at ?? null);
     }
   }
 }
@@ -279,7 +327,7 @@ async function loadMembers(conversation) {
 async function loadPreview(conversation) {
   if (conversation.lastMessage || !conversation.info.last_seq) return;
   const page = await api.get(`conversations/${conversation.id}/messages`, { before_seq: conversation.info.last_seq + 1, limit: 1 });
-  absorb(conversation.id, page.messages, { history: true });
+  absorbPage(conversation.id, page.messages);
 }
 
 // The list comes a page at a time (most recent first); older conversations load on scrolling
@@ -290,12 +338,10 @@ const listPages = { offset: 0, more: true, loading: null, started: false };
 function loadConversationPage() {
   if (!listPages.more) return Promise.resolve([]);
   listPages.loading ??= api.get("conversations", { offset: listPages.offset || undefined }).then((page) => {
-    const loaded = page.results.map((info) => {
-      // Resume live from here: the list already says what came before. A conversation the
-      // socket already follows keeps its cursor (the stream, not this page, moves it).
-      if (!socket.cursors.has(info.id)) socket.follow(info.id, info.last_seq);
-      return store.upsertConversation(info);
-    });
+    // No cursors from the list: the socket's hello resumes each conversation where this
+    // device's acks left it, so what arrived while it was away comes down the stream and is
+    // acked as delivered on arrival, before anyone opens the chat.
+    const loaded = page.results.map((info) => store.upsertConversation(info));
     listPages.offset += page.results.length;
     listPages.more = Boolean(page.next) && page.results.length > 0;
     $("load-more-conversations").hidden = !listPages.more;
@@ -328,7 +374,51 @@ async function loadLatest(conversation) {
   const before = Math.max(conversation.lastSeq, socket.cursor(conversation.id)) + 1;
   const page = await api.get(`conversations/${conversation.id}/messages`, { before_seq: before, limit: HISTORY_PAGE });
   store.setHistory(conversation.id, page.messages[0]?.seq ?? before, page.has_more);
-  absorb(conversation.id, page.messages, { history: true });
+  absorbPage(conversation.id, page.messages);
+}
+
+/** A page starting a little above `seq` (the first unread, or a linked message). */
+async function loadAround(conversation, seq) {
+  const after = Math.max(0, seq - 1 - CONTEXT_ABOVE);
+  const page = await api.get(`conversations/${conversation.id}/messages`, { after_seq: after, limit: HISTORY_PAGE });
+  const first = page.messages[0]?.seq ?? seq;
+  store.setHistory(conversation.id, first, first > 1);
+  absorbPage(conversation.id, page.messages);
+}
+
+let loadingNewer = false;
+async function loadNewer() {
+  const conversation = store.get(openId);
+  if (!conversation || loadingNewer || !view.ready || !conversation.hasNewer) return;
+  loadingNewer = true;
+  try {
+    const page = await api.get(`conversations/${conversation.id}/messages`,
+                               { after_seq: conversation.windowEnd, limit: HISTORY_PAGE });
+    absorbPage(conversation.id, page.messages);
+  } catch (error) {
+    toast(error.message);
+  } finally {
+    loadingNewer = false;
+  }
+}
+
+/** The "N new messages" pill: to the latest message, fetching it if the window is further up. */
+async function jumpToLatest() {
+  const conversation = store.get(openId);
+  if (!conversation) return;
+  if (conversation.hasNewer) {
+    try {
+      await loadLatest(conversation);
+    } catch (error) {
+      toast(error.message);
+      return;
+    }
+  }
+  view.render({ toBottom: true });
+  renderHistoryEdge(conversation);
+  renderJump();
+  if (conversation.info.me) $("composer-input").focus();
+  else view.roving.focus(view.roving.items().at(-1));
 }
 
 let loadingOlder = false;
@@ -341,7 +431,7 @@ async function loadOlder() {
                                { before_seq: conversation.oldestLoaded, limit: HISTORY_PAGE });
     if (conversation.id !== openId) return;
     store.setHistory(conversation.id, page.messages[0]?.seq ?? conversation.oldestLoaded, page.has_more);
-    absorb(conversation.id, page.messages, { history: true });
+    absorbPage(conversation.id, page.messages);
     view.render({ keepPosition: true });
     renderHistoryEdge(conversation);
   } catch (error) {
@@ -351,8 +441,23 @@ async function loadOlder() {
   }
 }
 
-async function openConversation(id, { push = true } = {}) {
-  if (push && window.location.pathname !== `/c/${id}`) history.pushState({ id }, "", `/c/${id}`);
+let opening = 0; // the latest open: a slower earlier one gives way to it
+
+/** Does the history in the store already show `seq` with its context above? */
+function windowCovers(conversation, seq) {
+  return conversation.oldestLoaded !== null && conversation.oldestLoaded <= Math.max(1, seq - CONTEXT_ABOVE)
+    && conversation.windowEnd >= seq;
+}
+
+/**
+ * Open a conversation: at `at` (a linked message), else at its first unread with the divider
+ * above it, else at the latest message. Nothing is marked read here: the read tracker does
+ * that for the rows that come on screen.
+ */
+async function openConversation(id, { push = true, at = null, focusComposer = true } = {}) {
+  const url = at ? `/c/${id}?at=${at}` : `/c/${id}`;
+  if (push && window.location.pathname + window.location.search !== url) history.pushState({ id }, "", url);
+  const token = ++opening;
   let conversation;
   try {
     conversation = await ensureConversation(id);
@@ -361,55 +466,98 @@ async function openConversation(id, { push = true } = {}) {
     closeConversation({ push: true });
     return;
   }
+  if (token !== opening) return;
+  keepDraft();
   openId = id;
   $("chat-empty").hidden = true;
   $("chat-open").hidden = false;
   $("main").dataset.view = "chat";
-  view.open(conversation);
+  tracker.reset();
+  view.open(conversation, { highlight: at });
+  $("composer-input").value = drafts.get(id) || "";
+  autosize($("composer-input"));
   renderTyping($("typing-indicator"), []);
   mark("list", "head");
-  if (conversation.oldestLoaded === null) {
-    try {
+  const me = conversation.info.me;
+  const firstUnread = me && conversation.lastSeq > me.read_seq ? me.read_seq + 1 : null;
+  const anchor = at ?? firstUnread;
+  try {
+    if (anchor) {
+      if (!windowCovers(conversation, anchor)) await loadAround(conversation, anchor);
+    } else if (conversation.oldestLoaded === null || conversation.hasNewer) {
       await loadLatest(conversation);
-    } catch (error) {
-      toast(error.message);
     }
+  } catch (error) {
+    toast(error.message);
   }
-  if (openId !== id) return;
-  view.render({ toBottom: true });
+  if (token !== opening || openId !== id) return;
+  view.ready = true;
+  view.render();
+  const target = at ? view.rowOf(at) : firstUnread ? view.dividerNode() : null;
+  if (target) view.scrollToRow(target);
+  else view.scrollToBottom();
+  view.tailShown = view.atTail() && view.nearBottom();
   renderHistoryEdge(conversation);
+  renderJump();
   if (!conversation.members) loadMembers(conversation).catch((e) => console.warn("parley:", e));
   loadReceipts(conversation).catch((e) => console.warn("parley:", e));
-  if (window.matchMedia("(hover: hover)").matches && conversation.info.me) $("composer-input").focus();
-  maybeMarkRead();
+  const unread = store.unread(conversation);
+  announce(`${store.title(conversation)}${unread ? `, ${unread} unread, from the first unread message` : ""}`);
+  if (at && view.rowOf(at)) view.roving.focus(view.rowOf(at));
+  else if (focusComposer && conversation.info.me && window.matchMedia("(hover: hover)").matches) $("composer-input").focus();
 }
 
 function closeConversation({ push = false } = {}) {
+  const wasOpen = openId;
+  keepDraft();
   openId = null;
+  opening += 1;
+  tracker.reset();
   view.conversation = null;
+  view.ready = false;
   $("chat-empty").hidden = false;
   $("chat-open").hidden = true;
   $("main").dataset.view = "list";
+  $("jump-latest").hidden = true;
   if (push && window.location.pathname !== "/") history.pushState({}, "", "/");
   mark("list");
+  // Back to where the person came from in the list (the phone's back button, Alt+Left).
+  if (wasOpen && push) {
+    queueMicrotask(() => $("conversation-list").querySelector(`[data-conversation="${wasOpen}"]`)?.focus());
+  }
+}
+
+function keepDraft() {
+  if (openId === null) return;
+  const text = $("composer-input").value;
+  if (text) drafts.set(openId, text);
+  else drafts.delete(openId);
 }
 
 function routeFromLocation() {
   const match = window.location.pathname.match(/^\/c\/(\d+)\/?$/);
-  if (match) openConversation(Number(match[1]), { push: false });
+  const at = Number(new URLSearchParams(window.location.search).get("at")) || null;
+  if (match) openConversation(Number(match[1]), { push: false, at });
   else closeConversation();
 }
 
-/** Tell the server we read the open conversation, when a person can actually see it. */
-function maybeMarkRead() {
+/** The read watermark the tracker found: only rows that were on screen got it this far. */
+function markRead(seq) {
   const conversation = store.get(openId);
-  if (!conversation?.info.me || conversation.oldestLoaded === null || document.visibilityState !== "visible" || !document.hasFocus() || !view.nearBottom()) return;
-  const seq = conversation.maxSeq;
-  if (seq <= conversation.info.me.read_seq) return;
+  if (!conversation?.info.me || seq <= conversation.info.me.read_seq) return;
   if (!socket.send({ type: "read", conversation: conversation.id, seq })) {
     api.post(`conversations/${conversation.id}/read`, { seq }).catch((e) => console.warn("parley:", e));
   }
   store.setReceipt(conversation.id, config.me.id, { delivered_seq: seq, read_seq: seq });
+}
+
+/** Alt+Up / Alt+Down: the conversation above or below the open one in the list. */
+function moveConversation(delta) {
+  const list = store.sortedConversations();
+  if (!list.length) return;
+  const at = list.findIndex((c) => c.id === openId);
+  const next = at === -1 ? (delta > 0 ? list[0] : list.at(-1)) : list[at + delta];
+  if (next) openConversation(next.id);
 }
 
 // --- composer ---------------------------------------------------------------------------------------
@@ -430,8 +578,11 @@ function submitMessage(event) {
   const entry = outbox.add({ conversation: openId, body });
   store.addPending(entry);
   input.value = "";
+  drafts.delete(openId);
   autosize(input);
-  view.render({ toBottom: true });
+  // What you send goes at the end: a window opened further up jumps to the latest first.
+  if (store.get(openId)?.hasNewer) jumpToLatest();
+  else view.render({ toBottom: true });
   sendEntry(entry);
 }
 
@@ -616,6 +767,8 @@ $("join-channel").addEventListener("click", () => {
   if (conversation) joinChannel(conversation.info);
 });
 $("load-older").addEventListener("click", loadOlder);
+$("load-newer").addEventListener("click", loadNewer);
+$("jump-latest").addEventListener("click", jumpToLatest);
 $("load-more-conversations").addEventListener("click", loadMoreConversations);
 new IntersectionObserver((entries) => {
   if (entries.some((e) => e.isIntersecting)) loadMoreConversations();
@@ -625,17 +778,41 @@ $("reconnect-now").addEventListener("click", () => socket.connectNow());
 // anyway: it must not race the logout's redirect with one of its own (to /login?next=...).
 document.querySelector('form[action="/logout"]')?.addEventListener("submit", () => socket?.stop());
 window.addEventListener("popstate", routeFromLocation);
-window.addEventListener("focus", maybeMarkRead);
-document.addEventListener("visibilitychange", maybeMarkRead);
-$("message-scroller").addEventListener("scroll", debounce(maybeMarkRead, 150));
 new IntersectionObserver((entries) => {
   if (entries.some((e) => e.isIntersecting)) loadOlder();
 }, { root: $("message-scroller") }).observe($("load-older"));
+new IntersectionObserver((entries) => {
+  if (entries.some((e) => e.isIntersecting)) loadNewer();
+}, { root: $("message-scroller") }).observe($("load-newer"));
 // The observer reports changes between frames: a scroll back to the top within the frame in
 // which an older page was inserted (and the position kept) looks like no change to it. The
 // scroll position itself never misses one.
 $("message-scroller").addEventListener("scroll", (event) => {
-  if (event.currentTarget.scrollTop < OLDER_EDGE_PX) loadOlder();
+  const box = event.currentTarget;
+  if (box.scrollTop < OLDER_EDGE_PX) loadOlder();
+  if (box.scrollHeight - box.scrollTop - box.clientHeight < OLDER_EDGE_PX) loadNewer();
+  renderJump();
+});
+
+const switcher = new Switcher({
+  dialog: $("switcher-dialog"),
+  input: $("switcher-input"),
+  list: $("switcher-results"),
+  conversations: () => store.sortedConversations().map((c) => ({ id: c.id, title: store.title(c), unread: store.unread(c) })),
+  choose: (id) => openConversation(id),
+});
+$("open-switcher").addEventListener("click", () => switcher.show());
+$("show-shortcuts")?.addEventListener("click", () => $("shortcuts-dialog").showModal());
+installShortcuts({
+  switcher: () => switcher.show(),
+  move: moveConversation,
+  toComposer: () => {
+    const input = $("composer-input");
+    if (!openId || input.closest("[hidden]") || document.activeElement === input) return false;
+    input.focus();
+    return true;
+  },
+  help: () => $("shortcuts-dialog").showModal(),
 });
 
 // --- start ---------------------------------------------------------------------------------------------------
@@ -664,6 +841,7 @@ async function start() {
   loadDetails([...store.conversations.values()]);
   listPages.started = true;
   routeFromLocation();
+  startPendingCount(config);
   const pushResult = (error) => toast(error ? `Notifications could not be turned on: ${error.message}` : "Notifications are on.");
   setUpPush({ button: $("enable-push"), deviceId, push: config.push, onEnabled: pushResult })
     .catch((e) => console.warn("parley: push", e));

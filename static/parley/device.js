@@ -20,6 +20,14 @@ export async function registerDevice(userId) {
   return device.id;
 }
 
+/** This browser's device id for the user, if it registered one. */
+export const thisDevice = (userId) => localStorage.getItem(deviceKey(userId));
+
+/** This browser is no longer that device (it was logged out): the next visit registers anew. */
+export function forgetDevice(userId) {
+  localStorage.removeItem(deviceKey(userId));
+}
+
 export async function ensureDevice(userId) {
   return localStorage.getItem(deviceKey(userId)) || registerDevice(userId);
 }

@@ -38,6 +38,7 @@ export class ParleySocket {
     this.timers = {};
     this.status = { state: State.CONNECTING };
     this.replayAsked = new Map(); // conversation -> after_seq of the pull in flight
+    this.acked = new Map(); // conversation -> highest seq acked on some connection
     window.addEventListener("online", () => this.connectNow());
     window.addEventListener("offline", () => this.goOffline());
   }
@@ -47,14 +48,40 @@ export class ParleySocket {
   follow(conversation, seq) {
     const held = this.cursors.get(conversation);
     if (held === undefined || seq > held) this.cursors.set(conversation, seq);
+    // A starting point the page chose is no claim to hold what came before: not acked.
+    if (seq > (this.acked.get(conversation) ?? 0)) this.acked.set(conversation, seq);
   }
 
   unfollow(conversation) {
     this.cursors.delete(conversation);
+    this.acked.delete(conversation);
   }
 
   cursor(conversation) {
     return this.cursors.get(conversation) ?? 0;
+  }
+
+  /**
+   * Messages this page fetched over REST (a history page): where they continue the stream
+   * from the cursor, the device has them, so the cursor moves on and they are acked like
+   * streamed ones. Messages past a gap are only shown; the stream still brings the gap.
+   */
+  received(conversation, messages) {
+    if (!this.cursors.has(conversation)) return; // before hello: the stream decides where it starts
+    let held = this.cursors.get(conversation);
+    for (const message of [...messages].sort((a, b) => a.seq - b.seq)) {
+      if (message.seq === held + 1) held = message.seq;
+    }
+    if (held === this.cursors.get(conversation)) return;
+    this.cursors.set(conversation, held);
+    this.ack(conversation);
+  }
+
+  /** Ack the cursor, if it moved since the last ack (one that could not go out goes after `ready`). */
+  ack(conversation) {
+    const held = this.cursors.get(conversation);
+    if (held === undefined || held <= (this.acked.get(conversation) ?? 0)) return;
+    if (this.send({ type: "ack", conversation, seq: held })) this.acked.set(conversation, held);
   }
 
   // --- lifecycle ----------------------------------------------------------------------------
@@ -175,10 +202,12 @@ export class ParleySocket {
       case "ready":
         // Conversations the hello named no cursor for and that were not behind: caught up.
         for (const [id, lastSeq] of Object.entries(frame.conversations)) {
-          if (!this.cursors.has(Number(id))) this.cursors.set(Number(id), lastSeq);
+          if (!this.cursors.has(Number(id))) this.follow(Number(id), lastSeq);
         }
         this.ready = true;
         this.attempt = 0;
+        // What arrived while no ack could go out (REST pages while the socket was down).
+        for (const conversation of this.cursors.keys()) this.ack(conversation);
         this.setStatus({ state: State.ONLINE });
         this.onFrame(frame);
         break;
@@ -219,7 +248,9 @@ export class ParleySocket {
     this.cursors.set(conversation, held);
     if (fresh.length) {
       this.onFrame({ type: "messages", conversation, messages: fresh });
-      this.write({ type: "ack", conversation, seq: held });
+      // Everything the device receives is acked at once, replay pages included: that is
+      // what "delivered" means (CONTRACT, "Semantics" 5).
+      if (this.write({ type: "ack", conversation, seq: held })) this.acked.set(conversation, held);
     }
     if (hasMore || gap) this.pull(conversation);
   }

@@ -29,6 +29,19 @@ export class Conversation {
   get lastMessage() {
     return this.messages.get(this.maxSeq) || null;
   }
+
+  /** The highest seq of the history shown: the stored run that goes on from `oldestLoaded`. */
+  get windowEnd() {
+    if (this.oldestLoaded === null) return 0;
+    let seq = this.oldestLoaded - 1;
+    while (this.messages.has(seq + 1)) seq += 1;
+    return seq;
+  }
+
+  /** Newer messages exist than the history shown (it was opened further up, at the first unread). */
+  get hasNewer() {
+    return this.oldestLoaded !== null && this.windowEnd < this.lastSeq;
+  }
 }
 
 export class Store {
@@ -37,6 +50,8 @@ export class Store {
     this.conversations = new Map();
     this.presence = new Map(); // user id -> online
     this.presenceAt = new Map(); // user id -> when what we know was true (ms)
+    this.lastSeen = new Map(); // user id -> ISO time their last socket closed (when known)
+    this.connected = false; // while we are not, what we know of others' presence may be stale
     this.listeners = new Set();
   }
 
@@ -231,12 +246,29 @@ export class Store {
    * A user's presence, as of `asOf` (ms): a frame is news now; a snapshot from the members
    * endpoint is as old as its request, so a frame that came in meanwhile wins over it.
    */
-  setPresence(userId, online, asOf = Date.now()) {
+  setPresence(userId, online, asOf = Date.now(), lastSeen = undefined) {
     if (asOf < (this.presenceAt.get(userId) ?? -Infinity)) return;
     this.presenceAt.set(userId, asOf);
-    if (this.presence.get(userId) === online) return;
+    // A presence frame saying "offline" is news of the moment their last socket closed.
+    const seen = lastSeen !== undefined ? lastSeen : online ? null : new Date(asOf).toISOString();
+    const seenChanged = !online && seen && seen !== this.lastSeen.get(userId);
+    if (seenChanged) this.lastSeen.set(userId, seen);
+    if (this.presence.get(userId) === online && !seenChanged) return;
     this.presence.set(userId, online);
     this.emit({ kind: "presence", user: userId });
+  }
+
+  /** Our own connection changed: others' presence is shown as known, or as unknown. */
+  setConnected(connected) {
+    if (this.connected === connected) return;
+    this.connected = connected;
+    this.emit({ kind: "presence" });
+  }
+
+  /** A user's presence as the app may honestly show it: true, false, or null (unknown). */
+  presenceOf(userId) {
+    if (!this.connected || !this.presence.has(userId)) return null;
+    return this.presence.get(userId);
   }
 
   /**

@@ -224,3 +224,39 @@ def test_every_decision_is_in_the_read_only_admin_with_the_removed_text(api, cli
     assert b'name="note"' not in page.content  # read-only: no form fields
     assert client.post(f"/admin/messaging/moderationdecision/{decision.pk}/delete/").status_code == 403
     assert client.get("/admin/messaging/moderationdecision/add/").status_code == 403
+
+
+def test_a_flag_comes_with_its_message_in_context_and_what_the_moderator_may_do(api, moderator, reported, send,
+                                                                                 settings):
+    settings.PARLEY_MODERATION_CONTEXT_MESSAGES = 1
+    send(reported["bystander"], reported["group"], body="after it")
+    send(reported["bystander"], reported["group"], body="much later")
+    response = api.as_user(moderator).get(f"/api/v1/moderation/flags/{reported['flag']['id']}/context")
+    assert response.status_code == 200
+    body = response.json()
+    assert [m["body"] for m in body["messages"]] == ["hello", SECRET, "after it"]
+    assert (body["flagged_seq"], body["sender"]["id"], body["sender_suspended"]) == (2, reported["sender"].pk, False)
+    assert body["conversation"]["id"] == reported["group"].pk and body["conversation"]["me"] is None
+    assert body["can_open"] is False  # a private group the moderator is not in
+
+
+def test_only_moderators_see_a_flags_context_and_the_audit_trail(api, reported):
+    client = api.as_user(reported["reporter"])
+    assert client.get(f"/api/v1/moderation/flags/{reported['flag']['id']}/context").status_code == 403
+    assert client.get("/api/v1/moderation/decisions").status_code == 403
+
+
+def test_the_audit_trail_lists_every_decision_latest_first(api, moderator, reported):
+    client = api.as_user(moderator)
+    assert resolve(client, reported["flag"]["id"], action="dismiss", note="fine").status_code == 200
+    assert client.put(f"/api/v1/moderation/users/{reported['sender'].pk}/suspension",
+                      {"suspended": True, "note": "cool off"}, format="json").status_code == 200
+    assert client.put(f"/api/v1/moderation/conversations/{reported['group'].pk}/slow-mode",
+                      {"seconds": 30}, format="json").status_code == 200
+    body = client.get("/api/v1/moderation/decisions").json()
+    assert body["count"] == 3
+    assert [(d["action"], d["note"]) for d in body["results"]] == [
+        ("slow_mode", ""), ("suspend", "cool off"), ("dismiss", "fine")]
+    slow, suspend, _dismiss = body["results"]
+    assert slow["slow_mode_seconds"] == 30 and slow["conversation"]["id"] == reported["group"].pk
+    assert suspend["user"]["id"] == reported["sender"].pk and suspend["moderator"]["display_name"] == "Morgan"

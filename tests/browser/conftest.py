@@ -158,3 +158,16 @@ def direct(a, b):
     from messaging.conversations import do_get_or_create_direct
 
     return do_get_or_create_direct(creator=a, other_user_id=b.pk).conversation
+
+
+def backdate(conversation, days: int, seqs) -> None:
+    """Make messages look ``days`` old (for date separators); created_at is otherwise now."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from messaging.models import Message
+
+    for seq in seqs:
+        Message.objects.filter(conversation=conversation, seq=seq).update(
+            created_at=timezone.now() - timedelta(days=days, minutes=60 - seq))

@@ -1,6 +1,8 @@
 """Members flag a message; a moderator removes it; everyone sees the tombstone (issue 6)."""
 from __future__ import annotations
 
+import re
+
 import pytest
 from playwright.sync_api import expect
 
@@ -50,7 +52,6 @@ def test_a_moderator_removes_a_flagged_message_and_both_members_see_the_tombston
     expect(card).to_contain_text("Message by Alice Archer in a direct chat")
     expect(card).to_contain_text("Reported by Bob Baker")
     expect(card).to_contain_text("Alice's account looks hacked")
-    screenshot(moderator, "moderation")
     card.get_by_label("Note (kept in the audit log)").fill("Spam link; asked Alice to change her password")
     card.get_by_role("button", name="Remove message").click()
     expect(card).to_have_count(0)
@@ -73,3 +74,35 @@ def test_a_moderator_removes_a_flagged_message_and_both_members_see_the_tombston
         "Message removed by Morgan Moderator")
     expect(moderator.locator(".flag-card").filter(has_text="Book club")).to_contain_text(
         "Dismissed by Morgan Moderator")
+
+
+def test_a_flag_shows_its_message_in_context_and_links_into_the_conversation_at_that_message(people, signed_in):
+    alice_user, bob_user = people["alice"], people["bob"]
+    general = do_create_group(creator=alice_user, title="general", member_ids=[bob_user.pk], kind="channel",
+                              public=True).conversation
+    seed(general, *[((alice_user, bob_user)[n % 2], SPAM if n == 20 else f"line {n}") for n in range(1, 41)])
+    spam = Message.objects.get(conversation=general, seq=20)
+    do_flag_message(reporter=alice_user, message_id=spam.pk, reason="spam")
+
+    moderator = signed_in("mod").new_page()
+    moderator.goto("/moderation")
+    card = moderator.locator(".flag-card").filter(has_text=SPAM)
+    context = card.get_by_role("list", name="The message in context").locator("li")
+    expect(context).to_have_count(7)  # PARLEY_MODERATION_CONTEXT_MESSAGES (3) before and after
+    expect(context.nth(0)).to_contain_text("line 17")
+    expect(card.locator("li[aria-current=true]")).to_contain_text(SPAM)
+
+    card.get_by_label("Slow mode").select_option("30")
+    card.get_by_role("button", name="Set slow mode").click()
+    expect(moderator.locator("#toast")).to_have_text("Slow mode set.")
+    moderator.get_by_role("tab", name="Audit log").click()
+    expect(moderator.locator("#flag-list li").first).to_contain_text("Slow mode set in general 30 s by Morgan Moderator")
+    moderator.get_by_role("tab", name="Open queue").click()
+
+    card.get_by_role("link", name="Open in conversation").click()
+    expect(moderator).to_have_url(f"/c/{general.pk}?at=20")
+    row = moderator.locator("#message-list .message[data-seq='20']")
+    expect(row).to_have_class(re.compile(r"\bhighlight\b"))
+    expect(row).to_be_focused()
+    expect(row).to_be_in_viewport()
+    expect(moderator.get_by_role("button", name="Join channel")).to_be_visible()

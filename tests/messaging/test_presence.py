@@ -49,3 +49,15 @@ def test_counts_left_by_a_crashed_gateway_expire_unless_a_live_gateway_refreshes
         cache_clock.advance(0.5)
         presence.refresh([6])
     assert presence.online_user_ids([5, 6]) == {6}
+
+
+def test_last_seen_is_when_the_last_socket_closed_and_is_remembered_only_while_offline():
+    cache.clear()
+    presence.change_count(7, +1)
+    presence.change_count(7, +1)
+    assert presence.last_seen([7]) == {}
+    presence.change_count(7, -1)
+    assert presence.last_seen([7]) == {}  # one socket still open
+    presence.change_count(7, -1)
+    seen = presence.last_seen([7, 8])
+    assert list(seen) == [7] and seen[7].tzinfo is not None

@@ -21,7 +21,7 @@ PUBLIC = {"auth-signup", "auth-login", "auth-token", "schema", "docs"}
 #   404 for a private one, exactly as for one that does not exist.
 # - "moderator": moderators only; everyone else 403.
 SCOPES = {
-    "auth-logout": "user", "me": "user", "ws-ticket": "user", "users": "user", "devices": "user",
+    "auth-logout": "user", "auth-end-session": "user", "me": "user", "me-password": "user", "ws-ticket": "user", "users": "user", "devices": "user",
     "channels": "user", "conversations": "user",
     "device": "device", "device-push-subscription": "device",
     "conversation": "conversation", "conversation-members": "conversation",
@@ -31,6 +31,7 @@ SCOPES = {
     "message-info": "conversation", "message-flag": "conversation",
     "moderation-flags": "moderator", "moderation-flag-resolve": "moderator",
     "moderation-user-suspension": "moderator", "moderation-conversation-slow-mode": "moderator",
+    "moderation-flag-context": "moderator", "moderation-decisions": "moderator",
 }
 
 # A valid body for the requests that take one: authorization must be what refuses them, not
