@@ -77,6 +77,11 @@ class DecisionSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
 
 
+class EditSerializer(serializers.Serializer):
+    body = serializers.CharField()
+    replaced_at = serializers.DateTimeField()
+
+
 class ModerationFlagSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     reason = serializers.ChoiceField(choices=Flag.Reason.choices)
@@ -86,8 +91,11 @@ class ModerationFlagSerializer(serializers.Serializer):
     resolved_at = serializers.DateTimeField(allow_null=True)
     reporter = UserSerializer()
     message = MessageSerializer(help_text="As members see it: once removed, its body is empty.")
-    evidence = serializers.CharField(allow_blank=True, help_text="The text as reported, also after removal "
-                                                                 "(moderators only).")
+    evidence = serializers.CharField(allow_blank=True, help_text="The text now, also after a removal or a "
+                                                                 "moderator's delete (moderators only).")
+    reported_body = serializers.CharField(allow_blank=True, help_text="What the message said when it was "
+                                                                      "reported, whatever happened since.")
+    edits = EditSerializer(many=True, help_text="The bodies it had before each edit, oldest first.")
     conversation = ConversationSerializer()
     decision = DecisionSerializer(allow_null=True, help_text="What resolved the flag; null while open.")
 

@@ -14,7 +14,7 @@ from django.contrib.auth.validators import UnicodeUsernameValidator
 from rest_framework import serializers
 
 from messaging.checks import MAX_SEQ
-from messaging.models import Conversation, Flag, Membership, Message, char_limit
+from messaging.models import Conversation, Flag, Membership, Message, MessageChange, char_limit
 
 from .fields import (
     NOT_ONLY_WHITESPACE,
@@ -107,6 +107,8 @@ class MembershipStateSerializer(serializers.Serializer):
     delivered_seq = serializers.IntegerField()
     read_seq = serializers.IntegerField()
     unread = serializers.IntegerField(help_text="Messages after read_seq not sent by me.")
+    unread_mentions = serializers.IntegerField(help_text="Messages after read_seq that mention me "
+                                                         "(counted from seqs, never a counter).")
 
 
 class ConversationSerializer(serializers.Serializer):
@@ -118,6 +120,8 @@ class ConversationSerializer(serializers.Serializer):
     slow_mode_seconds = serializers.IntegerField(help_text="Each member may send one message per this many "
                                                            "seconds (0: no slow mode). Set by moderators.")
     last_seq = serializers.IntegerField()
+    last_change = serializers.IntegerField(help_text="The highest change number (edits, deletes, reactions, "
+                                                     "removals) of this conversation's change stream.")
     created_at = serializers.DateTimeField()
     last_activity_at = serializers.DateTimeField()
     me = MembershipStateSerializer(allow_null=True, help_text="null when you are not a member (public channels).")
@@ -156,15 +160,40 @@ class AddMembersResponseSerializer(serializers.Serializer):
 
 # --- Messages -----------------------------------------------------------------------------------
 
+class ReplySerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    seq = serializers.IntegerField()
+    sender = UserSerializer()
+    excerpt = serializers.CharField(allow_blank=True, help_text="The start of the original as it is now; \"\" "
+                                                                "once it is deleted or removed.")
+    state = serializers.ChoiceField(choices=Message.State.choices)
+
+
+class ReactionSummarySerializer(serializers.Serializer):
+    emoji = serializers.CharField()
+    count = serializers.IntegerField()
+    users = serializers.ListField(child=serializers.IntegerField(), help_text="The first users to react "
+                                                                              "(PARLEY_REACTION_USERS_SHOWN, 50).")
+
+
 class MessageSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     conversation = serializers.IntegerField()
     seq = serializers.IntegerField()
     sender = UserSerializer()
-    body = serializers.CharField(allow_blank=True, help_text='"" once removed.')
+    body = serializers.CharField(allow_blank=True, help_text='"" once removed or deleted.')
+    html = serializers.CharField(allow_blank=True, help_text="The body rendered for display: a Markdown subset, "
+                                                             "sanitized on the server (allow-listed tags only).")
     client_msg_id = serializers.CharField()
     created_at = serializers.DateTimeField()
     state = serializers.ChoiceField(choices=Message.State.choices)
+    edited_at = serializers.DateTimeField(allow_null=True)
+    reply_to = ReplySerializer(allow_null=True)
+    mentions = serializers.ListField(child=serializers.IntegerField(), help_text="Ids of the members mentioned.")
+    reactions = ReactionSummarySerializer(many=True)
+    attachments = serializers.ListField(child=serializers.DictField())
+    version = serializers.IntegerField(help_text="The change number that last changed this message (0: never). "
+                                                 "Keep the copy with the highest version.")
 
 
 class SendMessageSerializer(RequestSerializer):
@@ -177,6 +206,8 @@ class SendMessageSerializer(RequestSerializer):
             "body": StrictCharField(max_length=settings.PARLEY_MAX_BODY_LENGTH, trim_whitespace=False,
                                     validators=[NOT_ONLY_WHITESPACE]),
             "device": StrictUUIDField(required=False, help_text="The sending device, if one of yours."),
+            "reply_to": StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=MAX_SEQ,
+                                           help_text="The id of the message of this conversation this answers."),
         }
 
 
@@ -203,6 +234,37 @@ class MessagesQuerySerializer(RequestSerializer):
 
 class MessagePageSerializer(serializers.Serializer):
     messages = MessageSerializer(many=True)
+    has_more = serializers.BooleanField()
+
+
+class EditMessageSerializer(RequestSerializer):
+    def get_fields(self) -> dict[str, serializers.Field]:
+        return {"body": StrictCharField(max_length=settings.PARLEY_MAX_BODY_LENGTH, trim_whitespace=False,
+                                        validators=[NOT_ONLY_WHITESPACE])}
+
+
+class ReactionSerializer(RequestSerializer):
+    emoji = StrictCharField(max_length=64, help_text="One Unicode emoji, or a :short_name: such as :thumbs_up:.")
+
+
+class ChangeSerializer(serializers.Serializer):
+    change = serializers.IntegerField()
+    conversation = serializers.IntegerField()
+    kind = serializers.ChoiceField(choices=MessageChange.Kind.choices)
+    message = MessageSerializer(help_text="The message as it is now.")
+    actor = serializers.IntegerField(allow_null=True, help_text="Who made the change (a user id).")
+    at = serializers.DateTimeField()
+
+
+class ChangesQuerySerializer(RequestSerializer):
+    after = serializers.IntegerField(required=False, min_value=0, max_value=MAX_SEQ,
+                                     help_text="Changes with a greater number (the default, from 0).")
+    limit = serializers.IntegerField(required=False, min_value=1,
+                                     help_text="Page size; values above the maximum (200) are capped.")
+
+
+class ChangePageSerializer(serializers.Serializer):
+    changes = ChangeSerializer(many=True)
     has_more = serializers.BooleanField()
 
 

@@ -194,8 +194,12 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
-    # Several serializers have an "action" field: name each choice set once.
+    # Fields named alike with different choices get names of their own.
     "ENUM_NAME_OVERRIDES": {
+        "ConversationKindEnum": "messaging.models.Conversation.Kind",
+        "MessageStateEnum": "messaging.models.Message.State",
+        "ChangeKindEnum": "messaging.models.MessageChange.Kind",
+        "RecipientStateEnum": ["sent", "delivered", "read"],
         "ModerationActionEnum": "messaging.models.ModerationDecision.Action",
         "ResolutionEnum": "messaging.moderation.RESOLUTIONS",
     },
@@ -241,6 +245,12 @@ PARLEY_MAX_MEMBERS_PER_REQUEST = env.int("PARLEY_MAX_MEMBERS_PER_REQUEST", defau
 PARLEY_MAX_DEVICES_PER_USER = env.int("PARLEY_MAX_DEVICES_PER_USER", default=20)
 PARLEY_OPEN_SIGNUP = env.bool("PARLEY_OPEN_SIGNUP", default=True)
 PARLEY_USER_SEARCH_LIMIT = env.int("PARLEY_USER_SEARCH_LIMIT", default=20)
+# Edits, replies, reactions and mentions (CONTRACT v1.1; messaging.changes, reactions, mentions).
+PARLEY_EDIT_WINDOW_SECONDS = env.int("PARLEY_EDIT_WINDOW_SECONDS", default=86400)  # 0: no limit
+PARLEY_MAX_REACTIONS_PER_MESSAGE = env.int("PARLEY_MAX_REACTIONS_PER_MESSAGE", default=20)  # distinct emoji
+PARLEY_REACTION_USERS_SHOWN = env.int("PARLEY_REACTION_USERS_SHOWN", default=50)  # user ids per emoji
+PARLEY_MENTION_ALL_MAX_MEMBERS = env.int("PARLEY_MENTION_ALL_MAX_MEMBERS", default=100)
+PARLEY_REPLY_EXCERPT_CHARS = env.int("PARLEY_REPLY_EXCERPT_CHARS", default=100)
 # Rate limits (messaging.ratelimit; the table is in docs/security.md), "<count>/<period>"
 # with period s|m|h|d and an optional multiplier: "30/s", "10/m", "1/2s".
 PARLEY_RATE_SEND = env("PARLEY_RATE_SEND", default="30/s")  # new messages per user
@@ -248,6 +258,7 @@ PARLEY_RATE_LOGIN = env("PARLEY_RATE_LOGIN", default="10/m")  # per address, and
 PARLEY_RATE_SIGNUP = env("PARLEY_RATE_SIGNUP", default="20/h")  # per address
 PARLEY_RATE_WS_TICKET = env("PARLEY_RATE_WS_TICKET", default="60/m")  # per user
 PARLEY_RATE_TYPING = env("PARLEY_RATE_TYPING", default="1/2s")  # per user and conversation
+PARLEY_RATE_CHANGE = env("PARLEY_RATE_CHANGE", default="10/s")  # edits, deletes and reactions per user
 # Per WebSocket connection, counted in the gateway process: frames of any kind, and refusals
 # (rate limited frames and sends) beyond which the socket closes with 4429.
 PARLEY_RATE_WS_FRAMES = env("PARLEY_RATE_WS_FRAMES", default="50/s")

@@ -7,9 +7,10 @@ socket handles them one at a time, in arrival order; everything that writes mess
 through the socket's :class:`~gateway.writer.StreamWriter` under its lock, so the stream
 state has one writer at a time.
 
-``hello``: follow each conversation from its resume point (receipts.resume), send the first
-replay page of each one behind (within the process's admission budget, ops.admission),
-the removals since the device's last hello, then ``ready``.
+``hello``: follow each conversation from its resume points (receipts.resume), send the first
+replay page of each one behind, then the first page of changes of each one whose change
+stream is behind (within the process's admission budget, ops.admission), the removals since
+the device's last hello, then ``ready``.
 """
 from __future__ import annotations
 
@@ -41,9 +42,10 @@ from messaging.payloads import ConversationPayload
 from ops import degraded
 from receipts.resume import resume_points
 
+from .frames import Transport
 from .notices import Degraded, Notice, ReceiptText, Resync
 from .protocol import FrameError
-from .writer import StreamWriter, Transport
+from .writer import StreamWriter
 
 if TYPE_CHECKING:
     from .runtime import GatewayRuntime
@@ -114,28 +116,35 @@ class Connection:
         if not self.writer.follows(conversation_id):
             raise FrameError("not_found", "conversation not found")
 
-    async def hello(self, cursors: dict[int, int]) -> None:
+    async def hello(self, cursors: dict[int, int], change_cursors: dict[int, int] | None = None) -> None:
         if self.helloed:
             raise FrameError("invalid", "hello was already received on this connection")
         db, hub, writer = self.runtime.db, self.runtime.hub, self.writer
-        points = await db(resume_points)(user=self.user, device_id=self.device.pk, cursors=cursors)
+        points = await db(resume_points)(user=self.user, device_id=self.device.pk, cursors=cursors,
+                                         change_cursors=change_cursors)
         removals = await db(removals_to_replay)(device=self.device)
         async with writer.lock:
             self.helloed = True
             for point in points:
                 writer.follow(point.conversation_id, held=point.resume_after,
-                              behind=point.resume_after < point.last_seq, large=is_large(point.member_count))
-                hub.note_seq(point.conversation_id, point.last_seq)
+                              behind=point.resume_after < point.last_seq, large=is_large(point.member_count),
+                              changes_held=point.change_after, changes_behind=point.change_after < point.last_change)
+                hub.note_heads(point.conversation_id, point.last_seq, point.last_change)
                 await self._join(conversation_group(point.conversation_id))
             # A reconnect storm waits here for the process's replay budget, small gaps first;
             # live events queue behind the writer's lock meanwhile.
-            async with self.runtime.admission.slot(behind=sum(p.last_seq - p.resume_after for p in points)):
+            behind = sum(p.last_seq - p.resume_after + p.last_change - p.change_after for p in points)
+            async with self.runtime.admission.slot(behind=behind):
                 for point in points:
                     if point.resume_after < point.last_seq:
                         await writer.page(point.conversation_id, point.resume_after, resuming=True)
+                for point in points:
+                    if point.change_after < point.last_change:
+                        await writer.changes.page(point.conversation_id, point.change_after, resuming=True)
             for removal in removals:
                 await self.send(removal)
-            await self.send(ready_frame({p.conversation_id: p.last_seq for p in points}))
+            await self.send(ready_frame({p.conversation_id: p.last_seq for p in points},
+                                        {p.conversation_id: p.last_change for p in points}))
             if degraded.current().shed:
                 await self.send(degraded_frame(list(degraded.current().shed)))
         self.telemetry.helloed(resumed=bool(cursors) or any(p.from_cursor for p in points))
@@ -146,6 +155,12 @@ class Connection:
         behind = max(self.runtime.hub.announced.get(conversation_id, 0) - after_seq, 1)
         async with self.runtime.admission.slot(behind=behind), self.writer.lock:
             await self.writer.page(conversation_id, after_seq, limit)
+
+    async def replay_changes(self, conversation_id: int, after: int, limit: int) -> None:
+        self.require_follow(conversation_id)
+        behind = max(self.runtime.hub.announced_changes.get(conversation_id, 0) - after, 1)
+        async with self.runtime.admission.slot(behind=behind), self.writer.lock:
+            await self.writer.changes.page(conversation_id, after, limit)
 
     def ack(self, conversation_id: int, seq: int) -> None:
         self.require_follow(conversation_id)
@@ -206,14 +221,18 @@ class Connection:
 
     async def _on_layer_event(self, event: Mapping[str, Any]) -> None:
         kind = event["type"]
-        if kind in ("conv.message", "conv.tail", "conv.messages"):
+        if kind in ("conv.message", "conv.tail", "conv.messages", "conv.change"):
             if self.helloed:
                 async with self.writer.lock:
                     if kind == "conv.messages":
                         await self.writer.batch(event)  # type: ignore[arg-type]
+                    elif kind == "conv.change":
+                        await self.writer.changes.live(event["conversation"], event["change"], event)  # type: ignore[arg-type]
                     else:
                         await self.writer.live(event["conversation"], event["seq"],
                                                event if kind == "conv.message" else None)  # type: ignore[arg-type]
+                        if kind == "conv.tail":
+                            await self.writer.changes.live(event["conversation"], event["change"], None)
         elif kind == "conv.removed":
             if self.writer.follows(event["conversation"]):
                 await self.send(removed_frame(event["conversation"], event["id"], event["seq"]))
@@ -250,7 +269,8 @@ class Connection:
             return
         async with self.writer.lock:
             self.writer.follow(conversation_id, held=conversation["last_seq"],
-                               large=is_large(conversation["member_count"]))
+                               large=is_large(conversation["member_count"]),
+                               changes_held=conversation["last_change"])
             await self._join(conversation_group(conversation_id))
             await self.send(conversation_frame("joined", conversation))
 

@@ -37,8 +37,19 @@ from receipts.watermarks import do_mark_read
 from . import runtime
 from .auth import authenticate, handshake_origin, origin_allowed
 from .connection import Connection
-from .protocol import Ack, Frame, FrameError, Hello, Ping, Read, Replay, Send, Typing, parse_frame
-
+from .protocol import (
+    Ack,
+    Frame,
+    FrameError,
+    Hello,
+    Ping,
+    Read,
+    Replay,
+    ReplayChanges,
+    Send,
+    Typing,
+    parse_frame,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +157,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
     async def _handle(self, connection: Connection, frame: Frame) -> None:
         match frame:
             case Hello():
-                await connection.hello(frame.cursors)
+                await connection.hello(frame.cursors, frame.changes)
             case Send():
                 await self._send_message(connection, frame)
             case Ack():
@@ -157,6 +168,8 @@ class GatewayConsumer(AsyncWebsocketConsumer):
                                                           seq=frame.seq)
             case Replay():
                 await connection.replay(frame.conversation, frame.after_seq, frame.limit)
+            case ReplayChanges():
+                await connection.replay_changes(frame.conversation, frame.after, frame.limit)
             case Typing():
                 await connection.typing(frame.conversation)
             case Ping():

@@ -10,20 +10,32 @@ The same holds for a reconnect storm: the members of a conversation who were cut
 come back with the same cursor, and each ``hello`` would read and serialize the same first
 page of what they missed.
 
+The change stream (edits, deletes, reactions, removals) has the same gaps and storms, and
+shares its reads the same way.
+
 Invariant: **one read per (kind, conversation, after, upto or limit) in flight per process**, its result
 shared by every socket that asks while it runs and for ``RETAIN_SECONDS`` after (the sockets'
 pumps reach the gap a few loop turns apart). A shared page is what PostgreSQL held when it
-was read; a removal after that arrives as its own ``message.removed`` event, exactly as it
-would after a socket's own read.
+was read; a change after that arrives as its own change (and, for a removal,
+``message.removed``) with a higher ``version``, exactly as it would after a socket's own
+read, and clients keep the newest version of a message.
 """
 from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any, Awaitable, Callable, cast
 
-from messaging.events import message_frame, messages_frame
-from messaging.payloads import MessagePayload
-from messaging.replay import ReplayPage, fill_range, resume_page
+from messaging.events import change_frame, changes_frame, message_frame, messages_frame
+from messaging.payloads import ChangePayload, MessagePayload
+from messaging.replay import (
+    ChangePage,
+    ReplayPage,
+    change_fill_range,
+    change_page,
+    fill_range,
+    resume_page,
+)
 
 from .db import DatabaseThreads
 
@@ -53,21 +65,54 @@ class SharedPage:
         return text
 
 
+class SharedChangePage:
+    """A change fill's page, and each record's ``change`` frame serialized once for all sockets."""
+
+    def __init__(self, page: ChangePage, *, read_at: float) -> None:
+        self.page = page
+        self.read_at = read_at
+        self._texts: dict[int, str] = {}
+
+    def change_frame(self, record: ChangePayload) -> str:
+        text = self._texts.get(record["change"])
+        if text is None:
+            text = self._texts[record["change"]] = json.dumps(change_frame(record))
+        return text
+
+    def page_frame(self) -> str:
+        text = self._texts.get(-1)
+        if text is None:
+            text = self._texts[-1] = json.dumps(changes_frame(self.page.conversation_id, self.page.changes,
+                                                              has_more=self.page.has_more))
+        return text
+
+
+Shared = SharedPage | SharedChangePage
+
+
 class FillReader:
     def __init__(self, *, db: DatabaseThreads) -> None:
         self.db = db
-        self._pages: dict[tuple[str, int, int, int], asyncio.Task[SharedPage]] = {}
+        self._pages: dict[tuple[str, int, int, int], asyncio.Task[Any]] = {}
         self.reads = 0  # database reads made (tests compare it with the sockets that asked)
 
     async def fill(self, conversation_id: int, after_seq: int, upto_seq: int) -> SharedPage:
         """The live path's gap fill (after_seq, upto_seq]."""
-        return await self._shared(("fill", conversation_id, after_seq, upto_seq))
+        return cast(SharedPage, await self._shared(("fill", conversation_id, after_seq, upto_seq)))
 
     async def resume_page(self, conversation_id: int, after_seq: int) -> SharedPage:
         """A hello's first page of a conversation after ``after_seq``."""
-        return await self._shared(("resume", conversation_id, after_seq, 0))
+        return cast(SharedPage, await self._shared(("resume", conversation_id, after_seq, 0)))
 
-    async def _shared(self, key: tuple[str, int, int, int]) -> SharedPage:
+    async def change_fill(self, conversation_id: int, after: int, upto: int) -> SharedChangePage:
+        """The change stream's gap fill (after, upto]."""
+        return cast(SharedChangePage, await self._shared(("change-fill", conversation_id, after, upto)))
+
+    async def change_resume_page(self, conversation_id: int, after: int) -> SharedChangePage:
+        """A hello's first page of a conversation's changes after ``after``."""
+        return cast(SharedChangePage, await self._shared(("change-resume", conversation_id, after, 0)))
+
+    async def _shared(self, key: tuple[str, int, int, int]) -> Shared:
         loop = asyncio.get_running_loop()
         self._forget_old(loop.time())
         shared = self._pages.get(key)
@@ -76,18 +121,22 @@ class FillReader:
         # shield: a socket closing mid-read must not cancel the read the others wait for.
         return await asyncio.shield(shared)
 
-    async def _read(self, key: tuple[str, int, int, int]) -> SharedPage:
-        kind, conversation_id, after_seq, upto_seq = key
+    async def _read(self, key: tuple[str, int, int, int]) -> Shared:
+        kind, conversation_id, after, upto = key
         self.reads += 1
+        reads: dict[str, Callable[[], Awaitable[Any]]] = {
+            "fill": lambda: self.db(fill_range)(conversation_id=conversation_id, after_seq=after, upto_seq=upto),
+            "resume": lambda: self.db(resume_page)(conversation_id=conversation_id, after_seq=after),
+            "change-fill": lambda: self.db(change_fill_range)(conversation_id=conversation_id, after=after, upto=upto),
+            "change-resume": lambda: self.db(change_page)(conversation_id=conversation_id, after=after),
+        }
         try:
-            if kind == "fill":
-                page = await self.db(fill_range)(conversation_id=conversation_id, after_seq=after_seq, upto_seq=upto_seq)
-            else:
-                page = await self.db(resume_page)(conversation_id=conversation_id, after_seq=after_seq)
+            page = await reads[kind]()
         except BaseException:
             self._pages.pop(key, None)  # the next ask reads again
             raise
-        return SharedPage(page, read_at=asyncio.get_running_loop().time())
+        read_at = asyncio.get_running_loop().time()
+        return SharedPage(page, read_at=read_at) if isinstance(page, ReplayPage) else SharedChangePage(page, read_at=read_at)
 
     def _forget_old(self, now: float) -> None:
         for key, shared in list(self._pages.items()):

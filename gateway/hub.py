@@ -16,11 +16,11 @@ Repair, because the layer is a doorbell (CONTRACT "Semantics" 4):
   hub's channel raises nothing here; the maintenance loop notices it by the server's new run
   id and repairs it the same way;
 * groups are re-added periodically, so channels-redis group expiry never drops one;
-* a tail check compares, every few seconds, the stored ``last_seq`` of the followed
-  conversations with the highest seq the layer announced; a conversation that stays
-  behind across two checks gets a synthetic doorbell, and the sockets fill from the store.
-  That repairs the last message of a burst whose event was lost (nothing after it would
-  reveal the gap).
+* a tail check compares, every few seconds, the stored ``last_seq`` and ``last_change`` of
+  the followed conversations with the highest the layer announced; a conversation that
+  stays behind across two checks gets a synthetic doorbell, and the sockets fill both
+  streams from the store. That repairs the last message or change of a burst whose event
+  was lost (nothing after it would reveal the gap).
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ from django.conf import settings
 from messaging import presence
 from messaging.events import ReceiptsEvent, tail_event
 from messaging.layer import GATEWAY_CHANNEL_PREFIX, conversation_group, group_id
-from messaging.replay import conversation_last_seqs
+from messaging.replay import conversation_heads
 
 from .db import DatabaseThreads
 from .notices import Resync, Subscriber
@@ -51,9 +51,10 @@ class GatewayHub:
         self.on_receipts = on_receipts  # conv.receipts events are coalesced once per process
         self.routes: dict[str, set[Subscriber]] = defaultdict(set)
         self.channel: str | None = None
-        # Highest seq announced per conversation (by events or by a tail check).
+        # Highest seq and change number announced per conversation (by events or a tail check).
         self.announced: dict[int, int] = {}
-        self._suspect: dict[int, int] = {}
+        self.announced_changes: dict[int, int] = {}
+        self._suspect: dict[int, tuple[int, int]] = {}
         self._shard_run_ids: dict[int, str] = {}  # channel-layer server index -> Redis run id
         self._event_lag = 0.0  # the oldest event's age since take_event_lag (degraded mode)
         self._tasks: list[asyncio.Task] = []
@@ -105,6 +106,18 @@ class GatewayHub:
     def note_seq(self, conversation_id: int, seq: int) -> None:
         if seq > self.announced.get(conversation_id, 0):
             self.announced[conversation_id] = seq
+
+    def note_change(self, conversation_id: int, change: int) -> None:
+        if change > self.announced_changes.get(conversation_id, 0):
+            self.announced_changes[conversation_id] = change
+
+    def note_heads(self, conversation_id: int, seq: int, change: int) -> None:
+        self.note_seq(conversation_id, seq)
+        self.note_change(conversation_id, change)
+
+    def _behind(self, conversation_id: int, heads: tuple[int, int]) -> bool:
+        return (heads[0] > self.announced.get(conversation_id, 0)
+                or heads[1] > self.announced_changes.get(conversation_id, 0))
 
     async def _group_add(self, group: str) -> None:
         try:
@@ -167,6 +180,8 @@ class GatewayHub:
             self.note_seq(conversation_id, event["seq"])
         elif kind == "conv.messages" and isinstance(conversation_id, int):
             self.note_seq(conversation_id, event["last_seq"])
+        elif kind == "conv.change" and isinstance(conversation_id, int):
+            self.note_change(conversation_id, event["change"])
         elif kind == "conv.receipts":
             if event.get("group", "") in self.routes:
                 self.on_receipts(event)  # type: ignore[arg-type]
@@ -224,15 +239,15 @@ class GatewayHub:
         followed = [group_id(g) for g in self.routes if g.startswith("conv.")]
         if not followed:
             return
-        stored = await self.db(conversation_last_seqs)(followed)
-        for conversation_id, last_seq in stored.items():
-            if last_seq <= self.announced.get(conversation_id, 0):
+        stored = await self.db(conversation_heads)(followed)
+        for conversation_id, heads in stored.items():
+            if not self._behind(conversation_id, heads):
                 self._suspect.pop(conversation_id, None)
                 continue
             # Behind at two checks in a row: the doorbell was lost, not merely in flight.
-            suspect = self._suspect.pop(conversation_id, 0)
-            if suspect and self.announced.get(conversation_id, 0) < suspect:
-                self.note_seq(conversation_id, last_seq)
-                self.dispatch({**tail_event(conversation_id, last_seq), "group": conversation_group(conversation_id)})
+            suspect = self._suspect.pop(conversation_id, None)
+            if suspect is not None and self._behind(conversation_id, suspect):
+                self.note_heads(conversation_id, *heads)
+                self.dispatch({**tail_event(conversation_id, *heads), "group": conversation_group(conversation_id)})
             else:
-                self._suspect[conversation_id] = last_seq
+                self._suspect[conversation_id] = (heads.last_seq, heads.last_change)

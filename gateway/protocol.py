@@ -39,6 +39,7 @@ def _conversation(frame: dict[str, Any]) -> int:
 @dataclass(frozen=True)
 class Hello:
     cursors: dict[int, int]
+    changes: dict[int, int] | None = None  # None: the client follows no change cursors (no replay)
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,13 @@ class Replay:
 
 
 @dataclass(frozen=True)
+class ReplayChanges:
+    conversation: int
+    after: int
+    limit: int
+
+
+@dataclass(frozen=True)
 class Typing:
     conversation: int
 
@@ -77,23 +85,30 @@ class Ping:
     pass
 
 
-Frame = Hello | Send | Ack | Read | Replay | Typing | Ping
+Frame = Hello | Send | Ack | Read | Replay | ReplayChanges | Typing | Ping
 
 
-def _cursors(value: Any) -> dict[int, int]:
+def _cursors(value: Any, name: str = "cursors") -> dict[int, int]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise FrameError("invalid", "cursors must be an object of conversation id -> seq")
+        raise FrameError("invalid", f"{name} must be an object of conversation id -> cursor")
     cursors: dict[int, int] = {}
     for key, seq in value.items():
         # ASCII digits only: str.isdigit() takes "²" and "١", which int() then refuses.
         if not (isinstance(key, str) and _CONVERSATION_KEY.fullmatch(key)):
-            raise FrameError("invalid", "cursor keys must be conversation ids")
+            raise FrameError("invalid", f"{name} keys must be conversation ids")
         if not is_json_int(seq) or not 0 <= seq <= MAX_SEQ:
-            raise FrameError("invalid", "cursor values must be non-negative integers")
+            raise FrameError("invalid", f"{name} values must be non-negative integers")
         cursors[int(key)] = seq
     return cursors
+
+
+def _limit(frame: dict[str, Any]) -> int:
+    limit = frame.get("limit", settings.PARLEY_REPLAY_PAGE_SIZE)
+    if not is_json_int(limit) or limit < 1:
+        raise FrameError("invalid", "limit must be a positive integer")
+    return min(limit, settings.PARLEY_REPLAY_PAGE_SIZE)
 
 
 def parse_frame(text: str | None) -> Frame:
@@ -109,7 +124,9 @@ def parse_frame(text: str | None) -> Frame:
         raise FrameError("invalid", "frames must be JSON objects")
     kind = frame.get("type")
     if kind == "hello":
-        return Hello(cursors=_cursors(frame.get("cursors")))
+        changes = frame.get("changes")
+        return Hello(cursors=_cursors(frame.get("cursors")),
+                     changes=None if changes is None else _cursors(changes, "changes"))
     if kind == "send":
         client_msg_id = frame.get("client_msg_id")
         echo = client_msg_id if isinstance(client_msg_id, str) else None
@@ -122,11 +139,9 @@ def parse_frame(text: str | None) -> Frame:
     if kind == "read":
         return Read(conversation=_conversation(frame), seq=_int(frame, "seq"))
     if kind == "replay":
-        limit = frame.get("limit", settings.PARLEY_REPLAY_PAGE_SIZE)
-        if not is_json_int(limit) or limit < 1:
-            raise FrameError("invalid", "limit must be a positive integer")
-        return Replay(conversation=_conversation(frame), after_seq=_int(frame, "after_seq"),
-                      limit=min(limit, settings.PARLEY_REPLAY_PAGE_SIZE))
+        return Replay(conversation=_conversation(frame), after_seq=_int(frame, "after_seq"), limit=_limit(frame))
+    if kind == "replay_changes":
+        return ReplayChanges(conversation=_conversation(frame), after=_int(frame, "after"), limit=_limit(frame))
     if kind == "typing":
         return Typing(conversation=_conversation(frame))
     if kind == "ping":

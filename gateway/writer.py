@@ -16,34 +16,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import TYPE_CHECKING, Any, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Mapping
 
 from messaging.events import BatchEvent, MessageEvent, message_frame, messages_frame
 from messaging.models import User
 from messaging.payloads import MessagePayload
-from messaging.replay import conversation_last_seqs, replay_page
+from messaging.replay import conversation_heads, replay_page
 
+from .changes import ChangeWriter
+from .frames import Transport, frame_text
 from .stream import Action, ConnectionStreams
 from .telemetry import SocketTelemetry
 
 if TYPE_CHECKING:
     from .runtime import GatewayRuntime
-
-
-class Transport(Protocol):
-    """The socket under a connection (the consumer)."""
-
-    async def send_text(self, text: str) -> None: ...
-
-    async def close_socket(self, code: int) -> None: ...
-
-
-def _frame_text(event: Mapping[str, Any], frame: Mapping[str, Any]) -> str:
-    """The frame for a layer event, serialized once per process: every socket shares the event."""
-    text = event.get("_frame")
-    if text is None:
-        text = event["_frame"] = json.dumps(frame)  # type: ignore[index]  # the hub's own dict
-    return text
 
 
 class StreamWriter:
@@ -56,17 +42,22 @@ class StreamWriter:
         self.streams = ConnectionStreams()
         self.large: set[int] = set()  # conversations that take batches (buffered fan-out)
         self.lock = asyncio.Lock()
+        # The second stream, under the same lock (gateway.changes).
+        self.changes = ChangeWriter(runtime, user=user, transport=transport)
 
     def follows(self, conversation_id: int) -> bool:
         return self.streams.follows(conversation_id)
 
-    def follow(self, conversation_id: int, *, held: int, behind: bool = False, large: bool = False) -> None:
+    def follow(self, conversation_id: int, *, held: int, behind: bool = False, large: bool = False,
+               changes_held: int, changes_behind: bool = False) -> None:
         self.streams.follow(conversation_id, held=held, behind=behind)
+        self.changes.follow(conversation_id, held=changes_held, behind=changes_behind)
         if large:
             self.large.add(conversation_id)
 
     def unfollow(self, conversation_id: int) -> None:
         self.streams.unfollow(conversation_id)
+        self.changes.unfollow(conversation_id)
         self.large.discard(conversation_id)
 
     async def send(self, frame: Mapping[str, Any]) -> None:
@@ -101,7 +92,7 @@ class StreamWriter:
         decision = self.streams.on_live(conversation_id, seq)
         if decision.action is Action.SEND and event is not None:
             if self.streams.sent_run(conversation_id, [seq]):
-                await self.transport.send_text(_frame_text(event, message_frame(event["message"])))
+                await self.transport.send_text(frame_text(event, message_frame(event["message"])))
                 self.telemetry.wrote(conversation_id, [event["message"]], path="direct", event=event)
         elif decision.action in (Action.SEND, Action.FILL):
             await self._fill(conversation_id, self.streams.held(conversation_id), seq)
@@ -119,7 +110,7 @@ class StreamWriter:
         if not fresh:
             return
         if len(fresh) == len(messages):
-            await self.transport.send_text(_frame_text(event, messages_frame(conversation_id, messages,
+            await self.transport.send_text(frame_text(event, messages_frame(conversation_id, messages,
                                                                              has_more=False)))
             self.telemetry.wrote(conversation_id, messages, path="buffered")
         else:
@@ -128,11 +119,13 @@ class StreamWriter:
             self.telemetry.wrote(conversation_id, tail, path="buffered")
 
     async def resync(self) -> None:
-        """The layer lost events: compare with the store, fill what is missing (takes the lock)."""
-        stored = await self.runtime.db(conversation_last_seqs)(list(self.streams.cursors()))
+        """The layer lost events: compare both streams with the store, fill what is missing
+        (takes the lock)."""
+        stored = await self.runtime.db(conversation_heads)(list(self.streams.cursors()))
         async with self.lock:
-            for conversation_id, last_seq in stored.items():
-                await self.live(conversation_id, last_seq, None)
+            for conversation_id, heads in stored.items():
+                await self.live(conversation_id, heads.last_seq, None)
+                await self.changes.live(conversation_id, heads.last_change, None)
 
     async def _settle(self, conversation_id: int) -> None:
         """After catching up: fill whatever live events announced while the client was behind."""

@@ -66,7 +66,7 @@ def access_conversation(user: User, conversation_id: Any) -> tuple[Conversation,
 def access_message(user: User, message_id: Any) -> tuple[Message, Membership]:
     """A message of a conversation the user belongs to, or NotFound."""
     message_id = as_id(message_id)
-    message = (Message.objects.select_related("sender", "conversation").filter(pk=message_id).first()
+    message = (Message.objects.select_related("sender", "reply_to__sender", "conversation").filter(pk=message_id).first()
                if message_id is not None else None)
     if message is None:
         raise NotFound("message not found")

@@ -19,7 +19,19 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
-from .models import Conversation, Device, Flag, Membership, Message, ModerationDecision, User
+from .models import (
+    Conversation,
+    Device,
+    Flag,
+    Membership,
+    Mention,
+    Message,
+    MessageChange,
+    MessageEdit,
+    ModerationDecision,
+    Reaction,
+    User,
+)
 
 
 class AddedElsewhere:
@@ -141,9 +153,21 @@ class DeviceAdmin(AddedElsewhere, admin.ModelAdmin):
     readonly_fields = ("id", "user", "created_at", "last_seen_at")
 
 
+class MessageEditInline(ViewOnly, admin.TabularInline):
+    """What the body said before each edit (a sender's delete erases it with the body)."""
+
+    model = MessageEdit
+    fields = ("replaced_at", "body")
+    readonly_fields = fields
+    extra = 0
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
 @admin.register(Message)
 class MessageAdmin(ViewOnly, admin.ModelAdmin):
-    list_display = ("id", "conversation", "seq", "sender", "preview", "state", "created_at")
+    list_display = ("id", "conversation", "seq", "sender", "preview", "state", "edited_at", "created_at")
     list_filter = ("state", "conversation__kind")
     list_select_related = ("conversation", "sender")
     search_fields = ("client_msg_id", "sender__username", "body")
@@ -151,7 +175,10 @@ class MessageAdmin(ViewOnly, admin.ModelAdmin):
     ordering = ("-id",)
     # Counting every row of a large message table on each page view is not worth it.
     show_full_result_count = False
-    fields = ("conversation", "seq", "sender", "sender_device", "client_msg_id", "state", "created_at", "body")
+    fields = ("conversation", "seq", "sender", "sender_device", "client_msg_id", "state", "created_at", "body",
+              "reply_to", "edited_at", "version", "mention_ids", "reactions")
+    raw_id_fields = ("reply_to",)
+    inlines = [MessageEditInline]
 
     def has_delete_permission(self, request, obj=None) -> bool:
         # A deleted row would be a gap in its conversation's seqs. Moderators tombstone instead.
@@ -180,8 +207,9 @@ class FlagAdmin(ViewOnly, admin.ModelAdmin):
 
     @admin.display(description="Reported text")
     def reported_text(self, obj: Flag) -> str:
-        # A removed message's body is blank; its text survives only in the removal decision.
-        text = obj.message.body or (obj.decision.removed_body if obj.decision else "")
+        # What it said when reported; older flags predate that record, and a removed message's
+        # body is blank, its text surviving only in the removal decision.
+        text = obj.reported_body or obj.message.body or (obj.decision.removed_body if obj.decision else "")
         return Truncator(text).chars(80) or "(removed)"
 
     @admin.display(description="Sender", ordering="message__sender__username")
@@ -208,3 +236,56 @@ class ModerationDecisionAdmin(ViewOnly, admin.ModelAdmin):
     @admin.display(description="Note")
     def note_preview(self, obj: ModerationDecision) -> str:
         return Truncator(obj.note).chars(80)
+
+
+@admin.register(MessageChange)
+class MessageChangeAdmin(ViewOnly, admin.ModelAdmin):
+    """The change stream, numbered by messaging.changes.allocate_change: read here, never edited."""
+
+    list_display = ("conversation", "change", "kind", "message", "actor", "at")
+    list_filter = ("kind",)
+    list_select_related = ("conversation", "message", "actor")
+    search_fields = ("=conversation__id", "=message__id", "actor__username")
+    ordering = ("-id",)
+    show_full_result_count = False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # a deleted row would be a gap in the conversation's change numbers
+
+
+@admin.register(Reaction)
+class ReactionAdmin(ViewOnly, admin.ModelAdmin):
+    # Changing one here would skip the message's summary and the change stream (messaging.reactions).
+    list_display = ("emoji", "message", "user", "created_at")
+    list_select_related = ("message", "user")
+    search_fields = ("=message__id", "user__username", "emoji")
+    ordering = ("-id",)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Mention)
+class MentionAdmin(ViewOnly, admin.ModelAdmin):
+    list_display = ("user", "conversation", "seq", "message")
+    list_select_related = ("user", "conversation", "message")
+    search_fields = ("user__username", "=conversation__id", "=message__id")
+    ordering = ("-id",)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(MessageEdit)
+class MessageEditAdmin(ViewOnly, admin.ModelAdmin):
+    list_display = ("message", "replaced_at", "body_preview")
+    list_select_related = ("message",)
+    search_fields = ("=message__id", "body")
+    ordering = ("-id",)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description="Body before the edit")
+    def body_preview(self, obj: MessageEdit) -> str:
+        return Truncator(obj.body).chars(80)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, NotRequired, TypedDict
 
-from .payloads import ConversationPayload, MessagePayload
+from .payloads import ChangePayload, ConversationPayload, MessagePayload
 
 MembershipChange = Literal["joined", "left", "updated"]
 
@@ -42,6 +42,15 @@ class BatchEvent(TypedDict):
     first_seq: int
     last_seq: int
     messages: list[MessagePayload]
+
+
+class ChangeEvent(TypedDict):
+    """A change to a stored message (the second stream): doorbell and record at once."""
+
+    type: Literal["conv.change"]
+    conversation: int
+    change: int
+    record: ChangePayload
 
 
 class ReceiptMarks(TypedDict):
@@ -80,11 +89,13 @@ class PresenceEvent(TypedDict):
 
 
 class TailEvent(TypedDict):
-    """A synthetic doorbell from a gateway's tail check: the store holds up to ``seq``."""
+    """A synthetic doorbell from a gateway's tail check: the store holds up to ``seq``
+    messages and ``change`` changes."""
 
     type: Literal["conv.tail"]
     conversation: int
     seq: int
+    change: int
 
 
 class MembershipEvent(TypedDict):
@@ -107,6 +118,11 @@ def batch_event(conversation_id: int, messages: list[MessagePayload]) -> BatchEv
             "last_seq": messages[-1]["seq"], "messages": messages}
 
 
+def change_event(record: ChangePayload) -> ChangeEvent:
+    return {"type": "conv.change", "conversation": record["conversation"], "change": record["change"],
+            "record": record}
+
+
 def receipts_event(conversation_id: int, receipts: list[ReceiptMarks], *, own_only: bool) -> ReceiptsEvent:
     return {"type": "conv.receipts", "conversation": conversation_id, "receipts": receipts, "own_only": own_only}
 
@@ -123,8 +139,8 @@ def presence_event(user_id: int, online: bool) -> PresenceEvent:
     return {"type": "conv.presence", "user": user_id, "online": online}
 
 
-def tail_event(conversation_id: int, seq: int) -> TailEvent:
-    return {"type": "conv.tail", "conversation": conversation_id, "seq": seq}
+def tail_event(conversation_id: int, seq: int, change: int) -> TailEvent:
+    return {"type": "conv.tail", "conversation": conversation_id, "seq": seq, "change": change}
 
 
 def membership_event(change: MembershipChange, conversation: ConversationPayload) -> MembershipEvent:
@@ -152,6 +168,19 @@ class MessagesFrame(TypedDict):
     has_more: bool
 
 
+class ChangeFrame(ChangePayload):
+    type: Literal["change"]
+
+
+class ChangesFrame(TypedDict):
+    """A page of the change stream: hello's first, a ``replay_changes`` answer, or a gap fill."""
+
+    type: Literal["changes"]
+    conversation: int
+    changes: list[ChangePayload]
+    has_more: bool
+
+
 class ReceiptFrame(TypedDict):
     type: Literal["receipt"]
     conversation: int
@@ -175,6 +204,7 @@ class ConversationFrame(TypedDict):
 class ReadyFrame(TypedDict):
     type: Literal["ready"]
     conversations: dict[str, int]  # conversation id (a JSON object key) -> last_seq
+    changes: dict[str, int]  # conversation id -> last_change
 
 
 class SendOkFrame(TypedDict):
@@ -202,6 +232,14 @@ def messages_frame(conversation_id: int, messages: list[MessagePayload], *, has_
     return {"type": "messages", "conversation": conversation_id, "messages": messages, "has_more": has_more}
 
 
+def change_frame(record: ChangePayload) -> ChangeFrame:
+    return {"type": "change", **record}
+
+
+def changes_frame(conversation_id: int, changes: list[ChangePayload], *, has_more: bool) -> ChangesFrame:
+    return {"type": "changes", "conversation": conversation_id, "changes": changes, "has_more": has_more}
+
+
 def receipt_frame(conversation_id: int, user_id: int, *, delivered_seq: int, read_seq: int) -> ReceiptFrame:
     return {"type": "receipt", "conversation": conversation_id, "user": user_id,
             "delivered_seq": delivered_seq, "read_seq": read_seq}
@@ -225,8 +263,9 @@ def conversation_frame(change: MembershipChange, conversation: ConversationPaylo
     return {"type": kind, "conversation": conversation}
 
 
-def ready_frame(last_seqs: dict[int, int]) -> ReadyFrame:
-    return {"type": "ready", "conversations": {str(cid): seq for cid, seq in last_seqs.items()}}
+def ready_frame(last_seqs: dict[int, int], last_changes: dict[int, int]) -> ReadyFrame:
+    return {"type": "ready", "conversations": {str(cid): seq for cid, seq in last_seqs.items()},
+            "changes": {str(cid): change for cid, change in last_changes.items()}}
 
 
 def send_ok_frame(client_msg_id: str, message: MessagePayload, *, duplicate: bool) -> SendOkFrame:

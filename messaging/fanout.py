@@ -27,13 +27,14 @@ from .events import (
     MembershipChange,
     ReceiptMarks,
     ReceiptsEvent,
+    change_event,
     close_event,
     membership_event,
     message_event,
     receipts_event,
     removed_event,
 )
-from .payloads import ConversationPayload, MessagePayload
+from .payloads import ChangePayload, ConversationPayload, MessagePayload
 
 
 def is_large(member_count: int) -> bool:
@@ -54,10 +55,21 @@ def message_stored(*, message: MessagePayload, member_count: int, write_started:
     ))
 
 
-def message_removed(*, conversation_id: int, message_id: int, seq: int) -> None:
-    layer.publish_after_commit(layer.conversation_group(conversation_id),
-                               removed_event(conversation_id, message_id, seq))
-    hooks.message_removed.announce(hooks.MessageRemoved(conversation_id, message_id, seq))
+def message_changed(record: ChangePayload) -> None:
+    """A change to a stored message is committing (messaging.changes): ring the members'
+    gateways with the record. One event per change whatever the size: a change is rare
+    beside the messages, and a large channel's sockets share its serialization per process.
+
+    A deletion or a removal also sends the v1 ``message.removed`` doorbell (clients that
+    know no change stream hide the text too) and withdraws the pushes that show it.
+    """
+    conversation_id = record["conversation"]
+    group = layer.conversation_group(conversation_id)
+    layer.publish_after_commit(group, change_event(record))
+    if record["kind"] in ("deleted", "removed"):
+        message = record["message"]
+        layer.publish_after_commit(group, removed_event(conversation_id, message["id"], message["seq"]))
+        hooks.message_removed.announce(hooks.MessageRemoved(conversation_id, message["id"], message["seq"]))
 
 
 def membership_changed(*, user_id: int, change: MembershipChange, conversation: ConversationPayload) -> None:

@@ -9,7 +9,8 @@ later be partitioned by conversation. Invariants the database itself enforces:
 * ``0 <= read_seq <= delivered_seq`` on every membership.
 
 Gap-freedom of seqs is kept by :func:`messaging.send.allocate_seq`, the only writer of
-``Conversation.last_seq``; the receipt merge is :meth:`MembershipManager.raise_marks`, the only
+``Conversation.last_seq``; of change numbers by :func:`messaging.changes.allocate_change`, the
+only writer of ``Conversation.last_change``; the receipt merge is :meth:`MembershipManager.raise_marks`, the only
 writer of the watermarks.
 """
 from __future__ import annotations
@@ -55,6 +56,9 @@ class Conversation(models.Model):
     public = models.BooleanField(default=False)
     # Highest seq assigned so far. Only allocate_seq() writes it, inside the storing transaction.
     last_seq = models.BigIntegerField(default=0)
+    # Highest change number assigned so far (edits, deletes, reactions, removals: the second
+    # stream). Only allocate_change() writes it, inside the transaction applying the change.
+    last_change = models.BigIntegerField(default=0)
     member_count = models.PositiveIntegerField(default=0)
     # Slow mode, set by moderators: each member sends at most one message per this many
     # seconds here (0: off). Read with the sender's membership, so checking it costs no query.
@@ -74,6 +78,7 @@ class Conversation(models.Model):
     class Meta:
         constraints = [
             models.CheckConstraint(condition=Q(last_seq__gte=0), name="conversation_last_seq_nonnegative"),
+            models.CheckConstraint(condition=Q(last_change__gte=0), name="conversation_last_change_nonnegative"),
             models.CheckConstraint(
                 condition=Q(kind="direct", direct_key__isnull=False) | ~Q(kind="direct"),
                 name="conversation_direct_has_key",
@@ -192,9 +197,19 @@ class Device(models.Model):
 
 
 class Message(models.Model):
+    """A stored message. ``seq`` never changes; everything shown may (messaging.changes).
+
+    ``html``, ``mention_ids`` and ``reactions`` are derived from ``body`` and the
+    :class:`Reaction` rows, and rewritten in the transaction that changes those, so building
+    a message's payload (on every send, page, fill and replay) costs no query beyond the row
+    and its joins. ``version`` is the change number that last changed the message (0: never):
+    a client holding a newer version ignores an older copy (CONTRACT v1.1, "The change stream").
+    """
+
     class State(models.TextChoices):
         VISIBLE = "visible", "Visible"
-        REMOVED = "removed", "Removed"
+        REMOVED = "removed", "Removed"    # by a moderator's decision on a flag
+        DELETED = "deleted", "Deleted"    # by its sender (or a moderator) with DELETE
 
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
     seq = models.BigIntegerField()
@@ -204,6 +219,16 @@ class Message(models.Model):
     body = models.TextField()
     created_at = models.DateTimeField(auto_now_add=True)
     state = models.CharField(max_length=16, choices=State.choices, default=State.VISIBLE)
+    # What this message answers: a message of the same conversation (messaging.send checks it).
+    reply_to = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    edited_at = models.DateTimeField(null=True, blank=True)
+    version = models.BigIntegerField(default=0)
+    # The body rendered for display by messaging.formatting (sanitized, allow-listed HTML).
+    html = models.TextField(blank=True, default="")
+    # Ids of the users the body mentions now (the Mention rows, as a list for the payload).
+    mention_ids = models.JSONField(default=list, blank=True)
+    # The summary of the Reaction rows, as the payload shows it (messaging.reactions).
+    reactions = models.JSONField(default=list, blank=True)
 
     class Meta:
         constraints = [
@@ -219,7 +244,90 @@ class Message(models.Model):
 
     @property
     def is_removed(self) -> bool:
-        return self.state == self.State.REMOVED
+        """Removed by a moderator or deleted by its sender: no text is left to show."""
+        return self.state != self.State.VISIBLE
+
+
+class MessageChange(models.Model):
+    """The change stream: one row per change applied to a stored message, numbered per
+    conversation 1, 2, 3 ... with no gap (``change``, from allocate_change), like seqs.
+
+    The record a client gets carries the message as it is when read, so a change row keeps
+    no copy of any text: a deleted message's words live nowhere in the stream.
+    """
+
+    class Kind(models.TextChoices):
+        EDITED = "edited", "Edited"
+        DELETED = "deleted", "Deleted"
+        REACTION = "reaction", "Reaction"
+        REMOVED = "removed", "Removed by a moderator"
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="+")
+    change = models.BigIntegerField()
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="+")
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            # Also the index of the change stream's one read: changes of C after K.
+            models.UniqueConstraint(fields=["conversation", "change"], name="change_unique_number"),
+            models.CheckConstraint(condition=Q(change__gte=1), name="change_number_positive"),
+        ]
+        # A hello replays the deletions and removals since the device's previous one as
+        # message.removed frames (messaging.moderation.removals_to_replay).
+        indexes = [models.Index(fields=["conversation", "at"], condition=Q(kind__in=["deleted", "removed"]),
+                                name="change_withdrawals")]
+
+    def __str__(self) -> str:
+        return f"change {self.change} ({self.kind}) in {self.conversation_id}"
+
+
+class Reaction(models.Model):
+    """One user's emoji on a message; the message's ``reactions`` summarizes these rows."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    emoji = models.CharField(max_length=64)  # fully qualified Unicode (messaging.reactions.check_emoji)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["message", "emoji", "user"], name="reaction_once_per_user"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.emoji} by {self.user_id} on {self.message_id}"
+
+
+class Mention(models.Model):
+    """A user the message's body mentions now. ``seq`` is the message's, so a member's unread
+    mentions are a count over ``seq > read_seq``, never a counter that could drift."""
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="+")
+    seq = models.BigIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["message", "user"], name="mention_once_per_message"),
+        ]
+        # unread_mentions: mentions of U in C after seq S.
+        indexes = [models.Index(fields=["user", "conversation", "seq"], name="mention_by_user")]
+
+
+class MessageEdit(models.Model):
+    """A body a message had before an edit: the history moderators see. A sender's delete
+    erases it with the body; a moderator's removal keeps it with the evidence."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="edits")
+    body = models.TextField()
+    replaced_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["replaced_at", "id"]
 
 
 class Flag(models.Model):
@@ -238,6 +346,8 @@ class Flag(models.Model):
     reporter = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="flags_made")
     reason = models.CharField(max_length=16, choices=Reason.choices)
     note = models.CharField(max_length=1000, blank=True, default="")
+    # What the message said when it was reported: evidence that an edit or a delete cannot change.
+    reported_body = models.TextField(blank=True, default="", editable=False)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
     created_at = models.DateTimeField(auto_now_add=True)
     resolved_at = models.DateTimeField(null=True, blank=True)
@@ -272,6 +382,7 @@ class ModerationDecision(models.Model):
         SUSPEND = "suspend", "Suspend a user"
         UNSUSPEND = "unsuspend", "Lift a suspension"
         SLOW_MODE = "slow_mode", "Set slow mode"
+        DELETE_MESSAGE = "delete_message", "Delete a message"
 
     # PROTECT: an audit record must keep saying who decided; deactivate moderators instead.
     moderator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
@@ -290,7 +401,7 @@ class ModerationDecision(models.Model):
     slow_mode_seconds = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
-        # The gateway reads a conversation's recent removals at hello.
+        # A conversation's audit, newest first (the admin).
         indexes = [models.Index(fields=["conversation", "created_at"], name="decision_by_conversation")]
 
     def __str__(self) -> str:

@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from . import fanout
 from .access import access_message, as_id, require_not_suspended
+from .changes import record_change, withdraw_text
 from .checks import check_text
 from .conversations import announce_updated
 from .errors import Conflict, Forbidden, Invalid, NotFound
@@ -39,6 +40,8 @@ from .models import (
     Flag,
     Membership,
     Message,
+    MessageChange,
+    MessageEdit,
     ModerationDecision,
     User,
     char_limit,
@@ -51,9 +54,11 @@ from .payloads import (
     message_payload,
     user_payload,
 )
+from .selectors import MESSAGE_JOINS
 
 Action = ModerationDecision.Action
 RESOLUTIONS = (Action.DISMISS.value, Action.REMOVE_MESSAGE.value)
+WITHDRAWALS = (MessageChange.Kind.DELETED.value, MessageChange.Kind.REMOVED.value)
 NOTE_MAX_LENGTH = char_limit(Flag, "note")
 # Removals are replayed from the device's previous hello, minus this, so that gateways whose
 # clocks disagree a little still miss none (a removal told twice is harmless).
@@ -123,7 +128,8 @@ def do_flag_message(*, reporter: User, message_id: Any, reason: Any, note: Any =
         raise Conflict("this message was already removed")
     try:
         with transaction.atomic():
-            return Flag.objects.create(message=message, reporter=reporter, reason=reason, note=note)
+            return Flag.objects.create(message=message, reporter=reporter, reason=reason, note=note,
+                                       reported_body=message.body)
     except IntegrityError:
         raise Conflict("you already have an open flag on this message") from None
 
@@ -131,7 +137,7 @@ def do_flag_message(*, reporter: User, message_id: Any, reason: Any, note: Any =
 def flag_queue(*, status: str) -> QuerySet[Flag]:
     """Open flags oldest first (a queue); resolved ones most recently resolved first."""
     flags = Flag.objects.filter(status=status).select_related(
-        "reporter", "message__sender", "message__conversation", "decision__moderator")
+        "reporter", "message__sender", "message__reply_to__sender", "message__conversation", "decision__moderator")
     if status == Flag.Status.OPEN:
         return flags.order_by("created_at", "id")
     return flags.order_by("-resolved_at", "-id")
@@ -146,6 +152,11 @@ class DecisionPayload(TypedDict):
     created_at: datetime
 
 
+class EditPayload(TypedDict):
+    body: str
+    replaced_at: datetime
+
+
 class FlagPayload(TypedDict):
     id: int
     reason: str
@@ -156,17 +167,25 @@ class FlagPayload(TypedDict):
     reporter: UserPayload
     message: MessagePayload
     evidence: str
+    reported_body: str
+    edits: list[EditPayload]
     conversation: ConversationPayload
     decision: DecisionPayload | None
 
 
 def flag_payloads(flags: Iterable[Flag]) -> list[FlagPayload]:
-    """The moderators' view of flags. ``evidence`` is the text as reported: the body, or once
-    removed, the text the removal kept (one query for the whole page)."""
+    """The moderators' view of flags. ``evidence`` is the text now: the body, or once removed
+    (or deleted by a moderator), the text the decision kept; ``reported_body`` what it said
+    when reported; ``edits`` the bodies it had before each edit, oldest first (a sender's
+    delete erases them with the body). Two queries for the whole page."""
     flags = list(flags)
     removed = [f.message_id for f in flags if f.message.is_removed]
-    kept = dict(ModerationDecision.objects.filter(message_id__in=removed, action=Action.REMOVE_MESSAGE)
+    kept = dict(ModerationDecision.objects.filter(message_id__in=removed,
+                                                  action__in=(Action.REMOVE_MESSAGE, Action.DELETE_MESSAGE))
                 .exclude(removed_body="").values_list("message_id", "removed_body")) if removed else {}
+    edits: dict[int, list[EditPayload]] = {}
+    for edit in MessageEdit.objects.filter(message_id__in={f.message_id for f in flags}):
+        edits.setdefault(edit.message_id, []).append({"body": edit.body, "replaced_at": edit.replaced_at})
     return [{
         "id": flag.pk,
         "reason": flag.reason,
@@ -177,6 +196,8 @@ def flag_payloads(flags: Iterable[Flag]) -> list[FlagPayload]:
         "reporter": user_payload(flag.reporter),
         "message": message_payload(flag.message),
         "evidence": kept.get(flag.message_id, "") if flag.message.is_removed else flag.message.body,
+        "reported_body": flag.reported_body,
+        "edits": edits.get(flag.message_id, []),
         "conversation": conversation_payload(flag.message.conversation, None),
         "decision": None if flag.decision is None else {
             "id": flag.decision.pk,
@@ -204,7 +225,8 @@ def do_resolve_flag(*, moderator: User, flag_id: Any, action: Any, note: Any = N
     if message_id is None:
         raise NotFound("flag not found")
     with transaction.atomic():
-        message = Message.objects.select_for_update().get(pk=message_id)
+        message = (Message.objects.select_for_update(no_key=True, of=("self",))
+                   .select_related(*MESSAGE_JOINS).get(pk=message_id))
         flag = Flag.objects.select_for_update().get(pk=flag_id)
         if flag.status != Flag.Status.OPEN:
             raise Conflict("this flag is already resolved")
@@ -221,19 +243,21 @@ def do_resolve_flag(*, moderator: User, flag_id: Any, action: Any, note: Any = N
 
 
 def _tombstone(message: Message, decision: ModerationDecision) -> None:
-    """Remove a message (its row locked by the caller): the text moves to the decision."""
-    if message.is_removed:  # removed meanwhile by another decision: nothing more to hide
+    """Remove a message (its row locked by the caller): the text moves to the decision, and
+    the removal is a ``removed`` change on the conversation's change stream."""
+    if message.is_removed:  # removed or deleted meanwhile: nothing more to hide
         decision.save()
         return
     decision.removed_body = message.body
     decision.save()
-    Message.objects.filter(pk=message.pk).update(state=Message.State.REMOVED, body="")
-    fanout.message_removed(conversation_id=message.conversation_id, message_id=message.pk, seq=message.seq)
+    record_change(message, kind=MessageChange.Kind.REMOVED, actor=decision.moderator,
+                  write=lambda change: {**withdraw_text(message), "state": Message.State.REMOVED})
 
 
 def removals_to_replay(*, device: Device) -> list[RemovedFrame]:
-    """``message.removed`` frames for what was removed in the user's conversations since this
-    device's previous hello (at most a replay page, the most recent), and note this hello.
+    """``message.removed`` frames for what was removed or deleted in the user's conversations
+    since this device's previous hello (at most a replay page, the most recent), and note
+    this hello. (Clients that follow the change stream get the same from it, exactly.)
 
     Live ``message.removed`` frames may be lost like any doorbell; counting from the previous
     hello (not the previous disconnect) repeats the ones of the last connection, so a lost
@@ -245,10 +269,9 @@ def removals_to_replay(*, device: Device) -> list[RemovedFrame]:
     if since is None:
         return []  # a new device holds no message that could have been removed
     conversations = Membership.objects.filter(user_id=device.user_id).values("conversation_id")
-    rows = (ModerationDecision.objects
-            .filter(action=Action.REMOVE_MESSAGE, created_at__gte=since - _CLOCK_SKEW, message__isnull=False,
-                    conversation__in=conversations)
-            .order_by("-created_at")
+    rows = (MessageChange.objects
+            .filter(kind__in=WITHDRAWALS, at__gte=since - _CLOCK_SKEW, conversation__in=conversations)
+            .order_by("-at")
             .values_list("conversation_id", "message_id", "message__seq")[:settings.PARLEY_REPLAY_PAGE_SIZE])
     seen: set[int] = set()
     removals = []

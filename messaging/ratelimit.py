@@ -88,6 +88,7 @@ class Limit:
 
 SEND = Limit("send", "PARLEY_RATE_SEND", fail_open=True, exemptable=True)
 SLOW_MODE = Limit("slow", None, fail_open=True, exemptable=True)
+CHANGE = Limit("change", "PARLEY_RATE_CHANGE", fail_open=True, exemptable=True)  # edits, deletes, reactions
 LOGIN_IP = Limit("login-ip", "PARLEY_RATE_LOGIN", fail_open=False)
 LOGIN_USERNAME = Limit("login-user", "PARLEY_RATE_LOGIN", fail_open=False)
 SIGNUP_IP = Limit("signup", "PARLEY_RATE_SIGNUP", fail_open=False)

@@ -4,12 +4,16 @@ from __future__ import annotations
 from django.conf import settings
 from django.db.models import QuerySet
 
-from .models import Membership, Message, User
+from .mentions import with_unread_mentions
+from .models import Membership, Message, MessageChange, User
+
+# What a message payload reads besides the row (messaging.payloads.message_payload).
+MESSAGE_JOINS = ("sender", "reply_to__sender")
 
 
 def my_memberships(user: User) -> QuerySet[Membership]:
-    """The user's conversations, most recent activity first."""
-    return (
+    """The user's conversations, most recent activity first, with their unread mentions."""
+    return with_unread_mentions(
         Membership.objects.filter(user=user)
         .select_related("conversation")
         .order_by("-conversation__last_activity_at", "-conversation_id")
@@ -27,7 +31,7 @@ def messages_after(conversation_id: int, after_seq: int, limit: int) -> tuple[li
     """Ascending messages with seq > after_seq; has_more if more follow."""
     rows = list(
         Message.objects.filter(conversation_id=conversation_id, seq__gt=after_seq)
-        .select_related("sender").order_by("seq")[: limit + 1]
+        .select_related(*MESSAGE_JOINS).order_by("seq")[: limit + 1]
     )
     return rows[:limit], len(rows) > limit
 
@@ -36,7 +40,17 @@ def messages_before(conversation_id: int, before_seq: int, limit: int) -> tuple[
     """The ``limit`` messages just before before_seq, returned ascending; has_more if older exist."""
     rows = list(
         Message.objects.filter(conversation_id=conversation_id, seq__lt=before_seq)
-        .select_related("sender").order_by("-seq")[: limit + 1]
+        .select_related(*MESSAGE_JOINS).order_by("-seq")[: limit + 1]
     )
     has_more = len(rows) > limit
     return list(reversed(rows[:limit])), has_more
+
+
+def changes_after(conversation_id: int, after: int, limit: int) -> tuple[list[MessageChange], bool]:
+    """Ascending changes with a number > after, each with its message as it is now; has_more
+    if more follow. One query on the (conversation, change) index."""
+    rows = list(
+        MessageChange.objects.filter(conversation_id=conversation_id, change__gt=after)
+        .select_related(*(f"message__{join}" for join in MESSAGE_JOINS)).order_by("change")[: limit + 1]
+    )
+    return rows[:limit], len(rows) > limit

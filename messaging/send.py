@@ -18,9 +18,11 @@ from django.utils import timezone
 from . import fanout, ratelimit
 from .access import as_id, require_not_suspended
 from .checks import check_body, check_client_msg_id
-from .errors import Conflict, NotFound
+from .errors import Conflict, Invalid, NotFound
+from .mentions import render_body, store_mentions
 from .models import Conversation, Device, Membership, Message, User
 from .payloads import MessagePayload, message_payload
+from .selectors import MESSAGE_JOINS
 
 
 @dataclass(frozen=True)
@@ -70,11 +72,34 @@ def _access_membership_for_send(sender: User, conversation_id: Any, client_msg_i
     return membership
 
 
-def _as_retry(prior: Message, *, sender: User, conversation_id: int, body: str) -> SendResult:
-    """Idempotency case 2/3: the same key again is the stored message; a changed send is a 409."""
-    if prior.conversation_id != conversation_id or (not prior.is_removed and prior.body != body):
+def _as_retry(prior: Message, *, sender: User, conversation_id: int, body: str, reply_to: int | None
+              ) -> SendResult:
+    """Idempotency case 2/3: the same key again is the stored message; a changed send is a 409.
+
+    The body compared is the one first sent: an edit since then does not turn the retry of
+    the original send into a conflict (its edit history holds the first body)."""
+    first_body = prior.edits.values_list("body", flat=True).first() if prior.edited_at else prior.body
+    if (prior.conversation_id != conversation_id or prior.reply_to_id != reply_to
+            or (not prior.is_removed and first_body != body)):
         raise Conflict("client_msg_id was already used for a different message")
     return SendResult(message=prior, payload=message_payload(prior, sender), duplicate=True)
+
+
+def check_reply_to(reply_to: Any, conversation_id: int) -> Message | None:
+    """The message a send answers: one of the same conversation that still has its text."""
+    if reply_to is None:
+        return None
+    invalid = Invalid("reply_to is not a message of this conversation",
+                      fields={"reply_to": ["The id of a message of this conversation."]})
+    if not isinstance(reply_to, int) or isinstance(reply_to, bool):
+        raise invalid
+    original = (Message.objects.select_related("sender").filter(pk=reply_to, conversation_id=conversation_id)
+                .first())
+    if original is None:
+        raise invalid
+    if original.is_removed:
+        raise Invalid("reply_to was deleted", fields={"reply_to": [f"That message was {original.state}."]})
+    return original
 
 
 def _enforce_send_limits(sender: User, conversation: Conversation) -> None:
@@ -91,7 +116,7 @@ def _enforce_send_limits(sender: User, conversation: Conversation) -> None:
 
 
 def do_send_message(*, sender: User, conversation_id: Any, client_msg_id: Any, body: Any,
-                    device: Device | None = None) -> SendResult:
+                    device: Device | None = None, reply_to: Any = None) -> SendResult:
     """Store a message and schedule its fan-out.
 
     Idempotency, as numbered cases (each has a test):
@@ -99,7 +124,7 @@ def do_send_message(*, sender: User, conversation_id: Any, client_msg_id: Any, b
     2. a retry (same sender and client_msg_id, same conversation and body), whether the
        first attempt's answer was lost or it is still in flight: the stored message,
        ``duplicate=True``, no seq burnt;
-    3. the same key with another body or conversation: :class:`Conflict`;
+    3. the same key with another body, conversation or ``reply_to``: :class:`Conflict`;
     4. two concurrent first sends of one key: the loser's insert hits the unique constraint,
        its transaction (and seq increment) rolls back, and it returns the winner's row.
 
@@ -111,10 +136,14 @@ def do_send_message(*, sender: User, conversation_id: Any, client_msg_id: Any, b
     membership = _access_membership_for_send(sender, conversation_id, client_msg_id)
     conversation = membership.conversation
 
+    if reply_to is not None and (not isinstance(reply_to, int) or isinstance(reply_to, bool)):
+        raise Invalid("reply_to must be a message id", fields={"reply_to": ["A message id (an integer)."]})
     if membership.prior_send_id is not None:  # type: ignore[attr-defined]  # the annotation above
-        prior = Message.objects.get(pk=membership.prior_send_id)  # type: ignore[attr-defined]
-        return _as_retry(prior, sender=sender, conversation_id=conversation.pk, body=body)
+        prior = Message.objects.select_related(*MESSAGE_JOINS).get(pk=membership.prior_send_id)  # type: ignore[attr-defined]
+        return _as_retry(prior, sender=sender, conversation_id=conversation.pk, body=body, reply_to=reply_to)
     _enforce_send_limits(sender, conversation)
+    original = check_reply_to(reply_to, conversation.pk)
+    rendered = render_body(conversation, body)
 
     write_started = time.perf_counter()
     try:
@@ -122,8 +151,11 @@ def do_send_message(*, sender: User, conversation_id: Any, client_msg_id: Any, b
             seq = allocate_seq(conversation.pk)
             message = Message.objects.create(
                 conversation_id=conversation.pk, seq=seq, sender=sender, sender_device=device,
-                client_msg_id=client_msg_id, body=body,
+                client_msg_id=client_msg_id, body=body, html=rendered.html, mention_ids=rendered.mention_ids,
+                reply_to=original,
             )
+            if rendered.mention_ids:
+                store_mentions(message, new=True)
             # You have seen what you answer: the sender's own watermarks move to the new seq
             # (the receipt merge; it always advances, since seq is past every watermark).
             # Nothing advanced means a removal committed while this send waited for the
@@ -135,8 +167,9 @@ def do_send_message(*, sender: User, conversation_id: Any, client_msg_id: Any, b
             fanout.message_stored(message=payload, member_count=conversation.member_count,
                                   write_started=write_started)
     except IntegrityError:
-        winner = Message.objects.filter(sender=sender, client_msg_id=client_msg_id).first()
+        winner = (Message.objects.select_related(*MESSAGE_JOINS)
+                  .filter(sender=sender, client_msg_id=client_msg_id).first())
         if winner is None:
             raise
-        return _as_retry(winner, sender=sender, conversation_id=conversation.pk, body=body)
+        return _as_retry(winner, sender=sender, conversation_id=conversation.pk, body=body, reply_to=reply_to)
     return SendResult(message=message, payload=payload, duplicate=False)

@@ -20,6 +20,7 @@ from . import layer
 from .events import batch_event
 from .models import Conversation, Message
 from .payloads import message_payload
+from .selectors import MESSAGE_JOINS
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def flush_channel_batch(conversation_id: int) -> int:
     limit = settings.PARLEY_REPLAY_PAGE_SIZE
     messages = list(
         Message.objects.filter(conversation_id=conversation_id, seq__gt=row["fanout_seq"])
-        .select_related("sender").order_by("seq")[:limit]
+        .select_related(*MESSAGE_JOINS).order_by("seq")[:limit]
     )
     if not messages:
         return 0

@@ -19,7 +19,7 @@ from django.db.models import Exists, F, OuterRef, QuerySet
 from django.utils import timezone
 
 from messaging import presence
-from messaging.models import Membership, Message
+from messaging.models import Membership, Mention, Message
 
 from . import markers, outbox
 from .models import NotificationState, PushKind, PushSubscription
@@ -90,12 +90,19 @@ def _is_stale(message: Message) -> bool:
     return message.created_at < timezone.now() - timedelta(seconds=settings.PARLEY_PUSH_STALE_AFTER_SECONDS)
 
 
-def newest_unread(conversation_id: int, user_id: int, after_seq: int, last_seq: int) -> Message | None:
-    """The newest message worth a push: after ``after_seq``, someone else's, not removed."""
-    return (Message.objects.select_related("sender")
-            .filter(conversation_id=conversation_id, seq__gt=after_seq, seq__lte=last_seq,
-                    state=Message.State.VISIBLE)
-            .exclude(sender_id=user_id).order_by("-seq").first())
+def newest_unread(conversation_id: int, user_id: int, after_seq: int, last_seq: int, *,
+                  mentioning: bool = False) -> Message | None:
+    """The newest message worth a push: after ``after_seq``, someone else's, not removed or
+    deleted; with ``mentioning``, the newest of those that mention the user."""
+    messages = (Message.objects.select_related("sender")
+                .filter(conversation_id=conversation_id, seq__gt=after_seq, seq__lte=last_seq,
+                        state=Message.State.VISIBLE)
+                .exclude(sender_id=user_id))
+    if mentioning:
+        messages = messages.filter(pk__in=Mention.objects.filter(
+            user_id=user_id, conversation_id=conversation_id, seq__gt=after_seq, seq__lte=last_seq,
+        ).values("message_id"))
+    return messages.order_by("-seq").first()
 
 
 def _advance_notified(conversation_id: int, user_id: int, *, seen: int, to: int) -> bool:

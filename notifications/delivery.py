@@ -59,17 +59,27 @@ class Delivery:
     subscription_info: dict[str, Any] = field(repr=False)
 
 
-def _message_payload(conversation: Conversation, newest: Message, *, unread: int) -> dict[str, Any]:
+def _message_payload(conversation: Conversation, newest: Message, *, unread: int,
+                     mention: bool = False) -> dict[str, Any]:
+    """The notification of a conversation's unread messages, showing ``newest``; a mention of
+    the reader says so in the title (and ``mention: true``)."""
     sender = newest.sender.shown_name
     preview = Truncator(" ".join(newest.body.split())).chars(settings.PARLEY_PUSH_PREVIEW_CHARS)
-    if conversation.is_direct:
+    place = conversation.title or f"{conversation.kind} #{conversation.pk}"
+    if mention:
+        title, body = (f"{sender} mentioned you" if conversation.is_direct
+                       else f"{sender} mentioned you in {place}"), preview
+    elif conversation.is_direct:
         title, body = sender, preview
     else:
-        title, body = conversation.title or f"{conversation.kind} #{conversation.pk}", f"{sender}: {preview}"
-    return {
+        title, body = place, f"{sender}: {preview}"
+    payload = {
         "type": MESSAGE, "conversation": conversation.pk, "title": title, "body": body,
         "seq": newest.seq, "unread": unread, "url": f"/c/{conversation.pk}", "tag": markers.tag(conversation.pk),
     }
+    if mention:
+        payload["mention"] = True
+    return payload
 
 
 def _close_payload(conversation: Conversation, *, read_seq: int) -> dict[str, Any]:
@@ -87,7 +97,8 @@ def prepare_delivery(*, subscription_id: int, conversation_id: int, kind: str, a
     another task holds it now).
 
     A message push goes out only while the member is still behind, offline, and has a
-    message after ``after_seq`` that is not removed; it carries the newest such message.
+    message after ``after_seq`` that is not removed; it carries the newest such message that
+    mentions the member, else the newest such message.
     A close goes out only while every notified message is read (a newer notification, if
     any, has replaced the one to close). A retraction (``after_seq`` is the removed
     message's seq) goes out unless the member has read that far meanwhile (then the read's
@@ -118,10 +129,15 @@ def _build(handout: outbox.Handout, *, attempt: int) -> Delivery | None:
     if kind == MESSAGE:
         if membership.read_seq >= conversation.last_seq or presence.online_user_ids([user_id]):
             return None
-        newest = newest_unread(conversation_id, user_id, max(membership.read_seq, after_seq), conversation.last_seq)
+        after = max(membership.read_seq, after_seq)
+        # A mention among the unread is what the notification shows: it is what the reader
+        # most needs to see (and the one reason to push under a "mentions" setting).
+        mentioned = newest_unread(conversation_id, user_id, after, conversation.last_seq, mentioning=True)
+        newest = mentioned or newest_unread(conversation_id, user_id, after, conversation.last_seq)
         if newest is None:
             return None
-        payload = _message_payload(conversation, newest, unread=conversation.last_seq - membership.read_seq)
+        payload = _message_payload(conversation, newest, unread=conversation.last_seq - membership.read_seq,
+                                   mention=mentioned is not None)
     elif kind == CLOSE:
         notified = (NotificationState.objects.filter(conversation_id=conversation_id, user_id=user_id)
                     .values_list("notified_seq", flat=True).first() or 0)

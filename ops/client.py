@@ -8,7 +8,10 @@ resumes from cursors and dedupes by seq. Tests and benchmarks drive Parley throu
 
 What it checks, per connection (``violations`` collects any breach): the message frames of a
 conversation strictly increase in seq with no gap from the point the connection resumed
-from, and no seq is shown twice across connections (``shown``).
+from, and no seq is shown twice across connections (``shown``). With ``follow_changes`` it
+follows the change stream (CONTRACT v1.1) the same way: change numbers strictly increase
+with no gap per connection, each is applied once across connections (``changes_applied``),
+and ``messages`` holds each message at its newest ``version``.
 """
 from __future__ import annotations
 
@@ -52,6 +55,10 @@ class ParleyClient:
     last_ready: dict[str, int] = field(default_factory=dict)
     frames: list[dict[str, Any]] = field(default_factory=list)
     keep_frames: bool = False
+    follow_changes: bool = False
+    change_cursors: dict[int, int] = field(default_factory=dict)
+    changes_applied: dict[int, list[int]] = field(default_factory=lambda: defaultdict(list))
+    messages: dict[int, dict[str, Any]] = field(default_factory=dict)  # id -> newest version seen
 
     def __post_init__(self) -> None:
         self._ws: ClientConnection | None = None
@@ -59,6 +66,7 @@ class ParleyClient:
         self._stopping = False
         self._url_index = 0
         self._held: dict[int, int] = {}  # per connection: resume point + what arrived since
+        self._changes_held: dict[int, int] = {}  # the same for change numbers
         self._reconnect_after: float | None = None  # a restarting gateway's hint, in seconds
 
     # --- public -------------------------------------------------------------------------------
@@ -142,7 +150,11 @@ class ParleyClient:
             self._ws = ws
             self.connections += 1
             self._held = dict(self.cursors)
-            await ws.send(json.dumps({"type": "hello", "cursors": {str(k): v for k, v in self.cursors.items()}}))
+            self._changes_held = dict(self.change_cursors)
+            hello: dict[str, Any] = {"type": "hello", "cursors": {str(k): v for k, v in self.cursors.items()}}
+            if self.follow_changes:
+                hello["changes"] = {str(k): v for k, v in self.change_cursors.items()}
+            await ws.send(json.dumps(hello))
             async for raw in ws:
                 await self._on_frame(ws, json.loads(raw))
         self._ws = None
@@ -162,17 +174,29 @@ class ParleyClient:
             if frame["has_more"]:
                 await ws.send(json.dumps({"type": "replay", "conversation": conversation,
                                           "after_seq": self.cursors.get(conversation, 0)}))
+        elif kind == "change":
+            self._accept_change(frame)
+        elif kind == "changes":
+            for record in frame["changes"]:
+                self._accept_change(record)
+            conversation = frame["conversation"]
+            if frame["has_more"]:
+                await ws.send(json.dumps({"type": "replay_changes", "conversation": conversation,
+                                          "after": self.change_cursors.get(conversation, 0)}))
         elif kind == "ready":
             self.last_ready = frame["conversations"]
             # A conversation we gave no cursor for and got no page of: the server resumed at
             # its last_seq (the device is new, and the user had read it all elsewhere).
             for conversation, last_seq in frame["conversations"].items():
                 self._adopt_resume_point(int(conversation), last_seq)
+            for conversation, last_change in frame.get("changes", {}).items():
+                self._adopt_change_point(int(conversation), last_change)
             self.ready.set()
         elif kind == "conversation.joined":
             # Followed live from its last_seq on (CONTRACT); its history is a REST read.
             conversation = frame["conversation"]
             self._adopt_resume_point(conversation["id"], conversation.get("last_seq", 0))
+            self._adopt_change_point(conversation["id"], conversation.get("last_change", 0))
         elif kind == "reconnect":
             self._reconnect_after = frame["after_ms"] / 1000
         elif kind in ("send.ok", "send.error"):
@@ -203,8 +227,35 @@ class ParleyClient:
             return  # never advance the cursor past a gap
         self.cursors[conversation] = seq
         self.shown[conversation].append(seq)
+        if "version" in message:
+            self._keep(message)
         if self.on_message is not None:
             self.on_message(Delivery(conversation, seq, message, time.time()))
+
+    def _adopt_change_point(self, conversation: int, change: int) -> None:
+        if conversation in self._changes_held:
+            return
+        self._changes_held[conversation] = change
+        # Kept even at 0: a conversation named in hello's changes is replayed from there.
+        self.change_cursors[conversation] = max(change, self.change_cursors.get(conversation, 0))
+
+    def _keep(self, message: dict[str, Any]) -> None:
+        """Keep the newest version of a message (a page read earlier may arrive later)."""
+        held = self.messages.get(message["id"])
+        if held is None or message["version"] >= held["version"]:
+            self.messages[message["id"]] = message
+
+    def _accept_change(self, record: dict[str, Any]) -> None:
+        conversation, change = record["conversation"], record["change"]
+        held = self._changes_held.get(conversation, self.change_cursors.get(conversation, 0))
+        if change != held + 1:
+            self.violations.append(f"conversation {conversation}: got change {change} after {held} on one connection")
+        self._changes_held[conversation] = max(held, change)
+        if change != self.change_cursors.get(conversation, 0) + 1:
+            return  # already applied (or past a gap: never advance over one)
+        self.change_cursors[conversation] = change
+        self.changes_applied[conversation].append(change)
+        self._keep(record["message"])
 
     async def _ack(self, ws, conversation: int) -> None:
         if self.ack:

@@ -12,6 +12,7 @@ from messaging.access import access_message, as_id
 from messaging.errors import Forbidden, NotFound
 from messaging.models import MODERATE_PERMISSION, Membership, Message, User
 from messaging.payloads import MessagePayload, UserPayload, message_payload, user_payload
+from messaging.selectors import MESSAGE_JOINS
 
 
 class RecipientState(TypedDict):
@@ -37,7 +38,7 @@ def access_message_info(user: User, message_id: Any) -> Message:
         if not user.has_perm(MODERATE_PERMISSION):
             raise
         message_id = as_id(message_id)
-        anywhere = Message.objects.select_related("sender").filter(pk=message_id).first() if message_id else None
+        anywhere = Message.objects.select_related(*MESSAGE_JOINS).filter(pk=message_id).first() if message_id else None
         if anywhere is None:
             raise
         return anywhere

@@ -60,6 +60,7 @@ def gateway_tick_driven_by_tests(settings):
 LIFTED_RATE_LIMITS = {
     "PARLEY_RATE_SEND": "1000000/s",
     "PARLEY_RATE_TYPING": "1000000/s",
+    "PARLEY_RATE_CHANGE": "1000000/s",
     "PARLEY_RATE_WS_FRAMES": "1000000/s",
     "PARLEY_RATE_WS_REFUSALS": "1000000/s",
 }

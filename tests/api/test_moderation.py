@@ -56,8 +56,10 @@ def test_removing_through_the_queue_tombstones_the_message_and_tells_the_members
         "resolved", "remove_message", "spam")
     assert body["decision"]["moderator"]["display_name"] == "Morgan"
     assert (body["message"]["state"], body["message"]["body"], body["evidence"]) == ("removed", "", SECRET)
-    event = members.next()
-    assert (event["type"], event["id"], event["seq"]) == ("conv.removed", reported["message"]["id"], 2)
+    change, removed = members.next(), members.next()
+    assert (change["type"], change["change"], change["record"]["kind"]) == ("conv.change", 1, "removed")
+    assert (change["record"]["message"]["state"], change["record"]["message"]["body"]) == ("removed", "")
+    assert (removed["type"], removed["id"], removed["seq"]) == ("conv.removed", reported["message"]["id"], 2)
 
 
 def test_a_removed_message_is_gone_from_every_members_view_and_only_the_queue_keeps_it(

@@ -67,6 +67,9 @@ def test_racing_retries_store_every_send_once_with_seqs_exactly_one_to_n():
                                          client_msg_id=f"key-{n}", body=f"{sender.username} says {n}")
                 with lock:
                     outcomes[(sender.pk, n)].append((result.message.pk, result.message.seq, result.duplicate))
+                # Back to the pool after each send, as a request gives it back: 24 threads
+                # holding one each for the whole run would wait on a pool of 20.
+                connection.close()
         except BaseException as error:  # noqa: BLE001 - reported by the main thread
             errors.append(error)
             start_together.abort()

@@ -57,6 +57,31 @@ def test_every_device_gets_the_push_encrypted_for_its_own_keys(team, subscribe, 
     assert [p["body"] for p in push_service.delivered(laptop)] == ["Alice: hi"]
 
 
+def test_a_mention_among_the_unread_is_what_the_push_shows(team, subscribe, send, worker, push_service):
+    alice, bob, conversation = team
+    phone = subscribe(bob)
+    send(alice, conversation, body="@bob can you review?")
+    send(alice, conversation, body="also, lunch")
+    worker.run()
+    assert push_service.delivered(phone) == [{
+        "type": "message", "conversation": conversation.pk, "title": "Alice mentioned you in Team",
+        "body": "@bob can you review?", "seq": 1, "unread": 2, "url": f"/c/{conversation.pk}",
+        "tag": f"conversation-{conversation.pk}", "mention": True,
+    }]
+
+
+def test_a_deleted_mention_is_not_pushed(team, subscribe, send, worker, push_service):
+    from messaging.changes import do_delete_message
+
+    alice, bob, conversation = team
+    phone = subscribe(bob)
+    mention = send(alice, conversation, body="@bob secret")
+    send(alice, conversation, body="later")
+    do_delete_message(actor=alice, message_id=mention.pk)
+    worker.run()
+    assert [(p["title"], p["body"]) for p in push_service.delivered(phone)] == [("Team", "Alice: later")]
+
+
 def test_a_message_after_the_burst_starts_the_next_burst(team, subscribe, send, worker, push_service):
     alice, bob, conversation = team
     phone = subscribe(bob)
@@ -256,15 +281,18 @@ def test_enabling_push_adds_no_query_to_the_send_path(team, subscribe, send, wor
 
 @pytest.fixture
 def remove(django_capture_on_commit_callbacks):
-    """Tombstone a message as moderation does: state removed, then the fan-out's removal event."""
+    """Tombstone a message as moderation does: a ``removed`` change, announced after commit."""
     from django.db import transaction
 
-    from messaging import fanout
+    from messaging.changes import record_change, withdraw_text
+    from messaging.selectors import MESSAGE_JOINS
 
     def remove_(message):
         with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
-            Message.objects.filter(pk=message.pk).update(state=Message.State.REMOVED)
-            fanout.message_removed(conversation_id=message.conversation_id, message_id=message.pk, seq=message.seq)
+            locked = (Message.objects.select_for_update(of=("self",)).select_related(*MESSAGE_JOINS)
+                      .get(pk=message.pk))
+            record_change(locked, kind="removed", actor=None,
+                          write=lambda change: {**withdraw_text(locked), "state": Message.State.REMOVED})
 
     return remove_
 

@@ -81,7 +81,7 @@ class World:
     def kwargs(self) -> dict[str, Any]:
         """Path arguments: each names something of the group's (or the owner's)."""
         return {"conversation_id": self.group.pk, "user_id": self.member.pk, "message_id": self.message.pk,
-                "flag_id": self.flag.pk, "device_id": str(self.owner_device.pk)}
+                "flag_id": self.flag.pk, "device_id": str(self.owner_device.pk), "emoji": "👍"}
 
 
 @pytest.fixture

@@ -28,7 +28,8 @@ SCOPES = {
     "conversation-member": "conversation", "conversation-join": "conversation",
     "conversation-messages": "conversation", "conversation-read": "conversation",
     "conversation-delivered": "conversation", "conversation-receipts": "conversation",
-    "message-info": "conversation", "message-flag": "conversation",
+    "message-info": "conversation", "message-flag": "conversation", "conversation-changes": "conversation",
+    "message": "conversation", "message-reactions": "conversation", "message-reaction": "conversation",
     "moderation-flags": "moderator", "moderation-flag-resolve": "moderator",
     "moderation-user-suspension": "moderator", "moderation-conversation-slow-mode": "moderator",
     "moderation-flag-context": "moderator", "moderation-decisions": "moderator",
@@ -42,6 +43,8 @@ PAYLOADS = {
     ("conversation-read", "post"): lambda w: {"seq": 1},
     ("conversation-delivered", "post"): lambda w: {"seq": 1, "device": str(w.outsider_device.pk)},
     ("message-flag", "post"): lambda w: {"reason": "spam"},
+    ("message", "patch"): lambda w: {"body": "edited by someone else"},
+    ("message-reactions", "post"): lambda w: {"emoji": "👍"},
     ("device-push-subscription", "post"): lambda w: {
         "endpoint": "https://push.example.com/x", "keys": {"p256dh": P256DH, "auth": PUSH_AUTH}},
     ("moderation-flag-resolve", "post"): lambda w: {"action": "remove_message"},

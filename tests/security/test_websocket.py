@@ -22,6 +22,7 @@ CONVERSATION_FRAMES = {
     protocol.Ack: lambda c: {"type": "ack", "conversation": c, "seq": 1},
     protocol.Read: lambda c: {"type": "read", "conversation": c, "seq": 1},
     protocol.Replay: lambda c: {"type": "replay", "conversation": c, "after_seq": 0},
+    protocol.ReplayChanges: lambda c: {"type": "replay_changes", "conversation": c, "after": 0},
     protocol.Typing: lambda c: {"type": "typing", "conversation": c},
 }
 
