@@ -259,10 +259,13 @@ PARLEY_RATE_SIGNUP = env("PARLEY_RATE_SIGNUP", default="20/h")  # per address
 PARLEY_RATE_WS_TICKET = env("PARLEY_RATE_WS_TICKET", default="60/m")  # per user
 PARLEY_RATE_TYPING = env("PARLEY_RATE_TYPING", default="1/2s")  # per user and conversation
 PARLEY_RATE_CHANGE = env("PARLEY_RATE_CHANGE", default="10/s")  # edits, deletes and reactions per user
-# Per WebSocket connection, counted in the gateway process: frames of any kind, and refusals
-# (rate limited frames and sends) beyond which the socket closes with 4429.
+# Per WebSocket connection, counted in the gateway process (messaging.ratelimit.RetryRule):
+# frames of any kind but acks; the hard cap, far above it, past which frames are abuse; and the
+# abusive frames (those past the hard cap, or back before the retry_after_ms they were told)
+# beyond which the socket closes with 4429. Refusals alone never close a socket.
 PARLEY_RATE_WS_FRAMES = env("PARLEY_RATE_WS_FRAMES", default="50/s")
-PARLEY_RATE_WS_REFUSALS = env("PARLEY_RATE_WS_REFUSALS", default="20/10s")
+PARLEY_RATE_WS_HARD_CAP = env("PARLEY_RATE_WS_HARD_CAP", default="500/s")
+PARLEY_RATE_WS_ABUSE = env("PARLEY_RATE_WS_ABUSE", default="20/10s")
 # Moderators and staff pass the per-user limits (sends, slow mode, tickets, typing).
 PARLEY_RATE_LIMIT_EXEMPT_MODERATORS = env.bool("PARLEY_RATE_LIMIT_EXEMPT_MODERATORS", default=True)
 # Proxies in front of Parley that append to X-Forwarded-For: per-address limits trust only

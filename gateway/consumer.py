@@ -12,7 +12,7 @@ import json
 import logging
 import time
 import uuid
-from typing import Any, Mapping
+from typing import Any, Hashable, Mapping
 
 import structlog
 from autobahn.exception import Disconnected
@@ -74,9 +74,11 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         started = time.perf_counter()
         structlog.contextvars.bind_contextvars(connection_id=uuid.uuid4().hex[:12])
         self.bad_frames: list[float] = []
-        # Frames of any kind, and refusals: sustained refusals close the socket (4429).
+        # Frames of any kind; which refused frames are abuse (came back early, or past the hard
+        # cap); sustained abuse closes the socket (4429). Refusals alone never do.
         self.frame_limit = ratelimit.ConnectionLimit(ratelimit.Rate.parse(settings.PARLEY_RATE_WS_FRAMES))
-        self.refusal_limit = ratelimit.ConnectionLimit(ratelimit.Rate.parse(settings.PARLEY_RATE_WS_REFUSALS))
+        self.retries = ratelimit.RetryRule(ratelimit.Rate.parse(settings.PARLEY_RATE_WS_HARD_CAP))
+        self.abuse_limit = ratelimit.ConnectionLimit(ratelimit.Rate.parse(settings.PARLEY_RATE_WS_ABUSE))
         # Accept first, so that every refusal reaches the client with the contract's close code.
         await self.accept()
         if not origin_allowed(handshake_origin(self.scope), self.scope):
@@ -138,9 +140,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             return
         # Acks are exempt: they cost a dict update (flushed in batches), and their rate follows
         # the traffic the server sends, not the client's choice.
-        wait = 0 if isinstance(frame, Ack) else self.frame_limit.hit()
-        if wait:
-            await self._rate_limited(frame, wait)
+        if not isinstance(frame, Ack) and not await self._admit(frame):
             return
         try:
             await self._handle(connection, frame)
@@ -185,10 +185,12 @@ class GatewayConsumer(AsyncWebsocketConsumer):
                 sender=connection.user, conversation_id=frame.conversation, client_msg_id=frame.client_msg_id,
                 body=frame.body, device=connection.device)
         except ParleyError as error:
+            retry_after_ms = error.retry_after_ms
+            if isinstance(error, RateLimited) and retry_after_ms:  # its turn to come back (the 4429 rule)
+                retry_after_ms = self.retries.refused(retry_key(frame), retry_after_ms, limit=error.limit,
+                                                      interval=error.interval)
             await self.reply(error_frame(error.code, error.detail, client_msg_id=echo,
-                                         retry_after_ms=error.retry_after_ms))
-            if isinstance(error, RateLimited):
-                await self._refused()
+                                         retry_after_ms=retry_after_ms))
             return
         await self.reply(send_ok_frame(echo, result.payload, duplicate=result.duplicate))
         metrics.observe_stage("response", started)
@@ -201,17 +203,31 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         if len(self.bad_frames) > settings.PARLEY_WS_MAX_BAD_FRAMES:
             await self._close_for(CLOSE_BAD_FRAMES)
 
-    async def _rate_limited(self, frame: Frame, wait_ms: int) -> None:
-        """Refuse a frame over the connection's frame rate, unprocessed."""
-        echo = _echo(frame) if isinstance(frame, Send) else None
-        await self.reply(error_frame(RateLimited.code, "too many frames; slow down", client_msg_id=echo,
-                                     retry_after_ms=wait_ms))
-        await self._refused()
+    async def _admit(self, frame: Frame) -> bool:
+        """The per-connection limits (messaging.ratelimit.RetryRule has the rule): a frame that
+        came back before the time it was told, or past the hard cap, is refused as abuse, and
+        sustained abuse closes the socket (4429); a frame over the frame rate is refused and
+        told when to come back, which is no abuse."""
+        key = retry_key(frame)
+        early_ms = self.retries.arrived(key)
+        if early_ms:
+            await self._refuse(frame, early_ms, "too early: wait the retry_after_ms you were given")
+            if self.abuse_limit.hit():
+                await self._close_for(CLOSE_RATE_LIMIT_ABUSE)
+            return False
+        wait = self.frame_limit.hit()
+        if wait:
+            rate = self.frame_limit.rate
+            await self._refuse(frame, self.retries.refused(key, wait, limit="frames", interval=rate.seconds / rate.count),
+                               "too many frames; slow down")
+            return False
+        self.retries.admitted(key)
+        return True
 
-    async def _refused(self) -> None:
-        """Count a refusal; a client that keeps going past them is closed (4429)."""
-        if self.refusal_limit.hit():
-            await self._close_for(CLOSE_RATE_LIMIT_ABUSE)
+    async def _refuse(self, frame: Frame, wait_ms: int, detail: str) -> None:
+        """Refuse a frame unprocessed, with the time to come back."""
+        echo = _echo(frame) if isinstance(frame, Send) else None
+        await self.reply(error_frame(RateLimited.code, detail, client_msg_id=echo, retry_after_ms=wait_ms))
 
     async def _close_for(self, code: int) -> None:
         """Close once: frames still arriving are ignored, and nothing is sent after the close."""
@@ -220,6 +236,14 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             return
         connection.closing = True
         await self.close(code=code)
+
+
+def retry_key(frame: Frame) -> Hashable:
+    """What a refused frame is, for telling its retry from a new frame (ratelimit.RetryRule):
+    a send by its client_msg_id, other frames by their type and conversation."""
+    if isinstance(frame, Send):
+        return ("send", frame.client_msg_id if isinstance(frame.client_msg_id, str) else repr(frame.client_msg_id))
+    return (type(frame).__name__, getattr(frame, "conversation", None))
 
 
 def _echo(frame: Send) -> str:

@@ -44,6 +44,12 @@ class RateLimited(ParleyError):
     code = "rate_limited"
     http_status = 429
 
+    def __init__(self, detail: str = "", *, retry_after_ms: int | None = None, limit: str = "",
+                 interval: float = 0.0) -> None:
+        super().__init__(detail, retry_after_ms=retry_after_ms)
+        self.limit = limit  # the name of the limit that refused (messaging.ratelimit.Limit)
+        self.interval = interval  # its rate's seconds per event: how far apart its retries fit
+
 
 class Unavailable(ParleyError):
     code = "unavailable"

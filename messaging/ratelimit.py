@@ -19,7 +19,11 @@ the rate through over some period-long stretch. It needs only atomic increments 
 read-modify-write), and no wait is longer than the period. A rate of one event per period
 (slow mode, typing) is a cooldown instead, exact to the millisecond: the last admitted
 event's time, claimed with an atomic add. A refused event is not counted, so a client that
-waits ``retry_after_ms`` gets in.
+waits ``retry_after_ms`` gets in (unless others took the room first).
+
+On a WebSocket, refusals alone never close a connection: :class:`RetryRule` tells each
+refused frame its turn, and only a frame back before its turn, or past a hard cap far above
+the frame rate, counts as abuse (4429 when it goes on).
 
 When the cache is unreachable each limit fails the way its ``fail_open`` says: sends go on
 (PostgreSQL alone decides what is stored; a warning is logged), while logins, signups and
@@ -38,7 +42,7 @@ import re
 import time
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Mapping
+from typing import Any, Callable, Hashable, Mapping
 
 from django.conf import settings
 from django.core.cache import cache, caches
@@ -112,7 +116,8 @@ def enforce(limit: Limit, ident: Any, *, rate: Rate | None = None, user: Any = N
             return
         raise Unavailable("this service is briefly unavailable; try again", retry_after_ms=1000) from exc
     if wait and not (limit.exemptable and user is not None and is_exempt(user)):
-        raise RateLimited(f"too many requests; retry in {wait} ms", retry_after_ms=wait)
+        raise RateLimited("too many requests; try again shortly", retry_after_ms=wait, limit=limit.name,
+                          interval=rate.seconds / rate.count)
 
 
 def is_exempt(user: Any) -> bool:
@@ -251,14 +256,15 @@ class ConnectionLimit:
     round trip per frame would cost more than the frame).
     """
 
-    def __init__(self, rate: Rate) -> None:
+    def __init__(self, rate: Rate, *, clock: Callable[[], float] | None = None) -> None:
         self.rate = rate
+        self.clock = clock or (lambda: now())
         self._window = self._previous = self._current = 0
         self._last: float | None = None  # the cooldown of a one-per-period rate
 
     def hit(self) -> int:
         """Count one event; 0 if it is within the rate, else the ms until one would be."""
-        at = now()
+        at = self.clock()
         if self.rate.count == 1:
             if self._last is not None and at < self._last + self.rate.seconds:
                 return _ms(self._last + self.rate.seconds - at)
@@ -272,6 +278,73 @@ class ConnectionLimit:
         if not wait:
             self._current += 1
         return wait
+
+
+class RetryRule:
+    """Which frames of one WebSocket connection are abuse, and when each refused one may come back.
+
+    The 4429 rule (docs/security.md, "Rate limits"). Being refused is not abuse: a client
+    that keeps several sends in flight has some of them refused however careful it is. So a
+    connection is judged only by what it was told. Each refused frame's *key* (what the frame
+    is: a send's ``client_msg_id``, a replay of one conversation, a ping; the gateway names
+    it) is remembered with the time it was told to come back, and a frame is abuse only if
+
+    * its key comes back before that time (less :attr:`TOLERANCE`, for timers that wake a
+      little early and milliseconds rounded up), or
+    * it goes past ``hard_cap``, a frame rate far above the connection's frame rate (acks
+      are not counted at all).
+
+    A retry that came on time and is refused again is told a new time, and is no abuse.
+
+    **Turns.** Refused frames are told successive turns, one limit's interval (period /
+    count) apart, per limit: the first waits what the limit says, the next one interval
+    more, and so on. Told the same instant, eight waiting sends would all come back together
+    and seven would be refused again, every interval, so a careful client's frame rate would
+    grow with the sends it keeps in flight; told turns, it stays near the limit's rate
+    whatever it keeps in flight (tests/messaging/test_ratelimit.py simulates both).
+
+    A key is forgotten once its frame is let through. A client that never retries leaves
+    keys behind; past ``max_keys`` the ones whose time has passed go first, then the oldest.
+    Pure bookkeeping in memory (a connection lives in one process); the clock is injected.
+    """
+
+    TOLERANCE = 0.05  # seconds
+
+    def __init__(self, hard_cap: Rate, *, clock: Callable[[], float] | None = None, max_keys: int = 256) -> None:
+        self.clock = clock or (lambda: now())
+        self.cap = ConnectionLimit(hard_cap, clock=self.clock)
+        self.max_keys = max_keys
+        self._told: dict[Hashable, float] = {}  # key -> when it may come back
+        self._last_turn: dict[str, float] = {}  # limit -> the latest turn told
+
+    def arrived(self, key: Hashable) -> int:
+        """A frame arrived: 0 if it may be handled, else it is abuse and this many ms remain."""
+        over_cap = self.cap.hit()
+        told = self._told.get(key)
+        at = self.clock()
+        if told is not None and at < told - self.TOLERANCE:
+            return _ms(told - at)
+        return over_cap
+
+    def refused(self, key: Hashable, wait_ms: int, *, limit: str, interval: float) -> int:
+        """The frame was refused by ``limit`` (one event per ``interval`` seconds), which says
+        one more fits in ``wait_ms``: the ms to tell the client, its turn."""
+        at = self.clock()
+        last = self._last_turn.get(limit)
+        turn = at + wait_ms / 1000 if last is None else max(at + wait_ms / 1000, last + interval)
+        self._last_turn[limit] = turn
+        self._told.pop(key, None)  # re-inserted last: the oldest keys stay first
+        if len(self._told) >= self.max_keys:
+            for stale in [k for k, told in self._told.items() if told <= at]:
+                del self._told[stale]
+            while len(self._told) >= self.max_keys:
+                del self._told[next(iter(self._told))]
+        self._told[key] = turn
+        return _ms(turn - at)
+
+    def admitted(self, key: Hashable) -> None:
+        """The frame was let through: its key starts afresh."""
+        self._told.pop(key, None)
 
 
 def _ms(seconds: float) -> int:

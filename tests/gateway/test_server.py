@@ -106,3 +106,67 @@ async def test_what_the_server_sends_is_not_held_to_the_clients_frame_limit(alic
     await ws.close()
     log = await asyncio.to_thread(gateway.stop)
     assert "Traceback" not in log, log[-3000:]
+
+
+# --- the 4429 rule on the network (messaging.ratelimit.RetryRule) -----------------------------------
+
+BURST_LIMITS = {"PARLEY_RATE_SEND": "5/s", "PARLEY_RATE_WS_FRAMES": "8/s", "PARLEY_RATE_WS_HARD_CAP": "80/s",
+                "PARLEY_RATE_WS_ABUSE": "1/m"}  # one early frame would close the socket
+
+
+def alices_group() -> int:
+    from messaging.models import Membership
+    return Membership.objects.filter(user__username="alice").values_list("conversation_id", flat=True).get()
+
+
+async def test_a_client_keeping_eight_sends_in_flight_that_waits_each_retry_after_is_never_closed(alice, gateways):
+    (gateway,) = await asyncio.to_thread(gateways, 1, **BURST_LIMITS)
+    group = await asyncio.to_thread(alices_group)
+    ws = await connect(gateway, alice)
+    messages, keys, refusals = 40, iter(range(40)), 0
+    answers: dict[str, asyncio.Queue] = {}
+
+    async def read() -> None:
+        async for text in ws:
+            frame = json.loads(text)
+            if frame["type"] in ("send.ok", "send.error"):
+                await answers[frame["client_msg_id"]].put(frame)
+
+    async def sender() -> None:
+        nonlocal refusals
+        for key in keys:
+            answers[f"k{key}"] = queue = asyncio.Queue()
+            while True:
+                await ws.send(json.dumps({"type": "send", "conversation": group, "client_msg_id": f"k{key}",
+                                          "body": f"message {key}"}))
+                answer = await asyncio.wait_for(queue.get(), 30)
+                if answer["type"] == "send.ok":
+                    break
+                assert answer["code"] == "rate_limited", answer
+                refusals += 1
+                await asyncio.sleep(answer["retry_after_ms"] / 1000)
+
+    reader = asyncio.create_task(read())
+    await asyncio.gather(*(sender() for _ in range(8)))
+    assert refusals >= messages / 4  # the burst really was over the rates
+    assert not reader.done()  # the socket is still open
+    await ws.close()
+    await reader
+    log = await asyncio.to_thread(gateway.stop)
+    assert "Traceback" not in log, log[-3000:]
+
+
+async def test_a_client_that_resends_without_waiting_its_retry_after_is_closed_with_4429(alice, gateways):
+    (gateway,) = await asyncio.to_thread(gateways, 1, **BURST_LIMITS)
+    group = await asyncio.to_thread(alices_group)
+    ws = await connect(gateway, alice)
+    burst = [{"type": "send", "conversation": group, "client_msg_id": f"burst{i}", "body": "hi"} for i in range(8)]
+    again = {"type": "send", "conversation": group, "client_msg_id": "again", "body": "hi"}
+    try:  # past the rates at once, then one frame again and again, never waiting its retry_after
+        for frame in burst + [again] * 20:
+            await ws.send(json.dumps(frame))
+    except websockets.ConnectionClosed:
+        pass
+    assert await close_code(ws) == 4429
+    log = await asyncio.to_thread(gateway.stop)
+    assert "Traceback" not in log, log[-3000:]

@@ -114,7 +114,7 @@ async def test_garbage_closes_with_4400_and_cleans_up_even_as_more_garbage_arriv
 async def test_abuse_closes_with_4429_and_cleans_up(member, open_socket, settings):
     alice, phone, group = member
     settings.PARLEY_RATE_WS_FRAMES = "1/m"
-    settings.PARLEY_RATE_WS_REFUSALS = "2/m"
+    settings.PARLEY_RATE_WS_ABUSE = "2/m"
     socket = await open_socket(alice, phone)
     for _ in range(6):
         await socket.send({"type": "typing", "conversation": group.pk})
