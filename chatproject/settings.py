@@ -352,25 +352,35 @@ PARLEY_GATEWAY_DB_THREADS = env.int("PARLEY_GATEWAY_DB_THREADS", default=16)
 PARLEY_GATEWAY_LISTEN_BACKLOG = env.int("PARLEY_GATEWAY_LISTEN_BACKLOG", default=1024)
 # Each gateway process ticks this often: ack timeouts, metrics, degraded-mode signals.
 PARLEY_GATEWAY_TICK_SECONDS = env.float("PARLEY_GATEWAY_TICK_SECONDS", default=1.0)
-# Degraded mode (ops.degraded): signals summed over the window; enter above a
-# threshold, leave once every signal stays below its (lower) exit threshold for CALM seconds.
+# Degraded mode (ops.degraded; docs/operations.md): signals summed over the window; enter above
+# a threshold, leave once every signal stays below its (lower) exit threshold for CALM seconds.
 PARLEY_DEGRADED_WINDOW_SECONDS = env.int("PARLEY_DEGRADED_WINDOW_SECONDS", default=10)
-PARLEY_DEGRADED_ACK_TIMEOUT_RATIO = env.float("PARLEY_DEGRADED_ACK_TIMEOUT_RATIO", default=0.02)
-PARLEY_DEGRADED_ACK_TIMEOUT_RATIO_EXIT = env.float("PARLEY_DEGRADED_ACK_TIMEOUT_RATIO_EXIT", default=0.01)
-PARLEY_DEGRADED_MIN_ACKS = env.int("PARLEY_DEGRADED_MIN_ACKS", default=50)
+# Server-side lag, enough alone. Gateway lag: a tick is late when it lagged more than
+# GATEWAY_LAG_MS (the loop woke it that late, a message event arrived that old, or a call waited
+# that long for a database thread); hot when, over the last LAG_WINDOW seconds, at least
+# MIN_LATE_TICKS ticks were late and more than LATE_TICK_RATIO of them; calm below the exit
+# ratio over the whole window.
+PARLEY_DEGRADED_GATEWAY_LAG_MS = env.int("PARLEY_DEGRADED_GATEWAY_LAG_MS", default=500)
+PARLEY_DEGRADED_LAG_WINDOW_SECONDS = env.int("PARLEY_DEGRADED_LAG_WINDOW_SECONDS", default=3)
+PARLEY_DEGRADED_MIN_LATE_TICKS = env.int("PARLEY_DEGRADED_MIN_LATE_TICKS", default=2)
+PARLEY_DEGRADED_LATE_TICK_RATIO = env.float("PARLEY_DEGRADED_LATE_TICK_RATIO", default=0.2)
+PARLEY_DEGRADED_LATE_TICK_RATIO_EXIT = env.float("PARLEY_DEGRADED_LATE_TICK_RATIO_EXIT", default=0.05)
 PARLEY_DEGRADED_QUEUE_LAG_SECONDS = env.float("PARLEY_DEGRADED_QUEUE_LAG_SECONDS", default=10.0)
 PARLEY_DEGRADED_QUEUE_LAG_EXIT_SECONDS = env.float("PARLEY_DEGRADED_QUEUE_LAG_EXIT_SECONDS", default=5.0)
 PARLEY_DEGRADED_QUEUES = env.list("PARLEY_DEGRADED_QUEUES", default=["messages", "receipts", "push"])
-# A disconnect spike: disconnects in the window over the average open sockets.
+# What clients show, weighed by device, counts only when server-side lag corroborates it: at
+# least CORROBORATING_TICK_RATIO of the window's ticks lagged over CORROBORATING_LAG_MS, or the
+# queue lag is over its exit threshold. Ack timeouts: the share of devices with an ack timeout
+# among the devices with acks decided, once there were MIN_DEVICES of those on average.
+PARLEY_DEGRADED_CORROBORATING_LAG_MS = env.int("PARLEY_DEGRADED_CORROBORATING_LAG_MS", default=250)
+PARLEY_DEGRADED_CORROBORATING_TICK_RATIO = env.float("PARLEY_DEGRADED_CORROBORATING_TICK_RATIO", default=0.1)
+PARLEY_DEGRADED_DEVICE_TIMEOUT_SHARE = env.float("PARLEY_DEGRADED_DEVICE_TIMEOUT_SHARE", default=0.2)
+PARLEY_DEGRADED_DEVICE_TIMEOUT_SHARE_EXIT = env.float("PARLEY_DEGRADED_DEVICE_TIMEOUT_SHARE_EXIT", default=0.1)
+PARLEY_DEGRADED_MIN_DEVICES = env.float("PARLEY_DEGRADED_MIN_DEVICES", default=20)
+# A disconnect spike: disconnects in the window over the average open sockets (corroborated too).
 PARLEY_DEGRADED_DISCONNECT_RATIO = env.float("PARLEY_DEGRADED_DISCONNECT_RATIO", default=0.10)
 PARLEY_DEGRADED_DISCONNECT_RATIO_EXIT = env.float("PARLEY_DEGRADED_DISCONNECT_RATIO_EXIT", default=0.05)
 PARLEY_DEGRADED_DISCONNECT_MIN = env.int("PARLEY_DEGRADED_DISCONNECT_MIN", default=100)
-# Gateway lag: the share of gateway ticks (all gateways, over the window) lagging more than
-# GATEWAY_LAG_MS: the loop woke the tick that late, or a message event arrived that old.
-PARLEY_DEGRADED_GATEWAY_LAG_MS = env.int("PARLEY_DEGRADED_GATEWAY_LAG_MS", default=500)
-PARLEY_DEGRADED_LATE_TICK_RATIO = env.float("PARLEY_DEGRADED_LATE_TICK_RATIO", default=0.2)
-PARLEY_DEGRADED_LATE_TICK_RATIO_EXIT = env.float("PARLEY_DEGRADED_LATE_TICK_RATIO_EXIT", default=0.05)
-PARLEY_DEGRADED_MIN_TICKS = env.int("PARLEY_DEGRADED_MIN_TICKS", default=5)
 PARLEY_DEGRADED_ESCALATE_SECONDS = env.float("PARLEY_DEGRADED_ESCALATE_SECONDS", default=10.0)
 PARLEY_DEGRADED_CALM_SECONDS = env.float("PARLEY_DEGRADED_CALM_SECONDS", default=30.0)
 # Reconnect-storm admission (ops.admission): replays at once per gateway

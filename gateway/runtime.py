@@ -13,9 +13,8 @@ the gateway is a module-level singleton. The runtime owns:
 
   1. times out the acks that did not come in time, on every socket;
   2. writes the in-memory metric tallies out (ops.metrics);
-  3. adds this process's acks, timeouts, disconnects, late ticks and open sockets to the
-     shared window and, if it is the first gateway to get there this second, evaluates
-     degraded mode (ops.degraded);
+  3. adds this process's acks, devices timing out, disconnects, late ticks and open sockets
+     to the shared window and evaluates degraded mode (ops.degraded);
   4. adopts the shared degraded level and, when it changed, tells every greeted socket
      (a ``degraded`` frame; leaving level 2 releases the receipts it deferred);
 
@@ -138,7 +137,7 @@ class GatewayRuntime:
         """One round of the duties above; ``now`` (wall clock) is for tests."""
         now = time.time() if now is None else now
         monotonic = self.clock()
-        self.counts.acks(in_time=0, timeouts=sum(s.telemetry.acks.expire(monotonic) for s in list(self.sockets)))
+        self.counts.devices([s.telemetry for s in list(self.sockets)], now=monotonic)  # ack timeouts, per device
         metrics.flush()
         counts = self.counts.window.take(sockets=len(self.sockets))
         mode = await self.db.control(_share)(counts, now)

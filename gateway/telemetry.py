@@ -3,13 +3,15 @@
 Cheap: in-memory tallies, no I/O. Each socket notes the frames it wrote (send-to-deliver per
 path, fan-out dispatch) and the acks that answered them (ops.acktiming); the process's
 :class:`Window` collects acks, timeouts, disconnects and late ticks until the runtime's tick
-adds them to the shared degraded-mode window.
+adds them to the shared degraded-mode window. Ack timeouts reach degraded mode per device:
+at each tick, how many sockets had acks decided since the last one, and how many of those had
+a timeout (one socket that stops acking is one device, however many frames it leaves).
 """
 from __future__ import annotations
 
 import time
 from datetime import datetime
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from django.conf import settings
 
@@ -36,6 +38,23 @@ class ProcessCounts:
             metrics.ACK_TIMEOUTS.inc(timeouts)
             self.window.add("ack_timeouts", timeouts)
 
+    def devices(self, sockets: Iterable["SocketTelemetry"], *, now: float) -> None:
+        """The tick's per-device count: time out what is overdue on each socket, then count the
+        sockets that had acks decided since the last tick and those among them that timed out."""
+        acking = timing_out = 0
+        for socket in sockets:
+            socket.expire(now)
+            decided, timed_out = socket.take_device_outcome()
+            acking += decided
+            timing_out += timed_out
+        self.device_outcomes(acking=acking, timing_out=timing_out)
+
+    def device_outcomes(self, *, acking: int, timing_out: int) -> None:
+        if acking:
+            self.window.add("acking_devices", acking)
+        if timing_out:
+            self.window.add("timing_out_devices", timing_out)
+
     def disconnect(self) -> None:
         metrics.DISCONNECTS.inc()
         self.window.add("disconnects")
@@ -44,6 +63,8 @@ class ProcessCounts:
         """One tick, lagging ``lag`` seconds (the gateway-lag signal)."""
         metrics.GATEWAY_LAG.observe(max(lag, 0.0))
         self.window.add("ticks")
+        if lag * 1000 > settings.PARLEY_DEGRADED_CORROBORATING_LAG_MS:
+            self.window.add("slow_ticks")
         if lag * 1000 > settings.PARLEY_DEGRADED_GATEWAY_LAG_MS:
             self.window.add("late_ticks")
 
@@ -54,6 +75,8 @@ class SocketTelemetry:
         self.clock = clock  # monotonic; the runtime's, so tests can move it
         self.acks = AckTracker(timeout=settings.PARLEY_ACK_TIMEOUT_MS / 1000)
         self.opened_at = time.monotonic()
+        # Since the last tick: did an ack of this socket's frames get decided, did one time out?
+        self.acks_decided = self.timed_out = False
 
     def wrote(self, conversation_id: int, messages: list[MessagePayload], *, path: str,
               event: Mapping[str, Any] | None = None) -> None:
@@ -74,11 +97,30 @@ class SocketTelemetry:
         outcome = self.acks.acked(conversation_id, seq, self.clock())
         for latency in outcome.latencies:
             metrics.CLIENT_ACK.observe(latency)
-        self.counts.acks(in_time=len(outcome.latencies), timeouts=outcome.timeouts)
+        self._decided(in_time=len(outcome.latencies), timeouts=outcome.timeouts)
+
+    def expire(self, now: float) -> None:
+        """Time out the frames whose ack is overdue."""
+        self._decided(in_time=0, timeouts=self.acks.expire(now))
+
+    def take_device_outcome(self) -> tuple[bool, bool]:
+        """(acks decided, one timed out) since the last call; counting starts again."""
+        outcome = (self.acks_decided, self.timed_out)
+        self.acks_decided = self.timed_out = False
+        return outcome
+
+    def _decided(self, *, in_time: int, timeouts: int) -> None:
+        if in_time or timeouts:
+            self.acks_decided = True
+            self.timed_out = self.timed_out or timeouts > 0
+            self.counts.acks(in_time=in_time, timeouts=timeouts)
 
     def helloed(self, *, resumed: bool) -> None:
         metrics.RECONNECTS.labels(outcome="resumed" if resumed else "fresh").inc()
 
     def closed(self) -> None:
-        """The socket closed: overdue frames count as timeouts, the rest are forgotten."""
-        self.counts.acks(in_time=0, timeouts=self.acks.close(self.clock()))
+        """The socket closed: overdue frames count as timeouts, the rest are forgotten; the
+        device is counted now, since no tick will see it again."""
+        self._decided(in_time=0, timeouts=self.acks.close(self.clock()))
+        decided, timed_out = self.take_device_outcome()
+        self.counts.device_outcomes(acking=int(decided), timing_out=int(timed_out))

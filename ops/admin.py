@@ -43,7 +43,11 @@ class DegradedModeOverrideAdmin(admin.ModelAdmin):
             return "no gateway has measured yet"
         automatic = state.get("auto", {})
         rows = [
-            ("ack-timeout ratio", f"{signals['ack_timeout_ratio']:.2%} of {signals['acks_in_time'] + signals['ack_timeouts']}"),
+            ("gateway lag", f"{signals.get('late_ticks', 0)} of {signals.get('ticks', 0)} ticks late, "
+                            f"{signals.get('recent_late_ticks', 0)} of {signals.get('recent_ticks', 0)} lately"),
+            ("devices timing out", f"{signals.get('device_timeout_share', 0.0):.0%} of about "
+                                   f"{signals.get('devices', 0.0):.0f} devices with acks "
+                                   f"({signals['ack_timeout_ratio']:.2%} of the message frames)"),
             ("queue lag", f"{signals['queue_lag']:.1f} s"),
             ("disconnects", f"{signals['disconnects']} (about {signals['connections']:.0f} open)"),
             ("automatic level", f"{automatic.get('level', 0)}; hot: {', '.join(automatic.get('reasons', ())) or 'nothing'}"),

@@ -14,36 +14,54 @@ what the one below sheds and more:
 No level names messages, replay, acks or watermark writes, and :func:`sheds` answers only
 for ``TYPING``, ``PRESENCE`` and ``RECEIPTS``.
 
-Signals, shared through the cache by every gateway process and summed over the last
-``PARLEY_DEGRADED_WINDOW_SECONDS``:
+Signals, shared through the cache by every gateway process, per second. Two kinds:
 
-* ack-timeout ratio: frames whose ack did not come within ``PARLEY_ACK_TIMEOUT_MS``, over
-  all frames whose ack was decided, once at least ``PARLEY_DEGRADED_MIN_ACKS`` were;
+*Server-side lag* says the servers are behind, and is enough on its own:
+
+* gateway lag: a gateway tick (one a second per process) is *late* when its lag was over
+  ``PARLEY_DEGRADED_GATEWAY_LAG_MS``. A tick's lag is the longest of: how late its event
+  loop woke it, how old the oldest message event a socket handled since the last tick was
+  (publish to handling, so the sockets' own queues count), and how long a call waited for
+  a database thread. Hot when, over the last ``PARLEY_DEGRADED_LAG_WINDOW_SECONDS`` (the
+  second in progress included), at least ``PARLEY_DEGRADED_MIN_LATE_TICKS`` ticks were late
+  and they were more than ``PARLEY_DEGRADED_LATE_TICK_RATIO`` of the ticks: a flood
+  (typing, say) queues ahead of messages on the loop, in the layer channel or in the thread
+  pool, and two late ticks say so within about two seconds, one stall (a pause of the
+  collector) does not;
 * queue lag: the age of the oldest waiting task in the queues ``PARLEY_DEGRADED_QUEUES``
-  (ops.queues, read from the broker);
+  (ops.queues, read from the broker).
+
+*What clients show* is weighed **by device**, and sheds only when server-side lag
+corroborates it (a slow phone, or a whole office on a bad link, is not the server's
+overload, and shedding typing for everyone would not help them):
+
+* ack timeouts: the share of devices that had a message frame's ack time out
+  (``PARLEY_ACK_TIMEOUT_MS``), among the devices that had acks decided, counted per tick
+  and summed over ``PARLEY_DEGRADED_WINDOW_SECONDS``, once there were on average at least
+  ``PARLEY_DEGRADED_MIN_DEVICES``. One device that stops acking among eight is one eighth
+  of the devices however many messages it leaves unacked (the ratio of messages made it
+  most of them, and put everyone in degraded mode);
 * a disconnect spike: disconnects over the average open connections, once there were at
   least ``PARLEY_DEGRADED_DISCONNECT_MIN`` disconnects;
-* gateway lag: the share of gateway ticks (one a second per process) whose lag was over
-  ``PARLEY_DEGRADED_GATEWAY_LAG_MS``, once there were ``PARLEY_DEGRADED_MIN_TICKS`` ticks. A
-  tick's lag is the longest of: how late its event loop woke it, how old the oldest message
-  event a socket handled since the last tick was (publish to handling, so the sockets'
-  own queues count), and how long a call
-  waited for a database thread. A flood (typing, say) queues ahead of messages on the loop,
-  in the layer channel or in the thread pool, and this says so at the next tick, seconds
-  before ack timeouts (2 s, then a window of them) can.
+* *corroborated* means: at least ``PARLEY_DEGRADED_CORROBORATING_TICK_RATIO`` of the
+  window's ticks lagged more than ``PARLEY_DEGRADED_CORROBORATING_LAG_MS`` (lower than a
+  late tick's), or the queue lag is over its exit threshold.
 
-Hysteresis (:func:`step`). *Hot*: any signal above its enter threshold. *Calm*: every
-signal below its exit threshold, which is lower. Hot at level 0 enters level 1 at once; hot
-for ``PARLEY_DEGRADED_ESCALATE_SECONDS`` more climbs one level. Calm for
-``PARLEY_DEGRADED_CALM_SECONDS`` drops one level, and the next drop needs another calm
-period. Between the bounds nothing moves and both timers restart. A signal hovering at a
-threshold therefore cannot make the mode flap.
+Hysteresis (:class:`Hysteresis`). *Hot*: any signal above its enter threshold. *Calm*:
+every signal below its exit threshold, which is lower (the gateway lag's exit is judged
+over the whole window; a client signal that nothing corroborates counts as calm). Hot at
+level 0 enters level 1 at once; hot for ``PARLEY_DEGRADED_ESCALATE_SECONDS`` more climbs
+one level. Calm for ``PARLEY_DEGRADED_CALM_SECONDS`` drops one level, and the next drop
+needs another calm period. Between the bounds nothing moves and both timers restart. A
+signal hovering at a threshold therefore cannot make the mode flap.
 
-Who decides: each gateway process ticks once a second (gateway.runtime). It adds
-its counts to the shared window; the first gateway of each second (a lease key per second in
-the cache) runs :func:`step` and stores the state; every gateway reads the state and tells
-its sockets when the level changes. An admin override (ops.models.DegradedModeOverride) forces a level; the
-automatic state keeps being tracked underneath and takes over again on "auto".
+Who decides: each gateway process ticks once a second (gateway.runtime). It adds its counts
+to the shared window and evaluates at once (a lock of a second in the cache keeps two
+gateways from stepping the state together; the one that finds it taken leaves it to the
+other), so the first gateway to see a flood decides without waiting for the next second.
+Every gateway adopts the stored state at its tick and tells its sockets when the level
+changes. An admin override (ops.models.DegradedModeOverride) forces a level; the automatic
+state keeps being tracked underneath and takes over again on "auto".
 """
 from __future__ import annotations
 
@@ -51,7 +69,7 @@ import logging
 import os
 import time
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, Callable
 
 from django.conf import settings
 from django.core.cache import cache
@@ -66,30 +84,40 @@ SHED_BY_LEVEL: tuple[tuple[str, ...], ...] = ((), (TYPING, PRESENCE), (TYPING, P
 MAX_LEVEL = len(SHED_BY_LEVEL) - 1
 
 STATE_KEY = "parley:degraded:state"
-LEASE_KEY = "parley:degraded:lease"
+LOCK_KEY = "parley:degraded:lock"
 # Per-second buckets of the shared window, one key per kind and second.
-KINDS = ("acks_in_time", "ack_timeouts", "disconnects", "sockets", "ticks", "late_ticks")
+KINDS = ("acks_in_time", "ack_timeouts", "acking_devices", "timing_out_devices", "disconnects", "sockets",
+         "ticks", "late_ticks", "slow_ticks")
 
 
 # --- Signals, thresholds and the state machine (pure) ----------------------------------------
 
 @dataclass(frozen=True)
 class Signals:
-    acks_in_time: int = 0
-    ack_timeouts: int = 0
-    disconnects: int = 0
-    ticks: int = 0        # gateway ticks in the window, all gateways
-    late_ticks: int = 0   # of those, the ones lagging more than PARLEY_DEGRADED_GATEWAY_LAG_MS
-    connections: float = 0.0  # open sockets, averaged over the window
-    queue_lag: float = 0.0    # seconds, the worst of PARLEY_DEGRADED_QUEUES
+    """What the window holds (sums over ``PARLEY_DEGRADED_WINDOW_SECONDS``, unless said)."""
 
-    @property
-    def acks(self) -> int:
-        return self.acks_in_time + self.ack_timeouts
+    acks_in_time: int = 0         # message frames: for the ack-timeout ratio metric, not a signal
+    ack_timeouts: int = 0
+    acking_devices: int = 0       # device-ticks: a socket with acks decided since its gateway's last tick
+    timing_out_devices: int = 0   # of those, the ones with at least one ack timeout
+    devices: float = 0.0          # devices with acks decided, averaged over the window
+    disconnects: int = 0
+    connections: float = 0.0      # open sockets, averaged over the window
+    ticks: int = 0                # gateway ticks, all gateways
+    slow_ticks: int = 0           # lagging over PARLEY_DEGRADED_CORROBORATING_LAG_MS
+    late_ticks: int = 0           # lagging over PARLEY_DEGRADED_GATEWAY_LAG_MS
+    recent_ticks: int = 0         # ticks in the last PARLEY_DEGRADED_LAG_WINDOW_SECONDS
+    recent_late_ticks: int = 0
+    queue_lag: float = 0.0        # seconds, the worst of PARLEY_DEGRADED_QUEUES
 
     @property
     def ack_timeout_ratio(self) -> float:
-        return self.ack_timeouts / self.acks if self.acks else 0.0
+        acks = self.acks_in_time + self.ack_timeouts
+        return self.ack_timeouts / acks if acks else 0.0
+
+    @property
+    def device_timeout_share(self) -> float:
+        return self.timing_out_devices / self.acking_devices if self.acking_devices else 0.0
 
     @property
     def disconnect_ratio(self) -> float:
@@ -99,12 +127,20 @@ class Signals:
     def late_tick_ratio(self) -> float:
         return self.late_ticks / self.ticks if self.ticks else 0.0
 
+    @property
+    def recent_late_tick_ratio(self) -> float:
+        return self.recent_late_ticks / self.recent_ticks if self.recent_ticks else 0.0
+
+    @property
+    def slow_tick_ratio(self) -> float:
+        return self.slow_ticks / self.ticks if self.ticks else 0.0
+
 
 @dataclass(frozen=True)
 class Thresholds:
-    ack_timeout_ratio: float
-    ack_timeout_ratio_exit: float
-    min_acks: int
+    device_timeout_share: float
+    device_timeout_share_exit: float
+    min_devices: float
     queue_lag: float
     queue_lag_exit: float
     disconnect_ratio: float
@@ -112,16 +148,17 @@ class Thresholds:
     min_disconnects: int
     late_tick_ratio: float
     late_tick_ratio_exit: float
-    min_ticks: int
+    min_late_ticks: int
+    corroborating_tick_ratio: float
     escalate_after: float
     calm_for: float
 
     @classmethod
     def from_settings(cls) -> "Thresholds":
         return cls(
-            ack_timeout_ratio=settings.PARLEY_DEGRADED_ACK_TIMEOUT_RATIO,
-            ack_timeout_ratio_exit=settings.PARLEY_DEGRADED_ACK_TIMEOUT_RATIO_EXIT,
-            min_acks=settings.PARLEY_DEGRADED_MIN_ACKS,
+            device_timeout_share=settings.PARLEY_DEGRADED_DEVICE_TIMEOUT_SHARE,
+            device_timeout_share_exit=settings.PARLEY_DEGRADED_DEVICE_TIMEOUT_SHARE_EXIT,
+            min_devices=settings.PARLEY_DEGRADED_MIN_DEVICES,
             queue_lag=settings.PARLEY_DEGRADED_QUEUE_LAG_SECONDS,
             queue_lag_exit=settings.PARLEY_DEGRADED_QUEUE_LAG_EXIT_SECONDS,
             disconnect_ratio=settings.PARLEY_DEGRADED_DISCONNECT_RATIO,
@@ -129,31 +166,47 @@ class Thresholds:
             min_disconnects=settings.PARLEY_DEGRADED_DISCONNECT_MIN,
             late_tick_ratio=settings.PARLEY_DEGRADED_LATE_TICK_RATIO,
             late_tick_ratio_exit=settings.PARLEY_DEGRADED_LATE_TICK_RATIO_EXIT,
-            min_ticks=settings.PARLEY_DEGRADED_MIN_TICKS,
+            min_late_ticks=settings.PARLEY_DEGRADED_MIN_LATE_TICKS,
+            corroborating_tick_ratio=settings.PARLEY_DEGRADED_CORROBORATING_TICK_RATIO,
             escalate_after=settings.PARLEY_DEGRADED_ESCALATE_SECONDS,
             calm_for=settings.PARLEY_DEGRADED_CALM_SECONDS,
         )
 
+    def corroborated(self, signals: Signals) -> bool:
+        """Do the servers lag enough to take what clients show as overload?"""
+        return (signals.queue_lag > self.queue_lag_exit
+                or (signals.ticks > 0 and signals.slow_tick_ratio >= self.corroborating_tick_ratio))
+
+    def _devices_time_out(self, signals: Signals, share: float) -> bool:
+        return signals.devices >= self.min_devices and signals.device_timeout_share > share
+
+    def _disconnect_spike(self, signals: Signals, ratio: float) -> bool:
+        return signals.disconnects >= self.min_disconnects and signals.disconnect_ratio > ratio
+
     def hot(self, signals: Signals) -> tuple[str, ...]:
-        """The signals above their enter thresholds."""
+        """The signals above their enter thresholds (the client-side ones only if corroborated)."""
         reasons = []
-        if signals.acks >= self.min_acks and signals.ack_timeout_ratio > self.ack_timeout_ratio:
-            reasons.append("ack_timeouts")
+        if (signals.recent_late_ticks >= self.min_late_ticks
+                and signals.recent_late_tick_ratio > self.late_tick_ratio):
+            reasons.append("gateway_lag")
         if signals.queue_lag > self.queue_lag:
             reasons.append("queue_lag")
-        if signals.disconnects >= self.min_disconnects and signals.disconnect_ratio > self.disconnect_ratio:
-            reasons.append("disconnects")
-        if signals.ticks >= self.min_ticks and signals.late_tick_ratio > self.late_tick_ratio:
-            reasons.append("gateway_lag")
+        if self.corroborated(signals):
+            if self._devices_time_out(signals, self.device_timeout_share):
+                reasons.append("ack_timeouts")
+            if self._disconnect_spike(signals, self.disconnect_ratio):
+                reasons.append("disconnects")
         return tuple(reasons)
 
     def calm(self, signals: Signals) -> bool:
-        """Every signal below its exit threshold (too few samples counts as below)."""
+        """Every signal below its exit threshold (too few samples, or nothing corroborating a
+        client-side signal, counts as below)."""
+        corroborated = self.corroborated(signals)
         return (
-            (signals.acks < self.min_acks or signals.ack_timeout_ratio < self.ack_timeout_ratio_exit)
+            signals.late_tick_ratio < self.late_tick_ratio_exit
             and signals.queue_lag < self.queue_lag_exit
-            and (signals.disconnects < self.min_disconnects or signals.disconnect_ratio < self.disconnect_ratio_exit)
-            and (signals.ticks < self.min_ticks or signals.late_tick_ratio < self.late_tick_ratio_exit)
+            and not (corroborated and self._devices_time_out(signals, self.device_timeout_share_exit))
+            and not (corroborated and self._disconnect_spike(signals, self.disconnect_ratio_exit))
         )
 
 
@@ -166,23 +219,46 @@ class State:
     reasons: tuple[str, ...] = ()    # what is hot now
 
 
-def step(state: State, signals: Signals, now: float, thresholds: Thresholds) -> State:
-    """The automatic level after one more look at the signals (the hysteresis above)."""
-    reasons = thresholds.hot(signals)
-    if reasons:
-        if state.level == 0:
-            return State(level=1, since=now, hot_since=now, reasons=reasons)
-        hot_since = state.hot_since if state.hot_since is not None else now
-        if state.level < MAX_LEVEL and now - hot_since >= thresholds.escalate_after:
-            return State(level=state.level + 1, since=now, hot_since=now, reasons=reasons)
-        return replace(state, hot_since=hot_since, calm_since=None, reasons=reasons)
-    if thresholds.calm(signals) and state.level > 0:
-        calm_since = state.calm_since if state.calm_since is not None else now
-        if now - calm_since >= thresholds.calm_for:
-            level = state.level - 1
-            return State(level=level, since=now, calm_since=now if level else None)
-        return replace(state, hot_since=None, calm_since=calm_since, reasons=())
-    return replace(state, hot_since=None, calm_since=None, reasons=())
+class Hysteresis:
+    """The automatic level: the state machine above, with the clock it judges time by injected.
+
+    Plain and in memory; :func:`evaluate` builds one from the shared state, shows it the
+    signals and stores what it became. Tests drive it with a clock they move.
+    """
+
+    def __init__(self, thresholds: Thresholds, *, clock: Callable[[], float], state: State | None = None) -> None:
+        self.thresholds = thresholds
+        self.clock = clock
+        self.state = state or State()
+
+    @property
+    def level(self) -> int:
+        return self.state.level
+
+    def observe(self, signals: Signals) -> State:
+        """One more look at the signals; the state after it."""
+        now, state, thresholds = self.clock(), self.state, self.thresholds
+        reasons = thresholds.hot(signals)
+        if reasons:
+            if state.level == 0:
+                state = State(level=1, since=now, hot_since=now, reasons=reasons)
+            else:
+                hot_since = state.hot_since if state.hot_since is not None else now
+                if state.level < MAX_LEVEL and now - hot_since >= thresholds.escalate_after:
+                    state = State(level=state.level + 1, since=now, hot_since=now, reasons=reasons)
+                else:
+                    state = replace(state, hot_since=hot_since, calm_since=None, reasons=reasons)
+        elif thresholds.calm(signals) and state.level > 0:
+            calm_since = state.calm_since if state.calm_since is not None else now
+            if now - calm_since >= thresholds.calm_for:
+                level = state.level - 1
+                state = State(level=level, since=now, calm_since=now if level else None)
+            else:
+                state = replace(state, hot_since=None, calm_since=calm_since, reasons=())
+        else:
+            state = replace(state, hot_since=None, calm_since=None, reasons=())
+        self.state = state
+        return state
 
 
 # --- What this process acts on ---------------------------------------------------------------
@@ -251,20 +327,32 @@ def publish(counts: dict[str, int], *, now: float) -> None:
 
 
 def read_signals(*, now: float, queue_lag: float | None = None) -> Signals:
-    """The window's sums, from the complete seconds before ``now``; queue lag from the broker."""
-    window = int(settings.PARLEY_DEGRADED_WINDOW_SECONDS)
-    seconds = range(int(now) - window, int(now))
+    """The window's sums up to ``now``, the second in progress included (a late tick counts at
+    once); queue lag from the broker."""
+    window, recent = int(settings.PARLEY_DEGRADED_WINDOW_SECONDS), int(settings.PARLEY_DEGRADED_LAG_WINDOW_SECONDS)
+    seconds = range(int(now) - window + 1, int(now) + 1)
     stored = cache.get_many([_bucket(kind, s) for kind in KINDS for s in seconds])
-    sums = {kind: sum(stored.get(_bucket(kind, s), 0) for s in seconds) for kind in KINDS}
+
+    def total(kind: str, over: range = seconds) -> int:
+        return sum(stored.get(_bucket(kind, s), 0) for s in over)
+
     if queue_lag is None:
         watched = set(settings.PARLEY_DEGRADED_QUEUES)
         queue_lag = max((d.lag for d in queues.measure(now=now) if d.queue in watched), default=0.0)
-    return Signals(acks_in_time=sums["acks_in_time"], ack_timeouts=sums["ack_timeouts"],
-                   disconnects=sums["disconnects"], connections=sums["sockets"] / window, queue_lag=queue_lag,
-                   ticks=sums["ticks"], late_ticks=sums["late_ticks"])
+    last_seconds = range(int(now) - recent + 1, int(now) + 1)
+    # Each gateway counts its sockets and devices once a tick, a tick a second: to averages.
+    device_ticks_per_device = window
+    return Signals(
+        acks_in_time=total("acks_in_time"), ack_timeouts=total("ack_timeouts"),
+        acking_devices=total("acking_devices"), timing_out_devices=total("timing_out_devices"),
+        devices=total("acking_devices") / device_ticks_per_device,
+        disconnects=total("disconnects"), connections=total("sockets") / device_ticks_per_device,
+        ticks=total("ticks"), slow_ticks=total("slow_ticks"), late_ticks=total("late_ticks"),
+        recent_ticks=total("ticks", last_seconds), recent_late_ticks=total("late_ticks", last_seconds),
+        queue_lag=queue_lag)
 
 
-# --- Deciding (the first gateway of each second) ---------------------------------------
+# --- Deciding (every gateway, at its tick) -----------------------------------------------
 
 OVERRIDE_LEVELS = {"auto": None, "normal": 0, "shed_ephemeral": 1, "defer_receipts": 2}
 
@@ -275,27 +363,35 @@ def forced_level() -> int | None:
 
 
 def evaluate(*, now: float | None = None, signals: Signals | None = None) -> dict[str, Any] | None:
-    """Take this second's lease, step the automatic state, apply the override, store the result.
+    """Step the automatic state with the window's signals, apply the override, store the result.
 
-    Returns the stored state, or None when another process already evaluated this second.
+    Returns the stored state, or None when another process is evaluating right now (it holds
+    the lock; its result is as fresh as ours would be).
     """
     now = time.time() if now is None else now
-    # One evaluation per second of the clock, whichever gateway comes first.
-    if not cache.add(f"{LEASE_KEY}:{int(now)}", os.getpid(), 5):
+    if not cache.add(LOCK_KEY, os.getpid(), 2):
         return None
-    signals = signals if signals is not None else read_signals(now=now)
-    stored = cache.get(STATE_KEY) or {}
     try:
-        previous = State(**stored.get("auto", {}))
-    except TypeError:  # stored by another version of this module: start over
-        previous = State()
-    automatic = step(previous, signals, now, Thresholds.from_settings())
-    forced = forced_level()
-    level = automatic.level if forced is None else forced
-    state = {"level": level, "forced": forced is not None, "auto": asdict(automatic),
-             "signals": {**asdict(signals), "ack_timeout_ratio": signals.ack_timeout_ratio}, "at": now}
-    cache.set(STATE_KEY, state, None)
+        signals = signals if signals is not None else read_signals(now=now)
+        stored = cache.get(STATE_KEY) or {}
+        try:
+            previous = State(**stored.get("auto", {}))
+        except TypeError:  # stored by another version of this module: start over
+            previous = State()
+        machine = Hysteresis(Thresholds.from_settings(), clock=lambda: now, state=previous)
+        automatic = machine.observe(signals)
+        forced = forced_level()
+        level = automatic.level if forced is None else forced
+        state = {"level": level, "forced": forced is not None, "auto": asdict(automatic),
+                 "signals": {**asdict(signals), "ack_timeout_ratio": signals.ack_timeout_ratio,
+                             "device_timeout_share": signals.device_timeout_share,
+                             "late_tick_ratio": signals.late_tick_ratio},
+                 "at": now}
+        cache.set(STATE_KEY, state, None)
+    finally:
+        cache.delete(LOCK_KEY)
     metrics.ACK_TIMEOUT_RATIO.set(signals.ack_timeout_ratio)
+    metrics.ACK_TIMEOUT_DEVICE_SHARE.set(signals.device_timeout_share)
     if level != stored.get("level", 0):
         logger.warning("degraded mode level %s -> %s (%s)", stored.get("level", 0), level,
                        "forced by the admin override" if forced is not None else ", ".join(automatic.reasons) or "calm")

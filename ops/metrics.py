@@ -79,6 +79,11 @@ ACK_TIMEOUT_RATIO = Gauge(
     "parley_ack_timeout_ratio", "Share of acks that timed out, across all gateways, over the "
     "degraded-mode window.", multiprocess_mode="mostrecent",
 )
+ACK_TIMEOUT_DEVICE_SHARE = Gauge(
+    "parley_ack_timeout_device_share", "Share of devices with an ack timeout among those with acks "
+    "decided, across all gateways, over the degraded-mode window (the signal degraded mode weighs).",
+    multiprocess_mode="mostrecent",
+)
 QUEUE_LAG = Gauge(
     "parley_queue_lag_seconds", "Age of the oldest task waiting in each Celery queue.",
     ["queue"], multiprocess_mode="mostrecent",

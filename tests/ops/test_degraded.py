@@ -1,73 +1,122 @@
 """Degraded mode: hysteresis under injected signals and a clock the test moves; what it sheds and what never."""
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import datetime, timezone
+from typing import Callable
+
 import pytest
 from channels.db import database_sync_to_async
+from django.conf import settings as django_settings
+from django.core.cache import cache
 from django.urls import reverse
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
-from gateway.telemetry import ProcessCounts
+from gateway.telemetry import ProcessCounts, SocketTelemetry
 from messaging.send import do_send_message
 from ops import degraded
 from ops.degraded import (
     RECEIPTS,
     TYPING,
+    Hysteresis,
     Signals,
     State,
     Thresholds,
     Window,
     evaluate,
     publish,
-    step,
+    read_signals,
 )
 from ops.models import DegradedModeOverride
 
-from .conftest import settled, tick
+from .conftest import Clock, settled, tick
 
-T = Thresholds(ack_timeout_ratio=0.02, ack_timeout_ratio_exit=0.01, min_acks=50, queue_lag=10, queue_lag_exit=5,
-               disconnect_ratio=0.10, disconnect_ratio_exit=0.05, min_disconnects=100,
-               late_tick_ratio=0.2, late_tick_ratio_exit=0.05, min_ticks=5,
-               escalate_after=10, calm_for=30)
-HOT = Signals(acks_in_time=950, ack_timeouts=50, connections=1000)       # 5% of acks late
-BETWEEN = Signals(acks_in_time=985, ack_timeouts=15, connections=1000)   # 1.5%: under enter, over exit
-CALM = Signals(acks_in_time=1000, connections=1000)
+T = Thresholds(device_timeout_share=0.2, device_timeout_share_exit=0.1, min_devices=20,
+               queue_lag=10, queue_lag_exit=5, disconnect_ratio=0.10, disconnect_ratio_exit=0.05,
+               min_disconnects=100, late_tick_ratio=0.2, late_tick_ratio_exit=0.05, min_late_ticks=2,
+               corroborating_tick_ratio=0.1, escalate_after=10, calm_for=30)
+# Two gateways over a 10 s window: 20 ticks, 6 of them in the last 3 s.
+LAGGING = Signals(ticks=20, late_ticks=4, slow_ticks=4, recent_ticks=6, recent_late_ticks=3)
+HOT = LAGGING
+BETWEEN = Signals(ticks=20, late_ticks=1, slow_ticks=1, recent_ticks=6)  # 5% late: not under the exit ratio
+CALM = Signals(ticks=20, recent_ticks=6)
 
 
-def levels(signals_each_second: list[Signals], state: State = State(), start: float = 0.0) -> list[int]:
+def devices(*, acking: float, timing_out: float, lag: bool) -> Signals:
+    """``acking`` devices with acks decided every second for 10 s, ``timing_out`` of them with a
+    timeout each second; the servers lagging enough to corroborate, or not at all."""
+    return Signals(acking_devices=int(acking * 10), timing_out_devices=int(timing_out * 10), devices=acking,
+                   ticks=20, slow_ticks=4 if lag else 0, recent_ticks=6)
+
+
+def levels(signals_each_second: list[Signals], state: State | None = None, start: float = 0.0) -> list[int]:
+    clock = Clock(start)
+    machine = Hysteresis(T, clock=clock, state=state)
     seen = []
-    for second, signals in enumerate(signals_each_second):
-        state = step(state, signals, start + second, T)
-        seen.append(state.level)
+    for signals in signals_each_second:
+        seen.append(machine.observe(signals).level)
+        clock.advance(1)
     return seen
 
 
-# --- the state machine --------------------------------------------------------------------------
+# --- the state machine ----------------------------------------------------------------------------
 
-def test_an_ack_timeout_ratio_over_two_percent_enters_level_one_at_once():
-    state = step(State(), HOT, 0.0, T)
+def test_a_lagging_gateway_enters_level_one_at_once():
+    state = Hysteresis(T, clock=Clock(0)).observe(LAGGING)
+    assert (state.level, state.reasons) == (1, ("gateway_lag",))
+
+
+def test_one_late_tick_is_a_stall_not_a_flood():
+    assert levels([Signals(ticks=20, late_ticks=1, slow_ticks=1, recent_ticks=6, recent_late_ticks=1)] * 30) == [0] * 30
+
+
+def test_queue_lag_alone_enters_too():
+    assert Hysteresis(T, clock=Clock(0)).observe(Signals(queue_lag=10.5)).reasons == ("queue_lag",)
+
+
+def test_devices_timing_out_enter_only_when_server_lag_corroborates_them():
+    many_timing_out = devices(acking=100, timing_out=40, lag=False)
+    assert levels([many_timing_out] * 60) == [0] * 60  # the network, not the servers: shedding would not help
+    state = Hysteresis(T, clock=Clock(0)).observe(devices(acking=100, timing_out=40, lag=True))
     assert (state.level, state.reasons) == (1, ("ack_timeouts",))
 
 
-@pytest.mark.parametrize("signals, reason", [
-    (Signals(queue_lag=10.5), "queue_lag"),
-    (Signals(disconnects=150, connections=1000), "disconnects"),
-    (Signals(ticks=20, late_ticks=5), "gateway_lag"),
-])
-def test_queue_lag_a_disconnect_spike_or_a_lagging_gateway_alone_enters_too(signals, reason):
-    assert step(State(), signals, 0.0, T).reasons == (reason,)
+def test_a_disconnect_spike_enters_only_when_server_lag_corroborates_it():
+    spike = Signals(disconnects=150, connections=1000, ticks=20, recent_ticks=6)
+    assert levels([spike] * 10) == [0] * 10
+    assert Hysteresis(T, clock=Clock(0)).observe(replace(spike, slow_ticks=4)).reasons == ("disconnects",)
 
 
-def test_too_few_samples_are_no_signal_at_all():
-    assert levels([Signals(acks_in_time=5, ack_timeouts=5), Signals(disconnects=60, connections=100),
-                   Signals(ticks=4, late_ticks=4)]) == [0, 0, 0]
+def test_ack_timeouts_count_devices_not_messages():
+    """One device that stops acking leaves every frame it gets unacked: most of the messages, one
+    device. The share of devices is what enters, however many frames each left."""
+    one_silent_phone = Signals(acks_in_time=70, ack_timeouts=400, acking_devices=80, timing_out_devices=10,
+                               devices=8, ticks=20, slow_ticks=20, recent_ticks=6)
+    assert one_silent_phone.ack_timeout_ratio > 0.8 and one_silent_phone.device_timeout_share == 0.125
+    assert levels([one_silent_phone] * 60) == [0] * 60
 
 
-def test_a_tick_lagging_over_the_threshold_counts_as_a_late_tick(settings):
+def test_devices_timing_out_need_the_minimum_device_count():
+    """A small deployment: a third of five devices is still a few slow phones."""
+    assert levels([devices(acking=19, timing_out=10, lag=True)] * 30) == [0] * 30
+    assert levels([devices(acking=20, timing_out=10, lag=True)]) == [1]
+
+
+@pytest.mark.parametrize("timing_out", [1, 2, 3])
+def test_a_few_slow_devices_among_many_never_enter_even_on_a_lagging_server(timing_out):
+    assert levels([devices(acking=30, timing_out=timing_out, lag=True)] * 60) == [0] * 60
+
+
+def test_a_tick_lagging_over_the_thresholds_counts_as_slow_and_late(settings):
+    settings.PARLEY_DEGRADED_CORROBORATING_LAG_MS = 250
     settings.PARLEY_DEGRADED_GATEWAY_LAG_MS = 500
     process = ProcessCounts()
-    for lag in (0.01, 0.2, 0.6, 2.0):
+    for lag in (0.01, 0.3, 0.6, 2.0):
         process.tick(lag)
     counts = process.window.take(sockets=0)
-    assert (counts["ticks"], counts["late_ticks"]) == (4, 2)
+    assert (counts["ticks"], counts["slow_ticks"], counts["late_ticks"]) == (4, 3, 2)
 
 
 def test_staying_hot_climbs_to_deferring_receipts_after_the_escalation_delay():
@@ -80,7 +129,7 @@ def test_it_leaves_one_level_per_calm_period():
     assert seen[:30] == [2] * 30 and seen[30:60] == [1] * 30 and seen[60:] == [0, 0]
 
 
-def test_a_ratio_between_the_thresholds_neither_enters_nor_leaves():
+def test_a_signal_between_the_thresholds_neither_enters_nor_leaves():
     assert levels([BETWEEN] * 100) == [0] * 100
     assert levels([HOT] + [BETWEEN] * 100) == [1] * 101
 
@@ -94,33 +143,154 @@ def test_signals_flapping_every_second_hold_level_one_without_flapping_the_mode(
     assert levels([HOT, CALM] * 50) == [1] * 100
 
 
+@hypothesis_settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 500), st.integers(0, 500), st.integers(0, 400), st.floats(0, 5)),
+                min_size=1, max_size=60))
+def test_without_server_lag_no_device_and_no_disconnect_ever_enters(seconds):
+    """Whatever clients show (devices timing out, disconnects), quiet servers never shed."""
+    signals = [Signals(acking_devices=acking * 10, timing_out_devices=min(out, acking) * 10, devices=acking,
+                       disconnects=gone, connections=max(acking, 1), ticks=20, recent_ticks=6, queue_lag=queue_lag)
+               for acking, out, gone, queue_lag in seconds]
+    assert set(levels(signals)) == {0}
+
+
 def test_no_level_sheds_messages_and_each_level_keeps_what_the_one_below_sheds():
     for lower, higher in zip(degraded.SHED_BY_LEVEL, degraded.SHED_BY_LEVEL[1:]):
         assert set(lower) < set(higher)
     assert set(degraded.SHED_BY_LEVEL[-1]) == {"typing", "presence", "receipts"}
 
 
+# --- through the gateway's counts and the shared window, with a clock the test moves -------------
+
+class Gateways:
+    """Gateway processes as the runtime drives them: sockets that are written message frames and
+    ack them (or not), and a tick a second that counts devices, publishes and evaluates."""
+
+    def __init__(self, count: int, *, devices: int, phases: list[float] | None = None) -> None:
+        self.monotonic = Clock(0.0)
+        self.processes = [ProcessCounts() for _ in range(count)]
+        self.phases = phases or [i / count for i in range(count)]
+        self.sockets = [[SocketTelemetry(process, self.monotonic) for _ in range(devices // count)]
+                        for process in self.processes]
+        self.seq = 0
+
+    def message(self, *, silent: set[int] = frozenset()) -> None:
+        """A message frame to every socket; all ack it within 50 ms but the ``silent`` ones."""
+        self.seq += 1
+        payload = {"seq": self.seq, "created_at": datetime.now(timezone.utc).isoformat()}
+        everyone = [socket for sockets in self.sockets for socket in sockets]
+        for socket in everyone:
+            socket.wrote(1, [payload], path="direct")
+        self.monotonic.advance(0.05)
+        for index, socket in enumerate(everyone):
+            if index not in silent:
+                socket.acked(1, self.seq)
+
+    def run(self, start: float, seconds: float, *, lag: Callable[[float], float] = lambda t: 0.0,
+            silent: set[int] = frozenset()) -> list[tuple[float, int]]:
+        """Ten messages a second; every gateway ticks once a second at its phase, ``lag(t)`` late.
+        Returns (wall time, level) after each tick."""
+        seen = []
+        for second in range(int(seconds)):
+            ticks = sorted((start + second + phase, index) for index, phase in enumerate(self.phases))
+            for _ in range(10):
+                self.message(silent=silent)
+            for at, index in ticks:
+                self.monotonic.advance(1 / len(ticks) - 0.5 / len(ticks))
+                process = self.processes[index]
+                process.devices(self.sockets[index], now=self.monotonic())
+                process.tick(lag(at))
+                publish(process.window.take(sockets=len(self.sockets[index])), now=at)
+                state = evaluate(now=at, signals=read_signals(now=at, queue_lag=0.0))
+                seen.append((at, state["level"]))
+        return seen
+
+
+@pytest.mark.django_db
+def test_one_device_of_eight_that_stops_acking_never_enters_degraded_mode():
+    gateways = Gateways(2, devices=8)
+    seen = gateways.run(50_000.0, 120, silent={3})
+    assert {level for _, level in seen} == {0}
+    signals = read_signals(now=50_119.9, queue_lag=0.0)
+    assert signals.device_timeout_share == pytest.approx(1 / 8, abs=0.02)
+    assert signals.ack_timeout_ratio == pytest.approx(1 / 8, abs=0.02)
+
+
+@pytest.mark.django_db
+def test_one_silent_device_of_eight_on_a_lagging_server_still_does_not_enter_on_acks(settings):
+    """The server lags enough to corroborate, but not to be late: the acks alone decide, and one
+    device of eight is too few devices and too small a share."""
+    settings.PARLEY_DEGRADED_CORROBORATING_LAG_MS = 250
+    seen = Gateways(2, devices=8).run(60_000.0, 60, lag=lambda t: 0.3, silent={0})
+    assert {level for _, level in seen} == {0}
+
+
+def flood(began: float, ends: float) -> Callable[[float], float]:
+    """A flood makes every tick from half a second after it began late: the loop wakes ticks
+    late, and message events wait behind it."""
+    return lambda t: 2.0 if began + 0.5 <= t < ends else 0.01
+
+
+@hypothesis_settings(max_examples=12, deadline=None)
+@given(gateways=st.integers(1, 3), phase=st.floats(0, 0.99), flood_at=st.floats(0, 0.99))
+@pytest.mark.django_db
+def test_a_flood_enters_within_three_seconds_whatever_the_gateways_phases(gateways, phase, flood_at):
+    cache.clear()
+    start = 70_000.0
+    began = start + 12 + flood_at
+    run = Gateways(gateways, devices=12, phases=[(phase + i / gateways) % 1 for i in range(gateways)])
+    seen = run.run(start, 18, lag=flood(began, began + 60))
+    assert all(level == 0 for at, level in seen if at < began)
+    entered = min(at for at, level in seen if level)
+    assert entered - began <= 3.0 - 0.5  # the last half second: the runtime telling its sockets
+
+
+@pytest.mark.django_db
+def test_a_flood_leaves_degraded_mode_one_calm_period_per_level_after_its_lag_left_the_window():
+    start = 80_000.0
+    began, ends = start + 5.3, start + 35.3
+    seen = Gateways(2, devices=12).run(start, 140, lag=flood(began, ends))
+    window, calm = django_settings.PARLEY_DEGRADED_WINDOW_SECONDS, django_settings.PARLEY_DEGRADED_CALM_SECONDS
+    escalate = django_settings.PARLEY_DEGRADED_ESCALATE_SECONDS
+    entered = min(at for at, level in seen if level)
+    assert {level for at, level in seen if entered <= at < entered + escalate - 1} == {1}
+    assert {level for at, level in seen if entered + escalate + 1 <= at < ends + window + calm - 1} == {2}
+    assert {level for at, level in seen if ends + window + calm + 1 <= at < ends + window + 2 * calm - 1} == {1}
+    assert {level for at, level in seen if at >= ends + window + 2 * calm + 1} == {0}
+
+
 # --- shared across processes ---------------------------------------------------------------------
 
-def test_gateways_add_their_counts_to_one_window_and_one_evaluation_per_second_decides_for_all(db, settings):
+def test_gateways_add_their_counts_to_one_window_that_every_gateway_evaluates(db, settings):
     settings.PARLEY_DEGRADED_QUEUES = []
-    settings.PARLEY_DEGRADED_MIN_ACKS = 50
     first, second = Window(), Window()  # two gateway processes
-    first.add("acks_in_time", 100)
+    first.add("ticks")
+    first.add("late_ticks")
     publish(first.take(sockets=10), now=5000.2)
-    second.add("ack_timeouts", 5)
+    assert evaluate(now=5000.3)["level"] == 0  # one late tick: a stall
+    second.add("ticks")
+    second.add("late_ticks")
+    second.add("acking_devices", 30)
     publish(second.take(sockets=30), now=5000.7)
 
-    state = evaluate(now=5001.1)
-    assert state["level"] == 1
-    assert state["signals"]["ack_timeout_ratio"] == pytest.approx(5 / 105)
+    state = evaluate(now=5000.8)  # the second in progress counts at once
+    assert state["level"] == 1 and tuple(state["auto"]["reasons"]) == ("gateway_lag",)
     assert state["signals"]["connections"] == pytest.approx(40 / settings.PARLEY_DEGRADED_WINDOW_SECONDS)
-    assert evaluate(now=5001.9) is None  # another gateway already decided this second
+    assert state["signals"]["devices"] == pytest.approx(30 / settings.PARLEY_DEGRADED_WINDOW_SECONDS)
+    assert evaluate(now=5001.1)["level"] == 1  # any gateway may evaluate, any time
     assert degraded.refresh() == degraded.Mode(level=1)
     assert degraded.sheds(TYPING) and not degraded.sheds(RECEIPTS)
 
     # Counts older than the window no longer count.
-    assert evaluate(now=5000.2 + settings.PARLEY_DEGRADED_WINDOW_SECONDS + 1)["signals"]["acks_in_time"] == 0
+    late = evaluate(now=5000.2 + settings.PARLEY_DEGRADED_WINDOW_SECONDS + 1)
+    assert late["signals"]["ticks"] == 0
+
+
+def test_an_evaluation_in_progress_elsewhere_is_left_to_finish(db):
+    cache.add(degraded.LOCK_KEY, "another gateway", 2)
+    assert evaluate(now=6000.0, signals=HOT) is None
+    cache.delete(degraded.LOCK_KEY)
+    assert evaluate(now=6000.1, signals=HOT)["level"] == 1
 
 
 # --- on the sockets -------------------------------------------------------------------------------
