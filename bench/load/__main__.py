@@ -56,6 +56,8 @@ def main() -> None:
     parser.add_argument("--degraded-rate", type=float, default=20.0, help="messages/s of the degraded scenario")
     parser.add_argument("--chaos-rate", type=float, default=20.0, help="group messages/s of the chaos scenario")
     parser.add_argument("--typing-rate", type=float, default=2000.0, help="typing frames/s of the degraded scenario's flood")
+    parser.add_argument("--degraded-floods", type=int, default=3,
+                        help="typing floods in the degraded scenario (each client's time to be told, every flood)")
     parser.add_argument("--port-offset", type=int, default=0,
                         help="move every port of Procfile.stack (and the relay's) by this much, to run beside "
                              "another stack")

@@ -50,7 +50,8 @@ class Device:
     caught_up_at: float = 0.0                 # first moment every cursor reached ready's last_seq
     ready_seqs: dict[int, int] = field(default_factory=dict)
     frames: Counter = field(default_factory=Counter)
-    degraded: list[tuple[float, list[str]]] = field(default_factory=list)
+    degraded: list[tuple[float, list[str]]] = field(default_factory=list)   # (time.time(), shed)
+    silent: bool = False                      # sends no acks (a phone on a train), while set
 
     def __post_init__(self) -> None:
         self.cursors = dict(self.base)
@@ -249,7 +250,7 @@ class Pool:
             dev.caught_up_at = now
 
     def _ack(self, dev: Device, ws, conversation: int) -> None:
-        if self.ack_ms < 0:
+        if self.ack_ms < 0 or dev.silent:
             return
         if self.ack_ms == 0:
             self.sent_frames["ack"] += 1

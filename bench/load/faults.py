@@ -115,11 +115,33 @@ async def chaos(session: Session, args) -> dict[str, Any]:
 
 # --- degraded mode ---------------------------------------------------------------------------------
 
+TOLD_WITHIN_S = 3.0  # issue 15, goal 5
+
+
+def told_after(devices, since: float) -> list[float | None]:
+    """Per device, seconds from ``since`` (time.time()) to its first frame saying something is shed."""
+    return [next((t - since for t, shed in d.degraded if t >= since and shed), None) for d in devices]
+
+
+def told_summary(delays: list[float | None]) -> dict[str, Any]:
+    told = sorted(d for d in delays if d is not None)
+    n = len(told)
+    return {"devices": len(delays), "told": n,
+            "p50_s": round(told[n // 2], 2) if n else None, "max_s": round(told[-1], 2) if n else None,
+            "within_3s": sum(d <= TOLD_WITHIN_S for d in told)}
+
+
 async def degraded(session: Session, args) -> dict[str, Any]:
+    """Three parts on one cohort: one device in eight stops acking (degraded mode must not engage);
+    then ``floods`` typing floods, each held until every client was told and then stopped until
+    degraded mode ended by itself. Each client's time from a flood's start to its ``degraded``
+    frame is recorded; the first flood also labels the message-latency phases."""
     groups, size = 20, 10
     rate = args.degraded_rate  # messages/s; 20 = 200 deliveries/s
     typing_rate = args.typing_rate
-    base_s, max_wait_shed, shed_s, recover_limit = (15, 40, 15, 90) if not args.quick else (6, 20, 6, 40)
+    base_s, max_wait_shed, shed_s, recover_limit = (15, 40, 15, 90) if not args.quick else (6, 20, 6, 60)
+    slow_s = 40 if not args.quick else 15
+    floods = args.degraded_floods
     tag = f"dg{next(session.prefix)}u"
     members, seqs = await asyncio.to_thread(make_cohort, tag, groups, size)
     recorder = Recorder()
@@ -133,28 +155,33 @@ async def degraded(session: Session, args) -> dict[str, Any]:
             break
         await asyncio.sleep(1.0)
     start_level = metrics.gauge(await asyncio.to_thread(session.scrape), "parley_degraded_level")
-    watcher.degraded.clear()
+    for dev in devices:
+        dev.degraded.clear()
     print(f"  parley: {len(devices)} devices; degraded level {start_level} after waiting "
           f"{time.monotonic() - waited:.0f}s for normal mode", flush=True)
     senders = senders_round_robin(devices, lambda d: d.conversations[0])
     typers = itertools.cycle(devices)
-    level_log: list[tuple[float, float | None, float | None]] = []
+    level_log: list[tuple[float, float | None, float | None, float | None]] = []
     t0 = time.monotonic()
     stop_all = False
     current = {"label": "unloaded"}
 
-    def level() -> tuple[float | None, float | None]:
+    def level() -> tuple[float | None, float | None, float | None]:
         snap = metrics.scrape(session.metrics_url(), timeout=5, attempts=1)
-        return metrics.gauge(snap, "parley_degraded_level"), metrics.gauge(snap, "parley_ack_timeout_ratio")
+        return (metrics.gauge(snap, "parley_degraded_level"), metrics.gauge(snap, "parley_ack_timeout_ratio"),
+                metrics.gauge(snap, "parley_ack_timeout_device_share"))
 
     async def watch() -> None:
         while not stop_all:
-            lv, ratio = await asyncio.to_thread(level)
-            level_log.append((round(time.monotonic() - t0, 1), lv, ratio))
+            lv, ratio, share = await asyncio.to_thread(level)
+            level_log.append((round(time.monotonic() - t0, 1), lv, ratio, share))
             await asyncio.sleep(1.0)
 
     def shed_now() -> bool:
         return bool(watcher.degraded and watcher.degraded[-1][1])
+
+    def all_told(since: float) -> bool:
+        return all(d is not None for d in told_after(devices, since))
 
     async def messages() -> None:
         start, i = time.perf_counter(), 0
@@ -197,30 +224,54 @@ async def degraded(session: Session, args) -> dict[str, Any]:
 
     mark("unloaded messages")
     await asyncio.sleep(base_s)
-    current["label"] = "flood-before-shed"
-    flood_on = True
-    mark(f"typing flood on ({typing_rate:.0f} typing frames/s)")
-    deadline = time.monotonic() + max_wait_shed
-    while time.monotonic() < deadline and not shed_now():
-        await asyncio.sleep(0.1)
-    if shed_now():
-        mark(f"degraded: shed {watcher.degraded[-1][1]}")
-        # The first seconds still drain what queued before shedding began; judged apart.
-        current["label"] = "flood-shed-first-5s"
-        await asyncio.sleep(5)
-        current["label"] = "flood-shed"
-        mark("shedding for 5 s: messages from now on are the settled shed phase")
-        await asyncio.sleep(shed_s)
-    else:
-        mark("degraded mode did not engage")
-    flood_on = False
-    current["label"] = "after-flood"
-    mark("typing flood off")
-    deadline = time.monotonic() + recover_limit
-    while time.monotonic() < deadline and shed_now():
-        await asyncio.sleep(0.2)
-    recovered = not shed_now()
-    mark("degraded mode ended by itself" if recovered else f"still degraded after {recover_limit}s")
+    # 1. A few slow devices: one in eight stops acking, nothing else changes.
+    silent = devices[::8]
+    slow_since = time.time()
+    for dev in silent:
+        dev.silent = True
+    current["label"] = "one-in-eight-silent"
+    mark(f"{len(silent)} of {len(devices)} devices stop acking")
+    await asyncio.sleep(slow_s)
+    for dev in silent:
+        dev.silent = False
+    slow = {"silent": len(silent), "devices": len(devices), "seconds": slow_s,
+            "told": sum(1 for d in told_after(devices, slow_since) if d is not None)}
+    mark(f"they ack again; clients told of degraded mode meanwhile: {slow['told']}")
+    current["label"] = "unloaded-again"
+    await asyncio.sleep(5)
+    # 2. Typing floods.
+    runs: list[dict[str, Any]] = []
+    recovered = True
+    for k in range(floods):
+        first = k == 0
+        current["label"] = "flood-before-shed" if first else f"flood-{k + 1}"
+        flood_since = time.time()
+        flood_on = True
+        mark(f"flood {k + 1}: typing on ({typing_rate:.0f} typing frames/s)")
+        deadline = time.monotonic() + max_wait_shed
+        while time.monotonic() < deadline and not all_told(flood_since):
+            await asyncio.sleep(0.1)
+        summary = told_summary(told_after(devices, flood_since))
+        runs.append(summary)
+        mark(f"flood {k + 1}: {summary['told']}/{summary['devices']} clients told, p50 {summary['p50_s']} s, "
+             f"max {summary['max_s']} s, {summary['within_3s']} within {TOLD_WITHIN_S:.0f} s")
+        if first and shed_now():
+            # The first seconds still drain what queued before shedding began; judged apart.
+            current["label"] = "flood-shed-first-5s"
+            await asyncio.sleep(5)
+            current["label"] = "flood-shed"
+            mark("shedding for 5 s: messages from now on are the settled shed phase")
+            await asyncio.sleep(shed_s)
+        else:
+            await asyncio.sleep(3)
+        flood_on = False
+        current["label"] = "after-flood" if first else f"after-flood-{k + 1}"
+        mark(f"flood {k + 1}: typing off")
+        deadline = time.monotonic() + recover_limit
+        while time.monotonic() < deadline and shed_now():
+            await asyncio.sleep(0.2)
+        recovered = recovered and not shed_now()
+        mark("degraded mode ended by itself" if not shed_now() else f"still degraded after {recover_limit}s")
     current["label"] = "recovered"
     await asyncio.sleep(min(10, base_s))
     stop_all = True
@@ -239,7 +290,7 @@ async def degraded(session: Session, args) -> dict[str, Any]:
     r2, info = await run_relay_phases(session, relay_recorder, rooms, size, [("relay-flood", rate)], base_s, 5, False,
                                       typing_rate=typing_rate)
     return {"scenario": "degraded", "devices": len(devices), "typing_rate": typing_rate, "marks": marks,
-            "start_level": start_level,
+            "start_level": start_level, "slow_devices": slow, "floods": runs,
             "levels": level_log, "recovered": recovered, "parley": rows, "check": check,
             "typing_frames_received": typing_frames, "relay": r1 + r2, "relay_info": info,
             "series": {"parley": series(recorder), "relay": series(relay_recorder)}}

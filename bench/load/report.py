@@ -113,6 +113,12 @@ def _check_lines(check: dict[str, Any]) -> list[str]:
             f"(waited {check['waited_s']} s at the end)."]
 
 
+def _level_sample(entry: list) -> str:
+    """(t, level, ratio[, device share]) of the degraded scenario's once-a-second scrape."""
+    t, level, *gauges = entry
+    return "(" + ", ".join([str(t), str(level)] + [str(None if g is None else round(g, 3)) for g in gauges]) + ")"
+
+
 def markdown(result: dict[str, Any], meta: dict[str, Any], png: str) -> str:
     name = result["scenario"]
     lines = [f"# Load benchmark: {name}", "",
@@ -142,10 +148,17 @@ def markdown(result: dict[str, Any], meta: dict[str, Any], png: str) -> str:
                   "Relay faults: " + "; ".join(f"{t}s {w}" for t, w in result["relay_events"]) + "; relay "
                   f"duplicates/reordered {result['relay_info']}.", ""]
     if name == "degraded":
-        lines += ["Timeline: " + "; ".join(f"{t}s {w}" for t, w in result["marks"]), "",
-                  f"Typing frames received by clients: {result['typing_frames_received']}. Degraded level and "
-                  f"ack-timeout ratio from /metrics, once a second (t, level, ratio): "
-                  + ", ".join(f"({t}, {lv}, {None if r is None else round(r, 3)})" for t, lv, r in result["levels"][::3]), ""]
+        lines += ["Timeline: " + "; ".join(f"{t}s {w}" for t, w in result["marks"]), ""]
+        if "floods" in result:
+            slow = result["slow_devices"]
+            lines += [f"One device in eight stops acking ({slow['silent']} of {slow['devices']}, {slow['seconds']} s, "
+                      f"no flood): clients told of degraded mode: {slow['told']}.", "",
+                      "| flood | clients told | p50 s | max s | within 3 s |", "|---:|---:|---:|---:|---:|"]
+            lines += [f"| {i + 1} | {f['told']}/{f['devices']} | {f['p50_s']} | {f['max_s']} | {f['within_3s']} |"
+                      for i, f in enumerate(result["floods"])] + [""]
+        lines += [f"Typing frames received by clients: {result['typing_frames_received']}. Degraded level, "
+                  f"ack-timeout ratio (messages) and device share from /metrics, once a second (t, level, ratio, share): "
+                  + ", ".join(_level_sample(entry) for entry in result["levels"][::3]), ""]
     stage_rows = [r for r in result.get("parley", []) if isinstance(r, dict) and r.get("stages")]
     if name == "storm":
         stage_rows = [{"phase": "storm", "stages": result["parley"]["stages"]}]
@@ -236,6 +249,15 @@ def goals(results: dict[str, dict]) -> list[tuple[str, str, str]]:
         else:
             out.append(("Degraded mode: message p95 while typing is shed <= 2x unloaded, recovers by itself",
                         "degraded mode did not engage under the flood", "missed"))
+        if "floods" in dg:
+            floods, slow = dg["floods"], dg["slow_devices"]
+            met = all(f["within_3s"] == f["devices"] for f in floods)
+            out.append(("Degraded mode: every client told within 3 s of a flood's start, every flood",
+                        "; ".join(f"flood {i + 1}: {f['within_3s']}/{f['devices']} within 3 s (max {f['max_s']} s)"
+                                  for i, f in enumerate(floods)), "met" if met else "missed"))
+            out.append(("Degraded mode: never entered because one device in eight stops acking",
+                        f"{slow['silent']} of {slow['devices']} devices silent for {slow['seconds']} s: "
+                        f"{slow['told']} clients told", "met" if slow["told"] == 0 else "missed"))
     ch = results.get("chaos")
     if ch:
         c = ch["check"]
