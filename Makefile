@@ -25,7 +25,7 @@ help:
 	@echo "            the suite on PostgreSQL and Redis"
 	@echo "            (DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL); PYTEST_ARGS=... for pytest)"
 	@echo "make test-browser   the browser tests (Chromium via Playwright), a run of their own"
-	@echo "make stack  the production-like stack (Procfile.stack): 2 daphne gateways behind a balancer on"
+	@echo "make stack  the production-like stack (Procfile.stack): 2 daphne gateways behind HAProxy on"
 	@echo "            http://127.0.0.1:8080, Celery worker and beat, PostgreSQL ($(STACK_DATABASE_URL)), 2 Redis"
 	@echo "make migrate | make demo | make clean (removes $(VENV), collected static files and the SQLite db)"
 
@@ -116,6 +116,8 @@ $(VENV)/.installed-stack: pyproject.toml | $(BIN)/python
 stack: $(VENV)/.installed-stack
 	@command -v redis-server >/dev/null && command -v redis-cli >/dev/null || \
 		{ echo "make stack needs redis-server and redis-cli (Debian: apt-get install redis-server)" >&2; exit 1; }
+	@command -v haproxy >/dev/null || \
+		{ echo "make stack needs HAProxy, its load balancer (Debian: apt-get install haproxy)" >&2; exit 1; }
 	@$(BIN)/python -c "$$STACK_CREATEDB" '$(STACK_DATABASE_URL)'
 	$(STACK_SETUP) $(BIN)/python manage.py migrate --noinput
 	$(STACK_SETUP) $(BIN)/python manage.py collectstatic --noinput --verbosity 0

@@ -206,8 +206,11 @@ def _busy_threads() -> list[str]:
 def _drain() -> Any:
     from twisted.internet import defer
 
+    from ops import health
+
     from . import runtime  # imported once Django is set up (daphne loads the application first)
 
+    health.draining.set()  # /readyz says 503: the load balancer stops sending new clients here
     gateway = runtime.running(asyncio.get_event_loop())
     if gateway is None:
         return None

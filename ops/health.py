@@ -2,12 +2,15 @@
 
 ``/healthz`` answers while the process can serve HTTP (liveness). ``/readyz`` also proves the
 two things a request needs: the database answers a query and the channel layer carries a
-message (readiness); a probe that fails says which check failed, with 503.
+message (readiness); a probe that fails says which check failed, with 503. A gateway that
+is shutting down (SIGTERM: it sends its sockets away with 1012) answers 503 ``draining``,
+so a load balancer routing on ``/readyz`` stops sending it new clients.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from typing import Callable
 
 from asgiref.sync import async_to_sync
@@ -58,10 +61,15 @@ def check_channel_layer() -> None:
 
 CHECKS: dict[str, Callable[[], None]] = {"database": check_database, "channel_layer": check_channel_layer}
 
+# Set once, by the gateway server when it starts draining (gateway/server.py); the process ends after.
+draining = threading.Event()
+
 
 @require_GET
 @never_cache
 def readyz(request: HttpRequest) -> JsonResponse:
+    if draining.is_set():
+        return JsonResponse({"status": "draining", "checks": {}}, status=503)
     results = {}
     for name, check in CHECKS.items():
         try:

@@ -1,7 +1,9 @@
 """Real processes for tests that cross them: a private Redis, daphne gateways on the test database."""
 from __future__ import annotations
 
+import csv
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -11,6 +13,7 @@ import time
 import urllib.request
 from contextlib import closing
 from pathlib import Path
+from typing import Callable
 
 import pytest
 from django.conf import settings
@@ -171,6 +174,73 @@ class CeleryWorker:
         return _read_log(self._log)
 
 
+class HAProxy:
+    """HAProxy with the stack's own configuration (stack.haproxy.cfg) in front of ``gateways``,
+    on a free port, its runtime API on a socket of its own."""
+
+    def __init__(self, gateways: list[Gateway]) -> None:
+        self.port = free_port()
+        self.gateways = gateways
+        self.directory = tempfile.mkdtemp(prefix="parley-haproxy-")
+        self.socket = os.path.join(self.directory, "runtime.sock")
+        self.process: subprocess.Popen | None = None
+        self._log = tempfile.TemporaryFile()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, until: Callable[[dict[str, str]], bool] | None = None) -> None:
+        """Start, and wait ``until`` the servers' states say so (by default: every one UP)."""
+        until = until or (lambda states: bool(states) and set(states.values()) == {"UP"})
+        env = {**os.environ, "PARLEY_LB_BIND": f"127.0.0.1:{self.port}", "PARLEY_LB_SOCKET": self.socket,
+               **{f"PARLEY_GATEWAY{i}": f"127.0.0.1:{g.port}" for i, g in enumerate(self.gateways, 1)}}
+        self.process = subprocess.Popen([shutil.which("haproxy") or "haproxy", "-W", "-db", "-f", "stack.haproxy.cfg"],
+                                        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=self._log)
+        try:
+            wait_for(lambda: until(self.states()), what="haproxy with the gateways' states expected")
+        except TimeoutError as error:
+            raise TimeoutError(f"{error}: {self.stop()[-2000:]}") from None
+
+    def runtime(self, command: str) -> str:
+        """One command of HAProxy's runtime API (``set server gateways/gateway1 state drain``...)."""
+        with closing(socket.socket(socket.AF_UNIX)) as s:
+            s.settimeout(5)
+            s.connect(self.socket)
+            s.sendall(command.encode() + b"\n")
+            chunks = []
+            while chunk := s.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks).decode()
+
+    def stats(self) -> dict[str, dict[str, str]]:
+        """``show stat`` of the gateways' backend, by server name."""
+        lines = self.runtime("show stat").lstrip("# ").splitlines()
+        rows = csv.DictReader(lines)
+        return {row["svname"]: row for row in rows if row["pxname"] == "gateways" and row["svname"] != "BACKEND"}
+
+    def states(self) -> dict[str, str]:
+        """UP, DOWN, DRAIN, MAINT (and "UP 1/3"-style transitions) by server name."""
+        return {name: row["status"] for name, row in self.stats().items()}
+
+    def sessions(self) -> dict[str, int]:
+        """Connections open through HAProxy now, by server name."""
+        return {name: int(row["scur"]) for name, row in self.stats().items()}
+
+    def stop(self) -> str:
+        if self.process is None:
+            return ""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self.process = None
+        shutil.rmtree(self.directory, ignore_errors=True)
+        return _read_log(self._log)
+
+
 # --- Fixtures (import them into a test module that starts real processes) ------------------
 
 @pytest.fixture
@@ -198,3 +268,26 @@ def gateways(redis_server):
     yield start
     for gateway in started:
         gateway.stop()
+
+
+@pytest.fixture
+def haproxy():
+    """``haproxy(gateways)`` starts HAProxy with stack.haproxy.cfg in front of them (stopped after
+    the test). Without the haproxy command the test is skipped, and fails in CI (.ci/run installs it)."""
+    if shutil.which("haproxy") is None:
+        from tests.conftest import IN_CI
+        message = "haproxy is not installed (Debian: apt-get install haproxy)"
+        if IN_CI:
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    started: list[HAProxy] = []
+
+    def start(gateways: list[Gateway], until: Callable[[dict[str, str]], bool] | None = None) -> HAProxy:
+        balancer = HAProxy(gateways)
+        balancer.start(until)
+        started.append(balancer)
+        return balancer
+
+    yield start
+    for balancer in started:
+        balancer.stop()

@@ -278,8 +278,8 @@ def index(out: Path, command: str, extra: list[str] | None = None) -> None:
             results[data["result"]["scenario"]] = data["result"]
             metas[data["result"]["scenario"]] = data["meta"]
     lines = ["# Load benchmarks (issue 7)", "",
-             "`bench/load` drives the production-like stack (`Procfile.stack`: two daphne gateways, the "
-             "round-robin balancer, a Celery worker and beat, PostgreSQL, the channel layer on two Redis servers; "
+             "`bench/load` drives the production-like stack (`Procfile.stack`: two daphne gateways, "
+             "HAProxy, a Celery worker and beat, PostgreSQL, the channel layer on two Redis servers; "
              "clients use the gateways' URL list by default, see analysis.md on the balancer) "
              "with many lean protocol clients in one separate process, and runs the Channels-tutorial relay "
              "(`bench/relay`, two daphne processes on the same Redis) through the same load in the same session.",

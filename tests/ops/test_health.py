@@ -42,5 +42,16 @@ def test_readyz_is_503_when_the_database_does_not_answer(client, monkeypatch):
     assert response.json()["checks"] == {"database": "failed: ConnectionError", "channel_layer": "ok"}
 
 
+@pytest.mark.django_db
+def test_readyz_is_503_while_the_gateway_drains_and_healthz_stays_up(client):
+    health.draining.set()
+    try:
+        response = client.get("/readyz")
+        assert (response.status_code, response.json()) == (503, {"status": "draining", "checks": {}})
+        assert client.get("/healthz").status_code == 200
+    finally:
+        health.draining.clear()
+
+
 def test_probes_only_answer_get(client):
     assert client.post("/healthz").status_code == 405
