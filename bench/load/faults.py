@@ -162,7 +162,9 @@ async def degraded(session: Session, args) -> dict[str, Any]:
     senders = senders_round_robin(devices, lambda d: d.conversations[0])
     typers = itertools.cycle(devices)
     level_log: list[tuple[float, float | None, float | None, float | None]] = []
+    reasons_log: list[tuple[float, tuple[str, ...]]] = []  # when the shared state's hot signals changed
     t0 = time.monotonic()
+    wall0 = time.time() - (time.monotonic() - t0)  # time.time() at t0
     stop_all = False
     current = {"label": "unloaded"}
 
@@ -171,11 +173,26 @@ async def degraded(session: Session, args) -> dict[str, Any]:
         return (metrics.gauge(snap, "parley_degraded_level"), metrics.gauge(snap, "parley_ack_timeout_ratio"),
                 metrics.gauge(snap, "parley_ack_timeout_device_share"))
 
+    def hot_reasons() -> tuple[str, ...]:
+        from ops import degraded as degraded_mode  # the stack's cache: what the gateways decided, and why
+        return tuple(degraded_mode.shared_state().get("auto", {}).get("reasons", ()))
+
     async def watch() -> None:
         while not stop_all:
             lv, ratio, share = await asyncio.to_thread(level)
-            level_log.append((round(time.monotonic() - t0, 1), lv, ratio, share))
+            at = round(time.monotonic() - t0, 1)
+            level_log.append((at, lv, ratio, share))
+            reasons = await asyncio.to_thread(hot_reasons)
+            if not reasons_log or reasons_log[-1][1] != reasons:
+                reasons_log.append((at, reasons))
             await asyncio.sleep(1.0)
+
+    async def normal_mode(limit: float) -> bool:
+        """Wait (at most ``limit`` s) until the watcher is told nothing is shed."""
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline and shed_now():
+            await asyncio.sleep(0.2)
+        return not shed_now()
 
     def shed_now() -> bool:
         return bool(watcher.degraded and watcher.degraded[-1][1])
@@ -234,9 +251,13 @@ async def degraded(session: Session, args) -> dict[str, Any]:
     await asyncio.sleep(slow_s)
     for dev in silent:
         dev.silent = False
+    slow_from = slow_since - wall0
+    seen = {r for at, reasons in reasons_log if at >= slow_from - 1 for r in reasons}
     slow = {"silent": len(silent), "devices": len(devices), "seconds": slow_s,
-            "told": sum(1 for d in told_after(devices, slow_since) if d is not None)}
-    mark(f"they ack again; clients told of degraded mode meanwhile: {slow['told']}")
+            "told": sum(1 for d in told_after(devices, slow_since) if d is not None),
+            "on_ack_timeouts": "ack_timeouts" in seen, "hot_signals": sorted(seen)}
+    mark(f"they ack again; clients told of degraded mode meanwhile: {slow['told']} "
+         f"(hot signals: {', '.join(slow['hot_signals']) or 'none'})")
     current["label"] = "unloaded-again"
     await asyncio.sleep(5)
     # 2. Typing floods.
@@ -244,6 +265,11 @@ async def degraded(session: Session, args) -> dict[str, Any]:
     recovered = True
     for k in range(floods):
         first = k == 0
+        if not await normal_mode(recover_limit):
+            mark(f"flood {k + 1}: not run, still degraded after {recover_limit}s (hot: {hot_reasons()})")
+            runs.append({"devices": len(devices), "told": 0, "p50_s": None, "max_s": None, "within_3s": 0,
+                         "not_run": True})
+            continue
         current["label"] = "flood-before-shed" if first else f"flood-{k + 1}"
         flood_since = time.time()
         flood_on = True
@@ -272,6 +298,8 @@ async def degraded(session: Session, args) -> dict[str, Any]:
             await asyncio.sleep(0.2)
         recovered = recovered and not shed_now()
         mark("degraded mode ended by itself" if not shed_now() else f"still degraded after {recover_limit}s")
+        runs[-1]["hot_signals"] = sorted({r for at, reasons in reasons_log
+                                          if at >= flood_since - wall0 - 1 for r in reasons})
     current["label"] = "recovered"
     await asyncio.sleep(min(10, base_s))
     stop_all = True
@@ -290,7 +318,7 @@ async def degraded(session: Session, args) -> dict[str, Any]:
     r2, info = await run_relay_phases(session, relay_recorder, rooms, size, [("relay-flood", rate)], base_s, 5, False,
                                       typing_rate=typing_rate)
     return {"scenario": "degraded", "devices": len(devices), "typing_rate": typing_rate, "marks": marks,
-            "start_level": start_level, "slow_devices": slow, "floods": runs,
+            "start_level": start_level, "slow_devices": slow, "floods": runs, "hot_signals": reasons_log,
             "levels": level_log, "recovered": recovered, "parley": rows, "check": check,
             "typing_frames_received": typing_frames, "relay": r1 + r2, "relay_info": info,
             "series": {"parley": series(recorder), "relay": series(relay_recorder)}}
