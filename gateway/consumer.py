@@ -218,8 +218,8 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         wait = self.frame_limit.hit()
         if wait:
             rate = self.frame_limit.rate
-            await self._refuse(frame, self.retries.refused(key, wait, limit="frames", interval=rate.seconds / rate.count),
-                               "too many frames; slow down")
+            turn_ms = self.retries.refused(key, wait, limit="frames", interval=rate.seconds / rate.count)
+            await self._refuse(frame, turn_ms, "too many frames; slow down")
             return False
         self.retries.admitted(key)
         return True
