@@ -213,11 +213,12 @@ class HAProxy:
                 chunks.append(chunk)
         return b"".join(chunks).decode()
 
-    def stats(self) -> dict[str, dict[str, str]]:
-        """``show stat`` of the gateways' backend, by server name."""
+    def stats(self, *, backups: bool = False) -> dict[str, dict[str, str]]:
+        """``show stat`` of the gateways' backend, by server name: the active servers (and the
+        fail-open backups, if asked)."""
         lines = self.runtime("show stat").lstrip("# ").splitlines()
-        rows = csv.DictReader(lines)
-        return {row["svname"]: row for row in rows if row["pxname"] == "gateways" and row["svname"] != "BACKEND"}
+        return {row["svname"]: row for row in csv.DictReader(lines)
+                if row["pxname"] == "gateways" and row["svname"] != "BACKEND" and (backups or row["bck"] == "0")}
 
     def states(self) -> dict[str, str]:
         """UP, DOWN, DRAIN, MAINT (and "UP 1/3"-style transitions) by server name."""

@@ -101,6 +101,17 @@ async def test_a_gateway_that_is_not_ready_gets_no_clients(people, gateways, hap
     assert "L7STS" in lb.stats()["gateway2"]["check_status"]  # it answered, with a 503
 
 
+async def test_when_no_gateway_is_ready_clients_are_still_served_fail_open(people, gateways, haproxy):
+    """Every gateway failing its check is more likely the check (all busy, the layer's Redis
+    restarting) than every gateway gone: HAProxy's backup servers route to them all anyway."""
+    unready = await asyncio.to_thread(gateways, 2, CHANNEL_REDIS_URLS="redis://127.0.0.1:1/0",
+                                      PARLEY_READYZ_TIMEOUT_SECONDS="0.5")
+    lb = haproxy(unready, until=lambda states: set(states.values()) == {"DOWN"})
+    answers = [await asyncio.to_thread(get, f"{lb.url}/healthz") for _ in range(4)]
+    assert [status for status, _, _ in answers] == [200] * 4
+    assert {headers["X-Parley-Gateway"] for _, headers, _ in answers} == {"gateway1-open", "gateway2-open"}
+
+
 async def test_a_killed_gateway_costs_no_failed_request_and_is_taken_out(people, gateways, haproxy):
     group, devices, tokens = people
     g1, g2 = await asyncio.to_thread(gateways, 2)
