@@ -361,6 +361,11 @@ PARLEY_DEGRADED_WINDOW_SECONDS = env.int("PARLEY_DEGRADED_WINDOW_SECONDS", defau
 # MIN_LATE_TICKS ticks were late and more than LATE_TICK_RATIO of them; calm below the exit
 # ratio over the whole window.
 PARLEY_DEGRADED_GATEWAY_LAG_MS = env.int("PARLEY_DEGRADED_GATEWAY_LAG_MS", default=500)
+# How long clients' frames waited to be handled counts from the socket ranked MIN_SOCKETS (or
+# SOCKET_SHARE of the sockets that sent frames, if more) from the longest: one client's own burst
+# waits on itself; many waiting sockets are the server's lag.
+PARLEY_DEGRADED_INBOUND_MIN_SOCKETS = env.int("PARLEY_DEGRADED_INBOUND_MIN_SOCKETS", default=3)
+PARLEY_DEGRADED_INBOUND_SOCKET_SHARE = env.float("PARLEY_DEGRADED_INBOUND_SOCKET_SHARE", default=0.1)
 PARLEY_DEGRADED_LAG_WINDOW_SECONDS = env.int("PARLEY_DEGRADED_LAG_WINDOW_SECONDS", default=3)
 PARLEY_DEGRADED_MIN_LATE_TICKS = env.int("PARLEY_DEGRADED_MIN_LATE_TICKS", default=2)
 PARLEY_DEGRADED_LATE_TICK_RATIO = env.float("PARLEY_DEGRADED_LATE_TICK_RATIO", default=0.2)

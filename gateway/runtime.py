@@ -119,10 +119,10 @@ class GatewayRuntime:
             asleep = self.loop.time()
             await asyncio.sleep(interval)
             # How late the loop woke us, how old the oldest event the hub got since, how long a
-            # call waited for a database thread: what work on this process waited (degraded
-            # mode's gateway-lag signal).
+            # call waited for a database thread, how long clients' frames waited to be handled:
+            # what work on this process waited (degraded mode's gateway-lag signal).
             self.counts.tick(max(self.loop.time() - asleep - interval, self.hub.take_event_lag(),
-                                 self.db.take_queue_wait()))
+                                 self.db.take_queue_wait(), self.counts.take_inbound_wait()))
             try:
                 await self.tick()
                 self._tick_failing = False

@@ -69,6 +69,19 @@ logger = logging.getLogger(__name__)
 class GatewayWebSocketProtocol(WebSocketProtocol):
     maxMessagePayloadSize: int  # noqa: N815 - autobahn's name, set by its factory's options
 
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:  # noqa: N802, N803 - autobahn's names
+        """daphne's, with the frame's arrival time: how long frames wait in a socket's inbound
+        queue before the consumer takes them is part of degraded mode's gateway lag."""
+        if self.muted:
+            return
+        self.last_ping = time.time()
+        message: dict[str, Any] = {"type": "websocket.receive", "received_at": time.monotonic()}
+        if isBinary:
+            message["bytes"] = payload
+        else:
+            message["text"] = payload.decode("utf8")
+        self.application_queue.put_nowait(message)
+
     def serverClose(self, code: int | None = None) -> None:  # noqa: N802 - daphne's name
         if code == CLOSE_RESTARTING:
             self.sendCloseFrame(code=code)

@@ -9,6 +9,8 @@ a timeout (one socket that stops acking is one device, however many frames it le
 """
 from __future__ import annotations
 
+import heapq
+import math
 import time
 from datetime import datetime
 from typing import Any, Callable, Iterable, Mapping
@@ -29,6 +31,25 @@ class ProcessCounts:
 
     def __init__(self) -> None:
         self.window = degraded.Window()
+        self._inbound_waits: dict[object, float] = {}  # socket -> the longest its frames waited, since the tick
+
+    def inbound_wait(self, socket: object, seconds: float) -> None:
+        """A frame of ``socket`` waited ``seconds`` in its inbound queue before being handled."""
+        if seconds > self._inbound_waits.get(socket, 0.0):
+            self._inbound_waits[socket] = seconds
+
+    def take_inbound_wait(self) -> float:
+        """How long clients' frames waited to be handled since the last call, as the server's
+        lag: the wait of the socket ranked ``PARLEY_DEGRADED_INBOUND_MIN_SOCKETS`` (or
+        ``PARLEY_DEGRADED_INBOUND_SOCKET_SHARE`` of the sockets that sent frames, if more)
+        from the longest. A socket's frames also wait behind its own earlier ones, so one
+        client sending a burst waits on itself; many sockets waiting at once is the server."""
+        waits, self._inbound_waits = self._inbound_waits, {}
+        rank = max(settings.PARLEY_DEGRADED_INBOUND_MIN_SOCKETS,
+                   math.ceil(settings.PARLEY_DEGRADED_INBOUND_SOCKET_SHARE * len(waits)))
+        if len(waits) < rank:
+            return 0.0
+        return heapq.nlargest(rank, waits.values())[-1]
 
     def acks(self, *, in_time: int, timeouts: int) -> None:
         if in_time:

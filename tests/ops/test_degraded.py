@@ -119,6 +119,26 @@ def test_a_tick_lagging_over_the_thresholds_counts_as_slow_and_late(settings):
     assert (counts["ticks"], counts["slow_ticks"], counts["late_ticks"]) == (4, 3, 2)
 
 
+def test_frames_waiting_to_be_handled_count_as_lag_only_when_many_sockets_wait(settings):
+    """A client that sends a burst waits behind its own frames; many sockets waiting at once is
+    the server falling behind (a flood: frames queue faster than they are handled)."""
+    settings.PARLEY_DEGRADED_INBOUND_MIN_SOCKETS = 3
+    settings.PARLEY_DEGRADED_INBOUND_SOCKET_SHARE = 0.1
+    process = ProcessCounts()
+    for socket in range(40):
+        process.inbound_wait(socket, 0.002)
+    process.inbound_wait("bursty", 1.5)
+    process.inbound_wait("bursty", 3.0)
+    process.inbound_wait("another", 2.0)
+    assert process.take_inbound_wait() == 0.002  # two sockets waited on themselves
+    for socket in range(40):
+        process.inbound_wait(socket, 0.7 + socket / 100)
+    assert process.take_inbound_wait() == pytest.approx(1.06)  # the 4th longest: 10% of 40 sockets
+    assert process.take_inbound_wait() == 0.0  # counting starts again
+    process.inbound_wait("alone", 9.0)
+    assert process.take_inbound_wait() == 0.0  # fewer sockets than the minimum
+
+
 def test_staying_hot_climbs_to_deferring_receipts_after_the_escalation_delay():
     assert levels([HOT] * 12) == [1] * 10 + [2, 2]
 

@@ -116,3 +116,38 @@ def test_the_canary_times_a_message_from_one_socket_to_another(gateways, setting
 
     assert canary.run_canary(urls=["http://127.0.0.1:9"], timeout=1) is None  # nothing listens there
     assert metrics.delta("parley_canary_runs_total", outcome="failed") == 1
+
+
+async def test_a_flood_of_frames_on_a_real_gateway_tells_every_client_that_typing_is_shed(
+        make_user, make_device, make_group, gateways):
+    """The whole path of degraded mode on a real gateway, untimed: what the process measures
+    (frames waiting to be handled, stamped on arrival by parley-gateway's protocol; the loop;
+    the hub; the database threads), the tick, the shared window, the decision, and a
+    ``degraded`` frame to the sockets. The flood: 30 sockets each sending 200 typing frames at
+    once (the lag threshold is lowered so that any machine lags enough). How soon clients are
+    told is measured by the load benchmark's degraded scenario."""
+    owner = await asyncio.to_thread(make_user, "owner")
+    users = await asyncio.to_thread(lambda: [make_user(f"typist{i}") for i in range(30)])
+    group = await asyncio.to_thread(make_group, owner, users)
+    tokens = await asyncio.to_thread(lambda: {u.pk: Token.objects.create(user=u).key for u in [owner, *users]})
+    devices = await asyncio.to_thread(lambda: {u.pk: str(make_device(u).pk) for u in [owner, *users]})
+    (gateway,) = await asyncio.to_thread(gateways, 1, PARLEY_DEGRADED_GATEWAY_LAG_MS="50",
+                                         PARLEY_TYPING_THROTTLE_MS="0", PARLEY_DEGRADED_QUEUES="")
+    watcher = await open_ws(gateway.url, tokens[owner.pk], devices[owner.pk])
+    typists = [await open_ws(gateway.url, tokens[u.pk], devices[u.pk]) for u in users]
+    typing = json.dumps({"type": "typing", "conversation": group.pk})
+    for ws in typists:
+        for _ in range(200):
+            await ws.send(typing)
+
+    async def told() -> list[str]:
+        while True:
+            frame = json.loads(await watcher.recv())
+            if frame["type"] == "degraded":
+                return frame["shed"]
+
+    assert await asyncio.wait_for(told(), 60) == ["typing", "presence"]
+    for ws in [watcher, *typists]:
+        await ws.close()
+    log = await asyncio.to_thread(gateway.stop)
+    assert "Traceback" not in log, log[-3000:]
