@@ -21,8 +21,9 @@ Signals, shared through the cache by every gateway process, per second. Two kind
 * gateway lag: a gateway tick (one a second per process) is *late* when its lag was over
   ``PARLEY_DEGRADED_GATEWAY_LAG_MS``. A tick's lag is the longest of: how late its event
   loop woke it, how old the oldest message event a socket handled since the last tick was
-  (publish to handling, so the sockets' own queues count), and how long a call waited for
-  a database thread. Hot when, over the last ``PARLEY_DEGRADED_LAG_WINDOW_SECONDS`` (the
+  (publish to handling, so the sockets' own queues count), how long a call waited for a
+  database thread, and how long clients' frames waited in their sockets' inbound queues to
+  be handled (gateway.telemetry: many sockets, not one client's own burst). Hot when, over the last ``PARLEY_DEGRADED_LAG_WINDOW_SECONDS`` (the
   second in progress included), at least ``PARLEY_DEGRADED_MIN_LATE_TICKS`` ticks were late
   and they were more than ``PARLEY_DEGRADED_LATE_TICK_RATIO`` of the ticks: a flood
   (typing, say) queues ahead of messages on the loop, in the layer channel or in the thread

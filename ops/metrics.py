@@ -103,8 +103,8 @@ RECONNECTS = Counter(
 )
 GATEWAY_LAG = Histogram(
     "parley_gateway_lag_seconds", "Per gateway tick: the longest of how late the event loop woke the "
-    "tick, the age of the oldest message event a socket handled since the last one, and the longest "
-    "wait for a database thread.",
+    "tick, the age of the oldest message event a socket handled since the last one, the longest "
+    "wait for a database thread, and how long clients' frames waited to be handled (across sockets).",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 REPLAYED = Counter("parley_replayed_messages", "Messages sent in replay pages (hello and replay frames).")
