@@ -23,12 +23,13 @@ Signals, shared through the cache by every gateway process, per second. Two kind
   loop woke it, how old the oldest message event a socket handled since the last tick was
   (publish to handling, so the sockets' own queues count), how long a call waited for a
   database thread, and how long clients' frames waited in their sockets' inbound queues to
-  be handled (gateway.telemetry: many sockets, not one client's own burst). Hot when, over the last ``PARLEY_DEGRADED_LAG_WINDOW_SECONDS`` (the
-  second in progress included), at least ``PARLEY_DEGRADED_MIN_LATE_TICKS`` ticks were late
-  and they were more than ``PARLEY_DEGRADED_LATE_TICK_RATIO`` of the ticks: a flood
-  (typing, say) queues ahead of messages on the loop, in the layer channel or in the thread
-  pool, and two late ticks say so within about two seconds, one stall (a pause of the
-  collector) does not;
+  be handled (gateway.telemetry: many sockets, not one client's own burst). Hot when, over
+  the last ``PARLEY_DEGRADED_LAG_WINDOW_SECONDS`` (the second in progress included), at
+  least ``PARLEY_DEGRADED_MIN_LATE_TICKS`` ticks were late and they were more than
+  ``PARLEY_DEGRADED_LATE_TICK_RATIO`` of the ticks: a flood (typing, say) queues ahead of
+  messages on the loop, in the layer channel, in the thread pool or in the inbound queues,
+  and two late ticks say so within about two seconds, one stall (a pause of the collector)
+  does not;
 * queue lag: the age of the oldest waiting task in the queues ``PARLEY_DEGRADED_QUEUES``
   (ops.queues, read from the broker).
 
@@ -57,7 +58,7 @@ needs another calm period. Between the bounds nothing moves and both timers rest
 signal hovering at a threshold therefore cannot make the mode flap.
 
 Who decides: each gateway process ticks once a second (gateway.runtime). It adds its counts
-to the shared window and evaluates at once (a lock of a second in the cache keeps two
+to the shared window and evaluates at once (a lock of up to 2 s in the cache keeps two
 gateways from stepping the state together; the one that finds it taken leaves it to the
 other), so the first gateway to see a flood decides without waiting for the next second.
 Every gateway adopts the stored state at its tick and tells its sockets when the level
