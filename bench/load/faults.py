@@ -173,9 +173,20 @@ async def degraded(session: Session, args) -> dict[str, Any]:
         return (metrics.gauge(snap, "parley_degraded_level"), metrics.gauge(snap, "parley_ack_timeout_ratio"),
                 metrics.gauge(snap, "parley_ack_timeout_device_share"))
 
-    def hot_reasons() -> tuple[str, ...]:
+    def shared() -> dict[str, Any]:
         from ops import degraded as degraded_mode  # the stack's cache: what the gateways decided, and why
-        return tuple(degraded_mode.shared_state().get("auto", {}).get("reasons", ()))
+        return degraded_mode.shared_state()
+
+    def hot_reasons() -> tuple[str, ...]:
+        return tuple(shared().get("auto", {}).get("reasons", ()))
+
+    def blocking_calm() -> str:
+        """The stored signals that keep degraded mode from calming down (for the timeline)."""
+        signals = shared().get("signals", {})
+        keys = ("late_ticks", "ticks", "recent_late_ticks", "queue_lag", "device_timeout_share", "devices",
+                "disconnects", "slow_ticks")
+        return ", ".join(f"{k}={round(signals[k], 3) if isinstance(signals.get(k), float) else signals.get(k)}"
+                         for k in keys)
 
     async def watch() -> None:
         while not stop_all:
@@ -297,7 +308,8 @@ async def degraded(session: Session, args) -> dict[str, Any]:
         while time.monotonic() < deadline and shed_now():
             await asyncio.sleep(0.2)
         recovered = recovered and not shed_now()
-        mark("degraded mode ended by itself" if not shed_now() else f"still degraded after {recover_limit}s")
+        mark("degraded mode ended by itself" if not shed_now()
+             else f"still degraded after {recover_limit}s ({await asyncio.to_thread(blocking_calm)})")
         runs[-1]["hot_signals"] = sorted({r for at, reasons in reasons_log
                                           if at >= flood_since - wall0 - 1 for r in reasons})
     current["label"] = "recovered"
