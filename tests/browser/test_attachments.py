@@ -123,7 +123,7 @@ def test_files_picked_with_the_button_or_dropped_upload_with_progress_and_send_a
     box.fill("The minutes")
     box.press("Enter")
 
-    chip = bob.get_by_role("link", name=f"Download minutes.pdf, {report.stat().st_size} B")
+    chip = bob.get_by_role("link", name=f"Download minutes.pdf {report.stat().st_size} B")
     expect(chip).to_be_visible()
     expect(message_with(bob, "The minutes")).to_be_visible()
     response = bob.request.get(chip.get_attribute("href"))
