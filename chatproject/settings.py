@@ -271,7 +271,7 @@ PARLEY_UPLOAD_ALLOWED_TYPES = env.list("PARLEY_UPLOAD_ALLOWED_TYPES", default=[
 ])
 # Images: at most this many pixels are decoded (Pillow's MAX_IMAGE_PIXELS; a larger image, a
 # decompression bomb among them, is a 400), and thumbnails fit in this square.
-PARLEY_UPLOAD_MAX_IMAGE_PIXELS = env.int("PARLEY_UPLOAD_MAX_IMAGE_PIXELS", default=40_000_000)
+PARLEY_UPLOAD_MAX_IMAGE_PIXELS = env.int("PARLEY_UPLOAD_MAX_IMAGE_PIXELS", default=50_000_000)
 PARLEY_UPLOAD_THUMBNAIL_SIZE = env.int("PARLEY_UPLOAD_THUMBNAIL_SIZE", default=480)
 # Per user: uploads per period, and the bytes one user may keep stored (0: no quota).
 PARLEY_RATE_UPLOAD = env("PARLEY_RATE_UPLOAD", default="30/m")
