@@ -176,6 +176,26 @@ class ReactionSummarySerializer(serializers.Serializer):
                                                                               "(PARLEY_REACTION_USERS_SHOWN, 50).")
 
 
+class AttachmentSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField(help_text="The uploader's file name, sanitized.")
+    size = serializers.IntegerField(help_text="In bytes.")
+    content_type = serializers.CharField(help_text="Detected from the file's content, not the client's word.")
+    url = serializers.CharField(help_text="Serves the file to the conversation's members only (404 to anyone "
+                                          "else); images inline, every other type as a download.")
+    thumbnail_url = serializers.CharField(allow_null=True, help_text="Images: a re-encoded thumbnail.")
+    width = serializers.IntegerField(allow_null=True, help_text="Images: in pixels.")
+    height = serializers.IntegerField(allow_null=True, help_text="Images: in pixels.")
+
+
+class UploadSerializer(RequestSerializer):
+    file = serializers.FileField(help_text="The file (multipart/form-data). Its type is detected from its bytes; "
+                                           "size and type limits are settings (413 / 400).")
+    conversation = serializers.IntegerField(required=False, min_value=1, max_value=MAX_SEQ,
+                                            help_text="Bind the upload to one of your conversations (404 "
+                                                      "otherwise); without it, the send that attaches it binds it.")
+
+
 class MessageSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     conversation = serializers.IntegerField()
@@ -191,7 +211,7 @@ class MessageSerializer(serializers.Serializer):
     reply_to = ReplySerializer(allow_null=True)
     mentions = serializers.ListField(child=serializers.IntegerField(), help_text="Ids of the members mentioned.")
     reactions = ReactionSummarySerializer(many=True)
-    attachments = serializers.ListField(child=serializers.DictField())
+    attachments = AttachmentSerializer(many=True, help_text="Empty once removed or deleted.")
     version = serializers.IntegerField(help_text="The change number that last changed this message (0: never). "
                                                  "Keep the copy with the highest version.")
 
@@ -204,11 +224,21 @@ class SendMessageSerializer(RequestSerializer):
                 help_text="Your key for this send: a retry with the same key returns the stored message.",
             ),
             "body": StrictCharField(max_length=settings.PARLEY_MAX_BODY_LENGTH, trim_whitespace=False,
-                                    validators=[NOT_ONLY_WHITESPACE]),
+                                    allow_blank=True,
+                                    help_text="Not blank, unless the message carries attachments."),
             "device": StrictUUIDField(required=False, help_text="The sending device, if one of yours."),
             "reply_to": StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=MAX_SEQ,
                                            help_text="The id of the message of this conversation this answers."),
+            "attachments": serializers.ListField(
+                child=StrictIntegerField(min_value=1, max_value=MAX_SEQ), required=False,
+                max_length=settings.PARLEY_MAX_ATTACHMENTS_PER_MESSAGE,
+                help_text="Ids of your uploads not sent yet (POST /api/v1/uploads), in the order shown."),
         }
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if not attrs.get("attachments") and not attrs["body"].strip():
+            raise serializers.ValidationError({"body": ["May not be blank."]})
+        return attrs
 
 
 class SendMessageResponseSerializer(serializers.Serializer):

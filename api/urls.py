@@ -7,7 +7,19 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, path, register_converter
 from drf_spectacular.views import SpectacularAPIView
 
-from . import auth, channels, conversations, devices, docs, messages, moderation, profile, receipts, users
+from . import (
+    auth,
+    channels,
+    conversations,
+    devices,
+    docs,
+    messages,
+    moderation,
+    profile,
+    receipts,
+    uploads,
+    users,
+)
 
 
 class IdConverter:
@@ -57,6 +69,10 @@ urlpatterns = [
     path("messages/<id:message_id>/reactions/<str:emoji>", messages.ReactionView.as_view(), name="message-reaction"),
     path("messages/<id:message_id>/info", receipts.MessageInfoView.as_view(), name="message-info"),
     path("messages/<id:message_id>/flag", moderation.FlagView.as_view(), name="message-flag"),
+    path("uploads", uploads.UploadsView.as_view(), name="uploads"),
+    path("uploads/<id:attachment_id>", uploads.UploadView.as_view(), name="upload"),
+    path("files/<id:attachment_id>", uploads.FileView.as_view(), name="file"),
+    path("files/<id:attachment_id>/thumbnail", uploads.ThumbnailView.as_view(), name="file-thumbnail"),
     path("moderation/flags", moderation.FlagQueueView.as_view(), name="moderation-flags"),
     path("moderation/flags/<id:flag_id>/resolve", moderation.ResolveFlagView.as_view(),
          name="moderation-flag-resolve"),

@@ -214,6 +214,77 @@ STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = BASE_DIR / "staticfiles"
 
+# --- Uploads and attachments (messaging/attachments.py; docs/operations.md, "Files") -----------
+# Where uploaded files live: Django's storage API under the alias "attachments". By default the
+# local file system under MEDIA_ROOT; PARLEY_FILE_STORAGE=s3 switches to any S3-compatible store
+# through django-storages (`pip install -e '.[s3]'`, which brings boto3; nothing needs it otherwise).
+MEDIA_ROOT = Path(env("PARLEY_MEDIA_ROOT", default=str(BASE_DIR / "media")))
+PARLEY_FILE_STORAGE = env("PARLEY_FILE_STORAGE", default="filesystem")
+if PARLEY_FILE_STORAGE == "filesystem":
+    _attachment_storage = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        # No base_url: files are never served as static media, only by the view that checks
+        # membership (api/uploads.py).
+        "OPTIONS": {"location": MEDIA_ROOT, "file_permissions_mode": 0o640, "directory_permissions_mode": 0o750},
+    }
+elif PARLEY_FILE_STORAGE == "s3":
+    _attachment_storage = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": env("PARLEY_S3_BUCKET", default=""),
+            "endpoint_url": env("PARLEY_S3_ENDPOINT_URL", default="") or None,  # MinIO, R2, Ceph ...
+            "region_name": env("PARLEY_S3_REGION", default="") or None,
+            "access_key": env("PARLEY_S3_ACCESS_KEY_ID", default="") or None,  # else boto3's own chain
+            "secret_key": env("PARLEY_S3_SECRET_ACCESS_KEY", default="") or None,
+            "location": env("PARLEY_S3_PREFIX", default="attachments"),
+            "default_acl": "private",
+            "querystring_auth": True,
+            "file_overwrite": False,
+        },
+    }
+else:
+    raise ImproperlyConfigured(f"PARLEY_FILE_STORAGE is 'filesystem' or 's3', not {PARLEY_FILE_STORAGE!r}")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "attachments": _attachment_storage,
+}
+# How a file's body leaves once the view has checked membership: "django" streams it from the
+# storage; "x-accel-redirect" (nginx) or "x-sendfile" (Apache mod_xsendfile, lighttpd) hands
+# the file-system path to the front server (docs/operations.md has the nginx snippet).
+PARLEY_FILE_SERVE = env("PARLEY_FILE_SERVE", default="django")
+if PARLEY_FILE_SERVE not in ("django", "x-accel-redirect", "x-sendfile"):
+    raise ImproperlyConfigured("PARLEY_FILE_SERVE is one of django, x-accel-redirect, x-sendfile")
+# nginx's internal location that maps to MEDIA_ROOT (with x-accel-redirect).
+PARLEY_FILE_ACCEL_PREFIX = env("PARLEY_FILE_ACCEL_PREFIX", default="/_parley_files/")
+PARLEY_UPLOAD_MAX_BYTES = env.int("PARLEY_UPLOAD_MAX_BYTES", default=25 * 1024 * 1024)  # larger: 413
+# What may be uploaded, by the type detected from the content ("type/*" allows a family). Others: 400.
+PARLEY_UPLOAD_ALLOWED_TYPES = env.list("PARLEY_UPLOAD_ALLOWED_TYPES", default=[
+    "image/png", "image/jpeg", "image/gif", "image/webp",
+    "application/pdf", "text/plain", "text/csv", "application/json", "application/zip",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    "application/vnd.oasis.opendocument.text", "application/vnd.oasis.opendocument.spreadsheet",
+    "audio/mpeg", "audio/ogg", "audio/x-wav", "audio/wav", "audio/webm",
+    "video/mp4", "video/webm", "video/quicktime",
+])
+# Images: at most this many pixels are decoded (Pillow's MAX_IMAGE_PIXELS; a larger image, a
+# decompression bomb among them, is a 400), and thumbnails fit in this square.
+PARLEY_UPLOAD_MAX_IMAGE_PIXELS = env.int("PARLEY_UPLOAD_MAX_IMAGE_PIXELS", default=50_000_000)
+PARLEY_UPLOAD_THUMBNAIL_SIZE = env.int("PARLEY_UPLOAD_THUMBNAIL_SIZE", default=480)
+# Per user: uploads per period, and the bytes one user may keep stored (0: no quota).
+PARLEY_RATE_UPLOAD = env("PARLEY_RATE_UPLOAD", default="30/m")
+PARLEY_UPLOAD_QUOTA_BYTES = env.int("PARLEY_UPLOAD_QUOTA_BYTES", default=2 * 1024 * 1024 * 1024)
+PARLEY_MAX_ATTACHMENTS_PER_MESSAGE = env.int("PARLEY_MAX_ATTACHMENTS_PER_MESSAGE", default=10)
+# An upload no send attached within this long is deleted by the beat sweep, which runs this often.
+PARLEY_UPLOAD_ORPHAN_SECONDS = env.int("PARLEY_UPLOAD_ORPHAN_SECONDS", default=24 * 3600)
+PARLEY_UPLOAD_SWEEP_INTERVAL_SECONDS = env.float("PARLEY_UPLOAD_SWEEP_INTERVAL_SECONDS", default=3600.0)
+CELERY_BEAT_SCHEDULE["parley.bulk.sweep_uploads"] = {
+    "task": "parley.bulk.sweep_uploads",
+    "schedule": PARLEY_UPLOAD_SWEEP_INTERVAL_SECONDS,
+}
+
 # --- Production hardening (enabled by DJANGO_SECURE=1, behind a TLS-terminating proxy) --------
 if env.bool("DJANGO_SECURE", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

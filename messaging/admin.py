@@ -20,6 +20,7 @@ from django.utils.html import format_html
 from django.utils.text import Truncator
 
 from .models import (
+    Attachment,
     Conversation,
     Device,
     Flag,
@@ -289,3 +290,17 @@ class MessageEditAdmin(ViewOnly, admin.ModelAdmin):
     @admin.display(description="Body before the edit")
     def body_preview(self, obj: MessageEdit) -> str:
         return Truncator(obj.body).chars(80)
+
+
+@admin.register(Attachment)
+class AttachmentAdmin(ViewOnly, admin.ModelAdmin):
+    # Uploads come from the upload use case and go with their message (messaging.attachments);
+    # a row deleted here would leave its file in the storage and its message's summary stale.
+    list_display = ("name", "content_type", "size", "uploader", "message", "created_at", "discarded_at")
+    list_select_related = ("uploader", "message")
+    list_filter = ("content_type",)
+    search_fields = ("name", "uploader__username", "=message__id")
+    ordering = ("-id",)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False

@@ -6,7 +6,7 @@ message looks the same whichever way it reached a client.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
 from django.conf import settings
 
@@ -37,6 +37,33 @@ class ReactionPayload(TypedDict):
     users: list[int]  # the first PARLEY_REACTION_USERS_SHOWN to react
 
 
+# Where the API serves files (api/urls.py "file" and "file-thumbnail"; a test pins the two together).
+FILES_PATH = "/api/v1/files/"
+
+
+class AttachmentSummary(TypedDict):
+    """An attachment as the message row keeps it (``Message.attachments``, messaging.attachments)."""
+
+    id: int
+    name: str
+    size: int
+    content_type: str
+    width: int | None
+    height: int | None
+    thumbnail: bool
+
+
+class AttachmentPayload(TypedDict):
+    id: int
+    name: str
+    size: int
+    content_type: str
+    url: str  # served to the conversation's members only
+    thumbnail_url: str | None  # images only
+    width: int | None  # images only
+    height: int | None
+
+
 class MessagePayload(TypedDict):
     id: int
     conversation: int
@@ -51,7 +78,7 @@ class MessagePayload(TypedDict):
     reply_to: ReplyPayload | None
     mentions: list[int]
     reactions: list[ReactionPayload]
-    attachments: list[dict[str, Any]]
+    attachments: list[AttachmentPayload]
     version: int  # the change that last changed it (0: never); a newer copy wins
 
 
@@ -118,9 +145,23 @@ def reply_payload(original: Message) -> ReplyPayload:
     }
 
 
+def attachment_payload(summary: AttachmentSummary) -> AttachmentPayload:
+    url = f"{FILES_PATH}{summary['id']}"
+    return {
+        "id": summary["id"],
+        "name": summary["name"],
+        "size": summary["size"],
+        "content_type": summary["content_type"],
+        "url": url,
+        "thumbnail_url": f"{url}/thumbnail" if summary["thumbnail"] else None,
+        "width": summary["width"],
+        "height": summary["height"],
+    }
+
+
 def message_payload(message: Message, sender: User | None = None) -> MessagePayload:
     """The contract's message object. A removed or deleted message carries no text, no
-    reactions and no mentions (the store blanked them too: messaging.changes).
+    reactions, no mentions and no attachments (the store blanked them too: messaging.changes).
 
     Reads ``reply_to`` and its sender: select them with the message (selectors.MESSAGE_JOINS).
     """
@@ -141,7 +182,7 @@ def message_payload(message: Message, sender: User | None = None) -> MessagePayl
         "reply_to": reply_payload(original) if original is not None else None,
         "mentions": [] if gone else list(message.mention_ids),
         "reactions": [] if gone else list(message.reactions),
-        "attachments": [],
+        "attachments": [] if gone else [attachment_payload(a) for a in message.attachments],
         "version": message.version,
     }
 

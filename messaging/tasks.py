@@ -1,4 +1,5 @@
-"""Buffered fan-out for large channels: the batch window and the task that closes it.
+"""Celery tasks of the core: buffered fan-out for large channels (the batch window and the
+task that closes it), and the sweep of uploaded files (messaging.attachments).
 
 messaging.fanout decides which conversations take this path (docs/architecture.md, "Large
 channels"). The send path pays a cache flag and, once per window, an enqueue; a worker then
@@ -16,7 +17,7 @@ from celery import shared_task
 from django.conf import settings
 from django.core.cache import cache
 
-from . import layer
+from . import attachments, layer
 from .events import batch_event
 from .models import Conversation, Message
 from .payloads import message_payload
@@ -74,3 +75,11 @@ def flush_channel_batch(conversation_id: int) -> int:
     if len(messages) == limit:
         schedule_channel_batch(conversation_id)  # more waiting: next window at once
     return len(messages)
+
+
+@shared_task(name="parley.bulk.sweep_uploads", ignore_result=True)
+def sweep_uploads() -> int:
+    """Periodic (beat, every PARLEY_UPLOAD_SWEEP_INTERVAL_SECONDS): delete uploads never
+    attached within PARLEY_UPLOAD_ORPHAN_SECONDS and the files of deleted messages whose
+    deletion after commit failed. No retry: the next run is the retry. Returns files deleted."""
+    return attachments.sweep()

@@ -64,7 +64,11 @@ def _message_payload(conversation: Conversation, newest: Message, *, unread: int
     """The notification of a conversation's unread messages, showing ``newest``; a mention of
     the reader says so in the title (and ``mention: true``)."""
     sender = newest.sender.shown_name
-    preview = Truncator(" ".join(newest.body.split())).chars(settings.PARLEY_PUSH_PREVIEW_CHARS)
+    text = " ".join(newest.body.split())
+    if not text and newest.attachments:  # a message of files alone: name them
+        files = newest.attachments
+        text = f"\U0001F4CE {files[0]['name'] if len(files) == 1 else f'{len(files)} files'}"
+    preview = Truncator(text).chars(settings.PARLEY_PUSH_PREVIEW_CHARS)
     place = conversation.title or f"{conversation.kind} #{conversation.pk}"
     if mention:
         title, body = (f"{sender} mentioned you" if conversation.is_direct

@@ -61,6 +61,7 @@ LIFTED_RATE_LIMITS = {
     "PARLEY_RATE_SEND": "1000000/s",
     "PARLEY_RATE_TYPING": "1000000/s",
     "PARLEY_RATE_CHANGE": "1000000/s",
+    "PARLEY_RATE_UPLOAD": "1000000/s",
     "PARLEY_RATE_WS_FRAMES": "1000000/s",
     "PARLEY_RATE_WS_REFUSALS": "1000000/s",
 }
@@ -139,3 +140,14 @@ def api(db):
 @pytest.fixture
 def is_postgres() -> bool:
     return connection.vendor == "postgresql"
+
+
+@pytest.fixture(autouse=True)
+def media_root(settings, tmp_path_factory):
+    """Uploaded files go to a directory of the test's own (messaging.attachments): no test
+    writes into the project, and each starts with an empty storage."""
+    root = tmp_path_factory.mktemp("media")
+    settings.MEDIA_ROOT = root
+    settings.STORAGES = {**settings.STORAGES, "attachments": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": root}}}
+    return root

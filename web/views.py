@@ -76,6 +76,8 @@ def _client_config(request: SignedInRequest, **extra: Any) -> dict[str, Any]:
             "receipt_broadcast_max_members": settings.PARLEY_RECEIPT_BROADCAST_MAX_MEMBERS,
             "typing_throttle_ms": settings.PARLEY_TYPING_THROTTLE_MS,
             "moderation_refresh_seconds": settings.PARLEY_MODERATION_REFRESH_SECONDS,
+            "max_attachments": settings.PARLEY_MAX_ATTACHMENTS_PER_MESSAGE,
+            "max_upload_bytes": settings.PARLEY_UPLOAD_MAX_BYTES,
         },
         "push": {
             "vapid_public_key": getattr(settings, "PARLEY_VAPID_PUBLIC_KEY", ""),

@@ -10,6 +10,7 @@ import { ReadTracker } from "./reads.js";
 import { RovingFocus } from "./roving.js";
 import { Store } from "./store.js";
 import { Switcher } from "./switcher.js";
+import { AttachmentTray, Lightbox, acceptDrops, acceptPastes } from "./attachments.js";
 import {
   announce, el, pickRow, renderConnection, renderConversationList, renderTyping, replaceChildren, subtitleText, toast,
 } from "./ui.js";
@@ -49,7 +50,13 @@ const view = new MessageView({
   scroller: $("message-scroller"),
   store,
   rows: tracker,
-  actions: { info: showInfo, flag: showFlag, retry: retrySend, discard: discardSend },
+  actions: { info: showInfo, flag: showFlag, retry: retrySend, discard: discardSend,
+             viewImage: (attachment, opener) => lightbox.open(attachment, opener) },
+});
+const lightbox = new Lightbox($("lightbox-dialog"));
+const tray = new AttachmentTray({
+  tray: $("attachment-tray"), limits: config.limits,
+  onChange: ({ message }) => { if (message) announce(message); },
 });
 const listRoving = new RovingFocus($("conversation-list"), { items: "a[data-conversation]" });
 
@@ -234,8 +241,9 @@ function showDegraded(shed) {
 // --- outbox ----------------------------------------------------------------------------------------
 function sendEntry(entry) {
   if (inflight.has(entry.client_msg_id)) return;
-  const sent = socket.send({ type: "send", conversation: entry.conversation,
-                             client_msg_id: entry.client_msg_id, body: entry.body });
+  const files = (entry.attachments || []).map((a) => a.id);
+  const sent = socket.send({ type: "send", conversation: entry.conversation, client_msg_id: entry.client_msg_id,
+                             body: entry.body, ...(files.length ? { attachments: files } : {}) });
   if (sent) inflight.add(entry.client_msg_id);
 }
 
@@ -268,7 +276,7 @@ function announceArrivals(messages) {
   const theirs = messages.filter((m) => m.sender.id !== config.me.id && m.state !== "removed");
   if (!theirs.length || !view.ready) return;
   if (theirs.length > ANNOUNCE_AT_MOST) announce(`${theirs.length} new messages`);
-  else for (const m of theirs) announce(`${m.sender.display_name}: ${m.body}`);
+  else for (const m of theirs) announce(`${m.sender.display_name}: ${m.body || `${m.attachments?.length || 0} file(s)`}`);
 }
 
 function sendFailed(frame) {
@@ -476,6 +484,7 @@ async function openConversation(id, { push = true, at = null, focusComposer = tr
   view.open(conversation, { highlight: at });
   $("composer-input").value = drafts.get(id) || "";
   autosize($("composer-input"));
+  tray.reset(id);
   renderTyping($("typing-indicator"), []);
   mark("list", "head");
   const me = conversation.info.me;
@@ -570,13 +579,19 @@ function submitMessage(event) {
   event.preventDefault();
   const input = $("composer-input");
   const body = input.value;
-  if (!body.trim() || !openId) return;
+  const files = tray.ready();
+  if ((!body.trim() && !files.length) || !openId) return;
+  if (tray.busy()) {
+    toast("Wait for your files to finish uploading.");
+    return;
+  }
   if (body.length > config.limits.max_body_length) {
     toast(`Messages can be at most ${config.limits.max_body_length} characters.`);
     return;
   }
-  const entry = outbox.add({ conversation: openId, body });
+  const entry = outbox.add({ conversation: openId, body: body.trim() ? body : "", attachments: files });
   store.addPending(entry);
+  tray.sent();
   input.value = "";
   drafts.delete(openId);
   autosize(input);
@@ -587,6 +602,14 @@ function submitMessage(event) {
 }
 
 $("composer").addEventListener("submit", submitMessage);
+$("attach-button").addEventListener("click", () => $("attach-input").click());
+$("attach-input").addEventListener("change", (event) => {
+  tray.add(event.target.files);
+  event.target.value = ""; // the same file can be picked again
+  $("composer-input").focus();
+});
+acceptPastes($("composer-input"), (files) => tray.add(files));
+acceptDrops($("chat-open"), $("drop-hint"), (files) => { if (!$("composer").hidden) tray.add(files); });
 $("composer-input").addEventListener("keydown", (event) => {
   if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
     event.preventDefault();

@@ -4,6 +4,7 @@
 // pending messages at the tail. User content only ever goes in as text (ui.el).
 import { dayKey, dayLabel, fullTime, timeOfDay } from "./dates.js";
 import { RovingFocus } from "./roving.js";
+import { renderAttachments } from "./attachments.js";
 import { el } from "./ui.js";
 
 const TICKS = {
@@ -164,7 +165,7 @@ export class MessageView {
     if (item.day) return `day|${dayLabel(item.day)}`;
     const { message } = item;
     const tick = message.sender.id === this.store.me.id ? this.store.tickState(this.conversation, message) : "";
-    return [message.seq || "p", message.state, message.body, tick, item.continued, message.failed?.detail || "",
+    return [message.seq || "p", message.state, message.body, (message.attachments || []).map((a) => a.id).join(","), tick, item.continued, message.failed?.detail || "",
             message.seq === this.highlight].join("|");
   }
 
@@ -193,6 +194,8 @@ export class MessageView {
     const meta = el("div", { cls: "message-meta" },
       el("span", { cls: mine ? "visually-hidden" : "message-sender", text: mine ? "You" : message.sender.display_name }));
     const bubble = el("div", { cls: "bubble", text: removed ? "This message was removed by a moderator." : message.body });
+    const files = removed ? [] : message.attachments || [];
+    if (files.length && !message.body) bubble.hidden = true;
     const foot = el("div", { cls: "message-foot" },
       el("time", { text: timeOfDay(message.created_at), attrs: { datetime: message.created_at, title: fullTime(message.created_at) } }));
 
@@ -212,7 +215,7 @@ export class MessageView {
       cls: classes.join(" "),
       attrs: { "data-seq": message.seq || false, "data-client-msg-id": message.client_msg_id,
                "data-state": removed ? "removed" : "visible", tabindex: "-1" },
-    }, meta, bubble, foot);
+    }, meta, bubble, files.length ? renderAttachments(files, { onOpen: this.actions.viewImage }) : null, foot);
   }
 
   actionButton(label, action, message) {

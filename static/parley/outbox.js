@@ -26,8 +26,9 @@ export class Outbox {
     localStorage.setItem(this.key, JSON.stringify(entries));
   }
 
-  add({ conversation, body }) {
-    const entry = { conversation, body, client_msg_id: newClientMsgId(), created_at: new Date().toISOString() };
+  add({ conversation, body, attachments = [] }) {
+    // attachments: the uploads' payloads (shown while pending); their ids go with the send.
+    const entry = { conversation, body, attachments, client_msg_id: newClientMsgId(), created_at: new Date().toISOString() };
     this.save([...this.all(), entry]);
     return entry;
   }

@@ -83,14 +83,22 @@ function lastActivity(conversation) {
   return last && last.created_at > at ? last.created_at : at;
 }
 
+/** A message's text for a one-line preview; a message of files alone names them. */
+function gist(message) {
+  const text = (message.body || "").replace(/\s+/g, " ");
+  const files = message.attachments || [];
+  if (text.trim() || !files.length) return text;
+  return `\u{1F4CE} ${files.length === 1 ? files[0].name : `${files.length} files`}`;
+}
+
 function previewText(store, conversation) {
   const pending = [...conversation.pending.values()].at(-1);
-  if (pending) return `You: ${pending.body}`;
+  if (pending) return `You: ${gist(pending)}`;
   const last = conversation.lastMessage;
   if (!last) return conversation.info.last_seq ? "" : "No messages yet";
   if (last.state === "removed") return "Message removed";
   const who = last.sender.id === store.me.id ? "You: " : conversation.info.kind === "direct" ? "" : `${last.sender.display_name}: `;
-  return who + last.body.replace(/\s+/g, " ");
+  return who + gist(last);
 }
 
 // --- connection status ----------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 import time
 from pathlib import Path
 
@@ -51,6 +52,8 @@ def parley_server(django_db_setup, django_db_blocker):
         # Every test logs its people in again; the guessing throttles are tested elsewhere.
         "PARLEY_RATE_LOGIN": "10000/m",
         "PARLEY_RATE_SIGNUP": "10000/h",
+        # Uploaded files go to a directory of the run's own, never into the project.
+        "PARLEY_MEDIA_ROOT": tempfile.mkdtemp(prefix="parley-browser-media-"),
     })
     with django_db_blocker.unblock():
         gateway.start()

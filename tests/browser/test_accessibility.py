@@ -5,10 +5,13 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import Page, expect
 
+from messaging.attachments import do_upload
 from messaging.conversations import do_create_group
 from messaging.models import Message
 from messaging.moderation import do_flag_message
+from messaging.send import do_send_message
 from receipts.watermarks import do_mark_read
+from tests import files
 
 from .a11y import assert_accessible
 from .conftest import backdate, conversation_link, direct, open_app, screenshot, seed
@@ -34,11 +37,15 @@ def scene(people, make_user):
     backdate(chat, 1, [3, 4])
     do_mark_read(user=alice, conversation_id=chat.pk, seq=4)
     hike = do_create_group(creator=carol, title="Weekend hike", member_ids=[alice.pk, bob.pk]).conversation
+    photo = do_upload(uploader=carol, file=files.upload(files.png(400, 300), "trail.png"), conversation_id=hike.pk)
+    plan = do_upload(uploader=carol, file=files.upload(files.pdf_html_polyglot(), "route.pdf"), conversation_id=hike.pk)
+    do_send_message(sender=carol, conversation_id=hike.pk, client_msg_id="files", body="The route",
+                    attachments=[photo.pk, plan.pk])
     seed(hike, (carol, "Trailhead at 8?"))
     do_create_group(creator=alice, title="general", member_ids=[bob.pk], kind="channel", public=True)
     spam = Message.objects.get(conversation=chat, seq=6)
     do_flag_message(reporter=alice, message_id=spam.pk, reason="spam", note="Not like Bob")
-    return {"chat": chat}
+    return {"chat": chat, "hike": hike}
 
 
 def check_dialog(page: Page, opener, name: str) -> None:
@@ -94,6 +101,12 @@ def test_every_screen_has_no_serious_or_critical_axe_violation(scene, signed_in,
     theirs = page.locator("#message-list .message.theirs").last
     theirs.click()
     check_dialog(page, lambda: theirs.get_by_role("button", name="Report").click(), "Report message")
+
+    page.goto(f"/c/{scene['hike'].pk}")
+    expect(page.locator("#message-list .attachment-image img")).to_be_visible()
+    expect(page.get_by_role("link", name="Download route.pdf", exact=False)).to_be_visible()
+    assert_accessible(page, "a chat with an image and a file")
+    check_dialog(page, lambda: page.get_by_role("button", name="View image trail.png").click(), "trail.png")
 
     page.goto("/settings")
     expect(page.locator("#device-list li")).to_have_count(1)
