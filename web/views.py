@@ -76,6 +76,8 @@ def _client_config(request: SignedInRequest, **extra: Any) -> dict[str, Any]:
             "receipt_broadcast_max_members": settings.PARLEY_RECEIPT_BROADCAST_MAX_MEMBERS,
             "typing_throttle_ms": settings.PARLEY_TYPING_THROTTLE_MS,
             "moderation_refresh_seconds": settings.PARLEY_MODERATION_REFRESH_SECONDS,
+            "edit_window_seconds": settings.PARLEY_EDIT_WINDOW_SECONDS,
+            "mention_all_max_members": settings.PARLEY_MENTION_ALL_MAX_MEMBERS,
         },
         "push": {
             "vapid_public_key": getattr(settings, "PARLEY_VAPID_PUBLIC_KEY", ""),
