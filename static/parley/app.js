@@ -122,7 +122,7 @@ store.subscribe((change) => {
   switch (change.kind) {
     case "conversations": mark("list"); if (isOpen) mark("head"); break;
     case "messages": case "receipts": if (isOpen) mark("view"); break;
-    case "members": mark("list"); if (isOpen) mark("head", "view"); break;
+    case "members": mark("list"); if (isOpen) { mark("head", "view"); mentions.refresh(); } break;
     case "typing": if (isOpen) mark("typing"); break;
     case "presence": mark("list", "head"); break;
     case "mentions": if (change.stale) recountMentions(change.conversation); break;

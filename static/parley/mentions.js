@@ -36,6 +36,11 @@ export class MentionAutocomplete {
     return !this.list.hidden;
   }
 
+  /** The members arrived (or changed): what is being typed may match someone now. */
+  refresh() {
+    if (document.activeElement === this.input) this.update();
+  }
+
   /** Look at the text before the caret: list who matches, or close. */
   update() {
     const caret = this.input.selectionStart;

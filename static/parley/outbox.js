@@ -26,8 +26,9 @@ export class Outbox {
     localStorage.setItem(this.key, JSON.stringify(entries));
   }
 
-  add({ conversation, body }) {
-    const entry = { conversation, body, client_msg_id: newClientMsgId(), created_at: new Date().toISOString() };
+  /** `reply_to`: the id of the message answered; `reply`: its quote, shown while the entry waits. */
+  add({ conversation, body, reply_to = null, reply = null }) {
+    const entry = { conversation, body, reply_to, reply, client_msg_id: newClientMsgId(), created_at: new Date().toISOString() };
     this.save([...this.all(), entry]);
     return entry;
   }
