@@ -31,11 +31,13 @@ function quoteText(quote) {
 export function quoteNode({ quote, meId, onJump }) {
   const who = quote.sender.id === meId ? "You" : quote.sender.display_name;
   const text = quoteText(quote);
+  // Named by its own text (what is seen is what is said), with the words around it hidden.
+  const hidden = (words) => el("span", { cls: "visually-hidden", text: words });
   const button = el("button", {
     cls: `reply-quote${quote.state === "visible" ? "" : " gone"}`,
-    attrs: { type: "button", tabindex: "-1", "data-reply-to": quote.seq,
-             "aria-label": `In reply to ${who}: ${text}. Go to that message.` },
-  }, el("span", { cls: "reply-quote-sender", text: who }), el("span", { cls: "reply-quote-text", text }));
+    attrs: { type: "button", tabindex: "-1", "data-reply-to": quote.seq },
+  }, hidden("In reply to "), el("span", { cls: "reply-quote-sender", text: who }), hidden(": "),
+  el("span", { cls: "reply-quote-text", text }), hidden(". Go to that message."));
   button.addEventListener("click", () => onJump(quote.seq));
   return button;
 }
