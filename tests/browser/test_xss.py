@@ -15,7 +15,6 @@ from playwright.sync_api import Page, WebSocketRoute, expect
 
 from messaging.changes import do_edit_message
 from messaging.conversations import do_create_group
-from messaging.models import Message
 from messaging.moderation import do_flag_message
 from messaging.send import do_send_message
 
