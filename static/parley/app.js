@@ -1,15 +1,14 @@
 // The chat app: wires the REST API, the socket, the outbox and the store to the page.
 import { api, ApiError, inBatches } from "./api.js";
-import { confirmAction } from "./confirm.js";
 import { deviceIsKnown, ensureDevice, forgetDevice, setUpPush } from "./device.js";
-import { Editor, refusal } from "./edits.js";
+import { deleteMessage, Editor } from "./edits.js";
 import { MentionAutocomplete } from "./mentions.js";
 import { Outbox } from "./outbox.js";
 import { startPendingCount } from "./pending.js";
 import { CLOSE_FORBIDDEN, CLOSE_NOT_AUTHENTICATED, ParleySocket } from "./socket.js";
 import { installShortcuts } from "./keyboard.js";
 import { MessageView } from "./messageview.js";
-import { EmojiPicker } from "./reactions.js";
+import { EmojiPicker, react } from "./reactions.js";
 import { ReadTracker } from "./reads.js";
 import { ReplyComposer } from "./replies.js";
 import { RovingFocus } from "./roving.js";
@@ -67,9 +66,9 @@ const view = new MessageView({
     info: showInfo, flag: showFlag, retry: retrySend, discard: discardSend,
     reply: (conversation, message) => replies.start(conversation.id, message),
     edit: (conversation, message) => editor.start(message),
-    delete: deleteMessage,
-    react: (conversation, message, anchor) => picker.open(anchor, (emoji) => react(message, emoji, true)),
-    toggleReaction: (conversation, message, emoji, mine) => react(message, emoji, !mine),
+    delete: (conversation, message) => deleteMessage({ dialog: $("confirm-dialog"), store, message }),
+    react: (conversation, message, anchor) => picker.open(anchor, (emoji) => react({ store, message, emoji, add: true })),
+    toggleReaction: (conversation, message, emoji, mine) => react({ store, message, emoji, add: !mine }),
     jump: (conversation, seq) => jumpToMessage(conversation, seq),
   },
 });
@@ -804,35 +803,6 @@ $("channel-create").addEventListener("click", async () => {
     toast(error.message_for_people || error.message);
   }
 });
-
-// --- changing messages: reactions and deletes (edits are edits.js's) ------------------------------------
-/** Add or take back my reaction; the answer is the message as it now is (its change frame follows). */
-async function react(message, emoji, add) {
-  try {
-    const path = `messages/${message.id}/reactions`;
-    const changed = add ? await api.post(path, { emoji }) : await api.delete(`${path}/${encodeURIComponent(emoji)}`);
-    store.updateMessage(changed.conversation, changed);
-  } catch (error) {
-    toast(error.status === 409 ? "This message can't take more reactions." : refusal(error));
-  }
-}
-
-async function deleteMessage(conversation, message) {
-  const sure = await confirmAction($("confirm-dialog"), {
-    title: "Delete message?",
-    text: "It will be deleted for everyone in this conversation. This can't be undone.",
-    quote: message.body,
-    action: "Delete",
-  });
-  if (!sure) return;
-  try {
-    const deleted = await api.delete(`messages/${message.id}`);
-    store.updateMessage(deleted.conversation, deleted);
-    announce("Message deleted.");
-  } catch (error) {
-    toast(refusal(error));
-  }
-}
 
 const GONE = { deleted: "This message was deleted.", removed: "This message was removed by a moderator." };
 

@@ -2,8 +2,10 @@
 // becomes a text box; Enter saves, Shift+Enter starts a new line, Esc cancels. Only my own
 // visible messages within the edit window (a setting) offer it; what the server refuses
 // (the window passed meanwhile, the message was deleted) is said in the box, which stays open.
+// And deleting one (`DELETE /messages/{id}`), once the person confirmed it.
 import { api } from "./api.js";
-import { el } from "./ui.js";
+import { confirmAction } from "./confirm.js";
+import { announce, el, toast } from "./ui.js";
 
 export class Editor {
   /**
@@ -112,4 +114,22 @@ export function refusal(error) {
   if (error.status === 409) return "This message was deleted or removed, so it can't be changed any more.";
   if (error.status === 429) return "That's a lot of changes at once. Try again in a moment.";
   return error.message_for_people || error.message;
+}
+
+/** Delete my message for everyone, after a confirmation dialog (Cancel has the focus first). */
+export async function deleteMessage({ dialog, store, message }) {
+  const sure = await confirmAction(dialog, {
+    title: "Delete message?",
+    text: "It will be deleted for everyone in this conversation. This can't be undone.",
+    quote: message.body,
+    action: "Delete",
+  });
+  if (!sure) return;
+  try {
+    const deleted = await api.delete(`messages/${message.id}`);
+    store.updateMessage(deleted.conversation, deleted);
+    announce("Message deleted.");
+  } catch (error) {
+    toast(refusal(error));
+  }
 }

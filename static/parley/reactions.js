@@ -2,7 +2,9 @@
 // it is mine, a click toggles it, the tooltip says who reacted) and a small emoji picker. The
 // picker's emoji are a hand-picked set, shipped with the page (no CDN, no font to fetch);
 // the server also takes any other single emoji.
-import { el } from "./ui.js";
+import { api } from "./api.js";
+import { refusal } from "./edits.js";
+import { el, toast } from "./ui.js";
 
 export const EMOJI = [
   ["👍", "thumbs up"], ["👎", "thumbs down"], ["❤️", "red heart"], ["😂", "face with tears of joy"],
@@ -22,6 +24,17 @@ export function whoReacted(reaction, store, conversation) {
   const others = reaction.count - reaction.users.length;
   if (others > 0) names.push(`${others} other${others === 1 ? "" : "s"}`);
   return names.length > 1 ? `${names.slice(0, -1).join(", ")} and ${names.at(-1)}` : names[0] || "Nobody";
+}
+
+/** Add or take back my reaction; the answer is the message as it now is (its change frame follows). */
+export async function react({ store, message, emoji, add }) {
+  try {
+    const path = `messages/${message.id}/reactions`;
+    const changed = add ? await api.post(path, { emoji }) : await api.delete(`${path}/${encodeURIComponent(emoji)}`);
+    store.updateMessage(changed.conversation, changed);
+  } catch (error) {
+    toast(error.status === 409 ? "This message can't take more reactions." : refusal(error));
+  }
 }
 
 /** The bar under a message, or null when nobody reacted. */

@@ -48,6 +48,8 @@ def scene(people, make_user):
     do_create_group(creator=alice, title="general", member_ids=[bob.pk], kind="channel", public=True)
     spam = Message.objects.get(conversation=chat, seq=6)
     do_flag_message(reporter=alice, message_id=spam.pk, reason="spam", note="Not like Bob")
+    # Covered up after the report: the queue shows what was reported and the edit history.
+    do_edit_message(editor=bob, message_id=spam.pk, body="Sorry, wrong chat!")
     return {"chat": chat}
 
 
@@ -142,6 +144,7 @@ def test_every_screen_has_no_serious_or_critical_axe_violation(scene, signed_in,
     moderator = signed_in("mod", **options).new_page()
     moderator.goto("/moderation")
     expect(moderator.locator(".flag-context")).to_be_visible()
+    expect(moderator.locator(".flag-history")).to_contain_text("Sorry, wrong chat!")
     assert_accessible(moderator, "the moderation queue")
     if width == "desktop" and theme == "light":
         screenshot(moderator, "moderation")
