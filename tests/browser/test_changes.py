@@ -17,7 +17,16 @@ from messaging.models import Conversation, Message
 from messaging.reactions import do_add_reaction, do_remove_reaction
 from messaging.send import do_send_message
 
-from .conftest import conversation_link, direct, message_with, open_app, screenshot, seed, send
+from .conftest import (
+    PASSWORD,
+    conversation_link,
+    direct,
+    message_with,
+    open_app,
+    screenshot,
+    seed,
+    send,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.postgres]
 
@@ -295,3 +304,46 @@ def test_a_reply_quote_takes_you_to_the_original_loading_older_pages_on_the_way(
     expect(target).to_be_focused()
     expect(target).to_have_class(re.compile(r"\bhighlight\b"))
     expect(target).to_be_in_viewport()
+
+
+def test_a_history_page_read_before_an_edit_but_arriving_after_it_does_not_bring_the_old_text_back(
+        people, signed_in, new_context, base_url):
+    """The `version` rule: the copy of a message changed most recently wins, whichever of its
+    change frame and an older page reaches the page last (here the older page is held back
+    until the edit's change frame has come and gone)."""
+    alice_user, bob_user = people["alice"], people["bob"]
+    chat = direct(alice_user, bob_user)
+    seed(chat, *[((alice_user, bob_user)[n % 2], f"line {n}") for n in range(1, 81)])
+    old = Message.objects.get(conversation=chat, seq=5)  # Bob's, far above the first page
+    context = signed_in("alice")
+    held: list = []
+    context.route(re.compile(r"/api/v1/conversations/\d+/messages\?before_seq=31\b"),
+                  lambda route: held.append((route, route.fetch())))
+    changes_seen: list[dict] = []
+    page = context.new_page()
+    page.on("websocket", lambda ws: ws.on("framereceived", lambda payload: changes_seen.append(json.loads(payload))))
+    page.goto(f"/c/{chat.pk}")
+    expect(page.locator("#connection")).to_have_attribute("data-state", "online")
+    expect(page.locator("#message-list .message[data-seq='31']")).to_be_attached()
+    page.locator("#message-scroller").evaluate("el => { el.scrollTop = 0; }")  # asks for the older page
+    for _ in range(100):
+        if held:
+            break
+        page.wait_for_timeout(100)
+    assert held, "the older page was never asked for"
+
+    # Bob edits the old message now: Alice's page gets the change while the page is on its way.
+    bob = new_context().request
+    token = bob.post(f"{base_url}/api/v1/auth/login", data={"username": "bob", "password": PASSWORD}).json()["token"]
+    edited = bob.patch(f"{base_url}/api/v1/messages/{old.pk}", data={"body": "line 5, corrected"},
+                       headers={"Authorization": f"Token {token}"})
+    assert edited.status == 200, edited.text()
+    for _ in range(100):  # the edit's change frame has reached the page
+        if any(f.get("type") == "change" and f["message"]["id"] == old.pk for f in changes_seen):
+            break
+        page.wait_for_timeout(100)
+    route, stale = held[0]
+    assert "line 5, corrected" not in stale.text()  # read before the edit
+    route.fulfill(response=stale)
+    expect(page.locator("#message-list .message[data-seq='5'] .bubble")).to_have_text("line 5, corrected")
+    expect(page.locator("#message-list .message[data-seq='5'] .edited")).to_be_visible()
