@@ -23,7 +23,7 @@ export class Conversation {
     this.oldestLoaded = null; // lowest seq of the history shown; null until it is fetched
     this.hasOlder = true;
     this.latest = new Map(); // message id -> a changed copy of a message not in `messages` (yet)
-    this.mentionSeqs = new Set(); // seqs of others' messages known to mention me
+    this.mentions = new Map(); // seq -> whether that message (as last seen here) mentions me
     this.mentionBase = null; // {count, lastSeq, readSeq}: unread_mentions as the server last counted it
     this.noteMentionBase(info);
   }
@@ -147,7 +147,8 @@ export class Store {
     if (!me) return 0;
     const base = conversation.mentionBase || { count: 0, lastSeq: 0, readSeq: 0 };
     let count = base.count;
-    for (const seq of conversation.mentionSeqs) {
+    for (const [seq, mentioned] of conversation.mentions) {
+      if (!mentioned) continue;
       if (seq > base.lastSeq) count += seq > me.read_seq ? 1 : 0;
       else if (seq > base.readSeq && seq <= me.read_seq) count -= 1;
     }
@@ -160,14 +161,19 @@ export class Store {
       && Array.isArray(message.mentions) && message.mentions.includes(this.me.id);
   }
 
-  /** Note whether a message mentions me; true if that changed within the server's counted range. */
-  trackMention(conversation, message) {
-    const had = conversation.mentionSeqs.has(message.seq);
+  /**
+   * Note whether a message mentions me. True when the server's count may now be off: within the
+   * range it counted, a copy said otherwise before, or a change brought a message this page had
+   * not seen, which may have gained or lost a mention since the count.
+   */
+  trackMention(conversation, message, { fromChange = false } = {}) {
+    const had = conversation.mentions.get(message.seq);
     const has = this.mentionsMe(message);
-    if (has) conversation.mentionSeqs.add(message.seq);
-    else conversation.mentionSeqs.delete(message.seq);
+    conversation.mentions.set(message.seq, has);
     const base = conversation.mentionBase;
-    return had !== has && Boolean(base) && message.seq > base.readSeq && message.seq <= base.lastSeq;
+    if (!base || message.seq <= base.readSeq || message.seq > base.lastSeq) return false;
+    if (had !== undefined) return had !== has;
+    return fromChange && (has || base.count > 0);
   }
 
   peer(conversation) {
@@ -245,7 +251,7 @@ export class Store {
       if (held && (held.version ?? 0) >= (message.version ?? 0)) continue;
       if (conversation.messages.get(message.seq)?.id === message.id) conversation.messages.set(message.seq, message);
       else conversation.latest.set(message.id, message);
-      stale = this.trackMention(conversation, message) || stale;
+      stale = this.trackMention(conversation, message, { fromChange: true }) || stale;
     }
     this.emit({ kind: "messages", conversation: conversationId, changed: true });
     this.emit({ kind: "conversations", conversation: conversationId });
