@@ -183,7 +183,8 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         try:
             result = await connection.runtime.db(do_send_message)(
                 sender=connection.user, conversation_id=frame.conversation, client_msg_id=frame.client_msg_id,
-                body=frame.body, device=connection.device, attachments=frame.attachments)
+                body=frame.body, device=connection.device, attachments=frame.attachments,
+                reply_to=frame.reply_to)
         except ParleyError as error:
             await self.reply(error_frame(error.code, error.detail, client_msg_id=echo,
                                          retry_after_ms=error.retry_after_ms))

@@ -78,6 +78,8 @@ def _client_config(request: SignedInRequest, **extra: Any) -> dict[str, Any]:
             "moderation_refresh_seconds": settings.PARLEY_MODERATION_REFRESH_SECONDS,
             "max_attachments": settings.PARLEY_MAX_ATTACHMENTS_PER_MESSAGE,
             "max_upload_bytes": settings.PARLEY_UPLOAD_MAX_BYTES,
+            "edit_window_seconds": settings.PARLEY_EDIT_WINDOW_SECONDS,
+            "mention_all_max_members": settings.PARLEY_MENTION_ALL_MAX_MEMBERS,
         },
         "push": {
             "vapid_public_key": getattr(settings, "PARLEY_VAPID_PUBLIC_KEY", ""),

@@ -31,6 +31,7 @@ export function renderConversationList(listEl, store, activeId) {
   const items = store.sortedConversations().map((conversation) => {
     const title = store.title(conversation);
     const unread = store.unread(conversation);
+    const mentions = unread ? store.unreadMentions(conversation) : 0;
     const avatar = el("span", { cls: "avatar", text: initials(title), attrs: { "data-kind": conversation.info.kind, "aria-hidden": "true" } });
     const peer = store.peer(conversation);
     let presenceText = "";
@@ -44,7 +45,7 @@ export function renderConversationList(listEl, store, activeId) {
     const when = lastActivity(conversation);
     // The link's name is its own text, read in this order (the grid places it on screen):
     // who, presence and unread count, then the preview and the time.
-    const state = `${presenceText}${unread ? `, ${unread} unread` : ""}`;
+    const state = `${presenceText}${unread ? `, ${unread} unread` : ""}${mentions ? `, ${mentions} mentioning you` : ""}`;
     const link = el("a", {
       cls: `conversation-item${unread ? " has-unread" : ""}`,
       attrs: { href: `/c/${conversation.id}`, "data-conversation": conversation.id,
@@ -55,7 +56,9 @@ export function renderConversationList(listEl, store, activeId) {
     state ? el("span", { cls: "visually-hidden", text: `${state}.` }) : null,
     el("span", { cls: "conversation-preview", text: preview ? ` ${preview}` : "" }),
     el("time", { cls: "conversation-time", text: shortWhen(when), attrs: { datetime: when || false } }),
-    unread ? el("span", { cls: "unread-badge", text: unread > 99 ? "99+" : String(unread), attrs: { "aria-hidden": "true" } }) : null);
+    unread ? el("span", { cls: "conversation-badges", attrs: { "aria-hidden": "true" } },
+      mentions ? el("span", { cls: "mention-badge", text: `@${mentions > 99 ? "99+" : mentions}`, attrs: { title: `${mentions} unread mentioning you` } }) : null,
+      el("span", { cls: "unread-badge", text: unread > 99 ? "99+" : String(unread) })) : null);
     return el("li", {}, link);
   });
   replaceChildren(listEl, items);
@@ -97,6 +100,7 @@ function previewText(store, conversation) {
   const last = conversation.lastMessage;
   if (!last) return conversation.info.last_seq ? "" : "No messages yet";
   if (last.state === "removed") return "Message removed";
+  if (last.state === "deleted") return "Message deleted";
   const who = last.sender.id === store.me.id ? "You: " : conversation.info.kind === "direct" ? "" : `${last.sender.display_name}: `;
   return who + gist(last);
 }
