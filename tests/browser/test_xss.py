@@ -40,7 +40,13 @@ INERT = """() => {
       if (/^\\s*javascript:/i.test(attribute.value)) found.push(`${node.localName}[${attribute.name}=${attribute.value}]`);
     }
   }
-  for (const node of document.querySelectorAll("iframe, object, embed, img, svg, frame")) found.push(`a ${node.localName}`);
+  // The app's own images: the lightbox's (empty until opened) and thumbnails of attachments,
+  // served by Parley's file view; any other image came from someone's words.
+  const ownImage = (img) => img.matches("[data-lightbox-image]") && !img.getAttribute("src")
+    || (img.src && new URL(img.src).origin === location.origin && new URL(img.src).pathname.startsWith("/api/v1/files/"));
+  for (const node of document.querySelectorAll("iframe, object, embed, img, svg, frame")) {
+    if (!(node.localName === "img" && ownImage(node))) found.push(`a ${node.localName}`);
+  }
   const markup = ":not(p, br, em, strong, s, code, pre, blockquote, ul, ol, li, a, span)";
   for (const node of document.querySelectorAll(`.bubble *${markup}, .reply-quote *:not(span), .context-body *`)) {
     found.push(`a ${node.localName} in a message`);
