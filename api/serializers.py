@@ -319,3 +319,43 @@ class FlagSerializer(serializers.ModelSerializer):
         model = Flag
         fields = ["id", "message", "reason", "note", "status", "created_at"]
 
+
+
+# --- Search --------------------------------------------------------------------------------------
+
+class SearchQuerySerializer(RequestSerializer):
+    """Query parameters (strings that must spell integers where they are ids)."""
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        return {
+            "q": serializers.CharField(max_length=settings.PARLEY_SEARCH_MAX_QUERY_LENGTH, trim_whitespace=True,
+                                       help_text="What to find: words, \"a phrase\", `or`, `-word` (web-search "
+                                                 "syntax on PostgreSQL; every word on other databases)."),
+            "conversation": serializers.IntegerField(required=False, min_value=1, max_value=MAX_SEQ,
+                                                     help_text="Only this conversation (yours)."),
+            "before": serializers.IntegerField(required=False, min_value=1, max_value=MAX_SEQ,
+                                               help_text="The cursor: only messages with a smaller id (the last "
+                                                         "id of the previous page)."),
+            "limit": serializers.IntegerField(required=False, min_value=1,
+                                              help_text="Page size (default PARLEY_SEARCH_PAGE_SIZE_DEFAULT, 20); "
+                                                        "values above PARLEY_SEARCH_PAGE_SIZE_MAX (50) are capped."),
+        }
+
+
+class SearchConversationSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    title = serializers.CharField(allow_blank=True)
+    kind = serializers.ChoiceField(choices=Conversation.Kind.choices)
+
+
+class SearchResultSerializer(serializers.Serializer):
+    message = MessageSerializer()
+    conversation = SearchConversationSerializer()
+    highlight = serializers.CharField(allow_blank=True, help_text="The matching part of the body as HTML: "
+                                                                  "escaped text with `<mark>` around the matches, "
+                                                                  "and no other markup.")
+
+
+class SearchPageSerializer(serializers.Serializer):
+    results = SearchResultSerializer(many=True)
+    has_more = serializers.BooleanField()

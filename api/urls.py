@@ -7,7 +7,19 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, path, register_converter
 from drf_spectacular.views import SpectacularAPIView
 
-from . import auth, channels, conversations, devices, docs, messages, moderation, profile, receipts, users
+from . import (
+    auth,
+    channels,
+    conversations,
+    devices,
+    docs,
+    messages,
+    moderation,
+    profile,
+    receipts,
+    search,
+    users,
+)
 
 
 class IdConverter:
@@ -40,6 +52,7 @@ urlpatterns = [
     path("devices/<str:device_id>/push-subscription", devices.PushSubscriptionView.as_view(),
          name="device-push-subscription"),
     path("channels", channels.PublicChannelsView.as_view(), name="channels"),
+    path("search", search.SearchView.as_view(), name="search"),
     path("conversations", conversations.ConversationsView.as_view(), name="conversations"),
     path("conversations/<id:conversation_id>", conversations.ConversationView.as_view(), name="conversation"),
     path("conversations/<id:conversation_id>/members", conversations.MembersView.as_view(), name="conversation-members"),

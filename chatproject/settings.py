@@ -251,6 +251,13 @@ PARLEY_MAX_REACTIONS_PER_MESSAGE = env.int("PARLEY_MAX_REACTIONS_PER_MESSAGE", d
 PARLEY_REACTION_USERS_SHOWN = env.int("PARLEY_REACTION_USERS_SHOWN", default=50)  # user ids per emoji
 PARLEY_MENTION_ALL_MAX_MEMBERS = env.int("PARLEY_MENTION_ALL_MAX_MEMBERS", default=100)
 PARLEY_REPLY_EXCERPT_CHARS = env.int("PARLEY_REPLY_EXCERPT_CHARS", default=100)
+# Search (messaging.search): results per page, the longest query, words in a highlight.
+PARLEY_SEARCH_PAGE_SIZE_DEFAULT = env.int("PARLEY_SEARCH_PAGE_SIZE_DEFAULT", default=20)
+PARLEY_SEARCH_PAGE_SIZE_MAX = env.int("PARLEY_SEARCH_PAGE_SIZE_MAX", default=50)
+PARLEY_SEARCH_MAX_QUERY_LENGTH = env.int("PARLEY_SEARCH_MAX_QUERY_LENGTH", default=200)
+PARLEY_SEARCH_HEADLINE_MAX_WORDS = env.int("PARLEY_SEARCH_HEADLINE_MAX_WORDS", default=24)
+# Conversations: the longest topic (the model allows 1000).
+PARLEY_MAX_TOPIC_LENGTH = env.int("PARLEY_MAX_TOPIC_LENGTH", default=500)
 # Rate limits (messaging.ratelimit; the table is in docs/security.md), "<count>/<period>"
 # with period s|m|h|d and an optional multiplier: "30/s", "10/m", "1/2s".
 PARLEY_RATE_SEND = env("PARLEY_RATE_SEND", default="30/s")  # new messages per user
@@ -259,6 +266,7 @@ PARLEY_RATE_SIGNUP = env("PARLEY_RATE_SIGNUP", default="20/h")  # per address
 PARLEY_RATE_WS_TICKET = env("PARLEY_RATE_WS_TICKET", default="60/m")  # per user
 PARLEY_RATE_TYPING = env("PARLEY_RATE_TYPING", default="1/2s")  # per user and conversation
 PARLEY_RATE_CHANGE = env("PARLEY_RATE_CHANGE", default="10/s")  # edits, deletes and reactions per user
+PARLEY_RATE_SEARCH = env("PARLEY_RATE_SEARCH", default="5/s")  # message searches per user
 # Per WebSocket connection, counted in the gateway process: frames of any kind, and refusals
 # (rate limited frames and sends) beyond which the socket closes with 4429.
 PARLEY_RATE_WS_FRAMES = env("PARLEY_RATE_WS_FRAMES", default="50/s")
