@@ -59,6 +59,7 @@ urlpatterns = [
     path("conversations/<id:conversation_id>/members/<id:user_id>", conversations.MemberView.as_view(),
          name="conversation-member"),
     path("conversations/<id:conversation_id>/join", conversations.JoinView.as_view(), name="conversation-join"),
+    path("conversations/<id:conversation_id>/me", conversations.MySettingsView.as_view(), name="conversation-me"),
     path("conversations/<id:conversation_id>/messages", messages.MessagesView.as_view(), name="conversation-messages"),
     path("conversations/<id:conversation_id>/read", receipts.ReadView.as_view(), name="conversation-read"),
     path("conversations/<id:conversation_id>/delivered", receipts.DeliveredView.as_view(),

@@ -202,6 +202,10 @@ SPECTACULAR_SETTINGS = {
         "RecipientStateEnum": ["sent", "delivered", "read"],
         "ModerationActionEnum": "messaging.models.ModerationDecision.Action",
         "ResolutionEnum": "messaging.moderation.RESOLUTIONS",
+        "RoleEnum": "messaging.models.Membership.Role",
+        "AssignableRoleEnum": ["admin", "member"],
+        "NotifyEnum": "messaging.models.Membership.Notify",
+        "ConversationActionEnum": "messaging.roles.Action",
     },
 }
 
