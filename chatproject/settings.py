@@ -310,9 +310,12 @@ PARLEY_PRESENCE_REFRESH_SECONDS = env.float("PARLEY_PRESENCE_REFRESH_SECONDS", d
 PARLEY_PRESENCE_LAST_SEEN_SECONDS = env.int("PARLEY_PRESENCE_LAST_SEEN_SECONDS", default=30 * 24 * 3600)
 
 # --- Offline path: Web Push (docs/notifications.md) ---------------------------------------------
-# VAPID keys from `manage.py vapid_keys`; without a private key Parley sends no pushes at all.
+# VAPID keys from `manage.py vapid_keys`. Without a private key, a pair is generated once and
+# stored in the database (notifications.vapid), unless PARLEY_VAPID_AUTOGENERATE is off: then
+# Parley sends no pushes at all. The public key is derived from the private one if not given.
 PARLEY_VAPID_PUBLIC_KEY = env("PARLEY_VAPID_PUBLIC_KEY", default="")
 PARLEY_VAPID_PRIVATE_KEY = env("PARLEY_VAPID_PRIVATE_KEY", default="")
+PARLEY_VAPID_AUTOGENERATE = env.bool("PARLEY_VAPID_AUTOGENERATE", default=True)
 PARLEY_VAPID_SUBJECT = env("PARLEY_VAPID_SUBJECT", default="mailto:admin@localhost")
 # Messages of one conversation within this window make one notification per offline member.
 PARLEY_PUSH_BURST_SECONDS = env.float("PARLEY_PUSH_BURST_SECONDS", default=5.0)

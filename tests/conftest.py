@@ -68,6 +68,14 @@ LIFTED_RATE_LIMITS = {
 
 
 @pytest.fixture(autouse=True)
+def no_generated_vapid_keys(settings):
+    """Web Push stays off unless a test configures keys (tests/notifications) or asks for a
+    generated pair (PARLEY_VAPID_AUTOGENERATE, on in production): otherwise every stored
+    message would enqueue push work on the test broker that no worker ever takes."""
+    settings.PARLEY_VAPID_AUTOGENERATE = False
+
+
+@pytest.fixture(autouse=True)
 def lifted_rate_limits(settings):
     for name, rate in LIFTED_RATE_LIMITS.items():
         setattr(settings, name, rate)
