@@ -5,15 +5,17 @@ the list and looks muted; the panel renames, sets the topic and the notify level
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 from playwright.sync_api import expect
 
 from messaging.conversations import do_create_group
 from messaging.models import Membership
 
 from .a11y import assert_accessible
-from .conftest import conversation_link, direct, open_app, seed
+from .conftest import PASSWORD, conversation_link, direct, open_app, seed
 
 pytestmark = [pytest.mark.browser, pytest.mark.postgres]
 
@@ -140,3 +142,66 @@ def test_mute_from_the_list_with_the_keyboard(people, signed_in):
     page.get_by_role("dialog", name="Mute Bob Baker").get_by_role("button", name="Until I unmute").focus()
     page.keyboard.press("Enter")
     expect(link).to_have_class(re.compile(r"\bmuted\b"))
+
+
+# Stands in for the browser's Notification API (granted) and lets the test hide the tab.
+RECORD_NOTIFICATIONS = """
+window.__shown = [];
+window.__hidden = false;
+Object.defineProperty(Document.prototype, "hidden", { configurable: true, get() { return window.__hidden; } });
+window.Notification = class {
+  constructor(title, options) { window.__shown.push({ title, body: options.body, tag: options.tag }); }
+  close() {}
+  static get permission() { return "granted"; }
+  static requestPermission() { return Promise.resolve("granted"); }
+};
+"""
+
+
+def rest_as(context, base_url, username):
+    """REST calls as ``username`` through the server under test (its own channel layer carries
+    the frames; this process's would not reach its sockets)."""
+    token = context.request.post(f"{base_url}/api/v1/auth/token",
+                                 data={"username": username, "password": PASSWORD}).json()["token"]
+
+    def call(method, path, data):
+        response = context.request.fetch(f"{base_url}/api/v1/{path}", method=method, data=data,
+                                         headers={"Authorization": f"Token {token}"})
+        assert response.ok, response.text()
+        return response.json()
+
+    return call
+
+
+def test_a_hidden_tab_shows_notifications_as_the_settings_say(people, signed_in, new_context, base_url):
+    alice, bob = people["alice"], people["bob"]
+    chat = direct(alice, bob)
+    as_alice, as_bob = rest_as(new_context(), base_url, "alice"), rest_as(new_context(), base_url, "bob")
+    context = signed_in("alice")
+    context.add_init_script(RECORD_NOTIFICATIONS)
+    page = open_app(context)
+    link = conversation_link(page, "Bob Baker")
+    page.evaluate("window.__hidden = true")
+
+    def shown(count):
+        page.wait_for_function(f"window.__shown.length >= {count}")
+        return page.evaluate("window.__shown")
+
+    def bob_says(key, body):
+        as_bob("POST", f"conversations/{chat.pk}/messages", {"client_msg_id": key, "body": body})
+
+    bob_says("n1", "are you there?")
+    expect(page).to_have_title("(1) Parley")
+    assert shown(1) == [{"title": "Bob Baker", "body": "are you there?", "tag": f"conversation-{chat.pk}"}]
+
+    as_alice("PATCH", f"conversations/{chat.pk}/me", {"muted_until": (timezone.now() + timedelta(hours=1)).isoformat()})
+    expect(link).to_have_class(re.compile(r"\bmuted\b"))
+    bob_says("n2", "@alice even this?")
+    expect(page).to_have_title("Parley")
+
+    as_alice("PATCH", f"conversations/{chat.pk}/me", {"muted_until": None, "notify": "mentions"})
+    expect(link).not_to_have_class(re.compile(r"\bmuted\b"))
+    bob_says("n3", "just chatting")
+    bob_says("n4", "@alice look at this")
+    expect(page).to_have_title("(4) Parley")
+    assert [n["title"] for n in shown(2)] == ["Bob Baker", "Bob Baker mentioned you"]

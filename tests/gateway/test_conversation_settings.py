@@ -9,7 +9,12 @@ import pytest
 from channels.db import database_sync_to_async
 from django.utils import timezone
 
-from messaging.conversations import do_add_members, do_remove_member, do_update_conversation, do_update_my_settings
+from messaging.conversations import (
+    do_add_members,
+    do_remove_member,
+    do_update_conversation,
+    do_update_my_settings,
+)
 from messaging.send import do_send_message
 
 pytestmark = pytest.mark.django_db(transaction=True)
