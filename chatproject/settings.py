@@ -260,6 +260,8 @@ PARLEY_SEARCH_PAGE_SIZE_DEFAULT = env.int("PARLEY_SEARCH_PAGE_SIZE_DEFAULT", def
 PARLEY_SEARCH_PAGE_SIZE_MAX = env.int("PARLEY_SEARCH_PAGE_SIZE_MAX", default=50)
 PARLEY_SEARCH_MAX_QUERY_LENGTH = env.int("PARLEY_SEARCH_MAX_QUERY_LENGTH", default=200)
 PARLEY_SEARCH_HEADLINE_MAX_WORDS = env.int("PARLEY_SEARCH_HEADLINE_MAX_WORDS", default=24)
+# From this many messages a conversation is planned on its own in a search (messaging.search).
+PARLEY_SEARCH_LARGE_CONVERSATION_MESSAGES = env.int("PARLEY_SEARCH_LARGE_CONVERSATION_MESSAGES", default=5000)
 # Conversations: the longest topic (the model allows 1000).
 PARLEY_MAX_TOPIC_LENGTH = env.int("PARLEY_MAX_TOPIC_LENGTH", default=500)
 # Rate limits (messaging.ratelimit; the table is in docs/security.md), "<count>/<period>"

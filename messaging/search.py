@@ -9,11 +9,11 @@ Promises:
   no index: their bodies are blanked in the row (messaging.changes, messaging.moderation),
   and the index is computed from the row by the database itself.
 * **An index, not a scan** (PostgreSQL). Migration 0006 adds a generated ``search_vector``
-  column and one GIN index over ``(conversation_id, search_vector)``. The query is a
-  semi-join from the searcher's memberships, so the planner probes the index once per
-  conversation (``conversation_id = X AND search_vector @@ query``) and never reads the
-  postings of a conversation the user is not in (a test pins the plan; ``bench/search``
-  measures it over a million messages).
+  column and one GIN index over ``(conversation_id, search_vector)``, probed with the
+  searcher's conversation ids (``conversation_id = X AND search_vector @@ query``), so the
+  postings of a conversation the user is not in are never read; a large conversation may
+  instead be walked newest first for a common word (:func:`_newest_matching_ids`). A test
+  pins the plan; ``bench/search.py`` measures it over a million messages.
 * **Safe highlights.** ``ts_headline`` marks the matches with private-use characters (any in
   the body itself are stripped first); everything else is HTML-escaped here, so a
   highlight is escaped text with ``<mark>`` elements and nothing else.
@@ -32,7 +32,6 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import BooleanField, F, QuerySet
 from django.db.models.expressions import RawSQL
 
 from . import ratelimit
@@ -85,25 +84,15 @@ def search_messages(*, user: User, query: Any, conversation_id: Any = None, befo
         raise Invalid("before must be a message id", fields={"before": ["A message id is required."]})
     ratelimit.enforce(ratelimit.SEARCH, user.pk, user=user)
     limit = clamp_search_limit(limit)
-    if conversation_id is not None:
-        scope = [access_membership(user, conversation_id).conversation_id]
-        candidates = Message.objects.filter(conversation_id=scope[0])
-    else:
-        candidates = Message.objects.filter(
-            conversation_id__in=Membership.objects.filter(user=user).values("conversation_id"))
-    candidates = candidates.filter(state=Message.State.VISIBLE)
-    if before is not None:
-        candidates = candidates.filter(pk__lt=before)
+    scope = access_membership(user, conversation_id).conversation_id if conversation_id is not None else None
     postgres = connection.vendor == "postgresql"
-    matching = _matching_postgres(candidates, text) if postgres else _matching_words(candidates, text)
     # The page's ids first (the index does the work), then the rows and their highlights:
     # ts_headline reads whole bodies, so it runs on the page only.
-    # Ordered by ``id + 0``, not ``id``: were the primary key's index to offer the order, the
-    # planner would walk it backwards hoping to meet matches early, and read a conversation's
-    # every row for a rare word. This way the matches come from the GIN index and the newest
-    # are kept by a top-N sort: the cost follows the matches in the searcher's conversations.
-    ids = list(matching.annotate(newest=F("pk") + 0).order_by("-newest")
-               .values_list("pk", flat=True)[: limit + 1])
+    if postgres:
+        ids = _newest_matching_ids(user_id=user.pk, text=text, conversation_id=scope, before=before, limit=limit + 1)
+    else:
+        ids = _newest_matching_ids_fallback(user=user, text=text, conversation_id=scope, before=before,
+                                            limit=limit + 1)
     has_more = len(ids) > limit
     ids = ids[:limit]
     rows = Message.objects.select_related(*MESSAGE_JOINS, "conversation").filter(pk__in=ids)
@@ -124,23 +113,75 @@ def search_messages(*, user: User, query: Any, conversation_id: Any = None, befo
     return SearchPage(hits=hits, has_more=has_more)
 
 
-def _matching_postgres(candidates: QuerySet[Message], text: str) -> QuerySet[Message]:
-    table = Message._meta.db_table
-    return candidates.filter(RawSQL(
-        f"{table}.search_vector @@ websearch_to_tsquery(%s::regconfig, %s)", (SEARCH_CONFIG, text),
-        output_field=BooleanField(),
-    ))
+def _newest_matching_ids(*, user_id: int, text: str, conversation_id: int | None, before: int | None,
+                         limit: int) -> list[int]:
+    """The ids of the newest ``limit`` matches in the user's conversations (PostgreSQL).
+
+    One statement, a branch per large conversation of the user and one for all the others,
+    each planned with its own literal conversation ids, so the planner's statistics (the
+    conversation's share of the table, the words' frequencies) choose per branch:
+
+    * a large conversation (``PARLEY_SEARCH_LARGE_CONVERSATION_MESSAGES`` or more) gets the
+      GIN index probed with its id for a rare word, or, for a common word, its
+      ``(conversation_id, seq)`` index walked backwards until a page of matches is found: a
+      busy channel's 30,000 matches of "the meeting" are never all read to keep 20;
+    * the others together get the GIN index probed once per conversation (``= ANY``), and
+      their matches sorted.
+
+    A parameterized plan (a join or a lateral over the memberships) would size every
+    conversation alike and read a large one's every match. The cost follows the searcher's
+    conversations and never another's. Within a conversation seq order is id order (a send
+    takes its seq and its id under the conversation's row lock), so "newest by seq" inside a
+    branch and "newest by id" across them agree, and the cursor ``before`` (an id) pages
+    without gaps.
+    """
+    memberships = Membership.objects.filter(user_id=user_id)
+    if conversation_id is not None:
+        memberships = memberships.filter(conversation_id=conversation_id)
+    threshold = settings.PARLEY_SEARCH_LARGE_CONVERSATION_MESSAGES
+    large: list[int] = []
+    small: list[int] = []
+    for conversation, last_seq in memberships.values_list("conversation_id", "conversation__last_seq"):
+        (large if last_seq >= threshold else small).append(conversation)
+    if not large and not small:
+        return []
+    match = ("m.state = 'visible' AND m.search_vector @@ websearch_to_tsquery(%s::regconfig, %s)"
+             + (" AND m.id < %s" if before is not None else ""))
+    match_params: list[Any] = [SEARCH_CONFIG, text] + ([before] if before is not None else [])
+    branches: list[str] = []
+    params: list[Any] = []
+    for conversation in large:
+        branches.append(f"(SELECT m.id FROM messaging_message AS m WHERE m.conversation_id = %s AND {match} "
+                        "ORDER BY m.seq DESC LIMIT %s)")
+        params += [conversation, *match_params, limit]
+    if small:
+        # ``id + 0``: no index offers this order, so the planner takes the matches from the
+        # GIN index rather than walking the primary key backwards hoping to meet them early.
+        branches.append(f"(SELECT m.id FROM messaging_message AS m WHERE m.conversation_id = ANY(%s) AND {match} "
+                        "ORDER BY m.id + 0 DESC LIMIT %s)")
+        params += [small, *match_params, limit]
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT hits.id FROM ({' UNION ALL '.join(branches)}) AS hits ORDER BY hits.id DESC LIMIT %s",
+                       [*params, limit])
+        return [row[0] for row in cursor.fetchall()]
+
+
+def _newest_matching_ids_fallback(*, user: User, text: str, conversation_id: int | None, before: int | None,
+                                  limit: int) -> list[int]:
+    """Every word of the query in the body (case-insensitive), newest first: no index."""
+    candidates = (Message.objects.filter(conversation_id=conversation_id) if conversation_id is not None else
+                  Message.objects.filter(conversation_id__in=Membership.objects.filter(user=user)
+                                         .values("conversation_id")))
+    candidates = candidates.filter(state=Message.State.VISIBLE)
+    if before is not None:
+        candidates = candidates.filter(pk__lt=before)
+    for word in _words(text):
+        candidates = candidates.filter(body__icontains=word)
+    return list(candidates.order_by("-pk").values_list("pk", flat=True)[:limit])
 
 
 def _words(text: str) -> list[str]:
     return [word for word in re.split(r"\s+", text.replace('"', " ")) if word]
-
-
-def _matching_words(candidates: QuerySet[Message], text: str) -> QuerySet[Message]:
-    """The fallback: every word of the query occurs in the body (case-insensitive)."""
-    for word in _words(text):
-        candidates = candidates.filter(body__icontains=word)
-    return candidates
 
 
 def _headline_options() -> str:

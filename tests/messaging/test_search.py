@@ -149,11 +149,14 @@ def test_web_search_syntax_and_stemming_on_postgresql(chat):
 
 
 @pytest.mark.postgres
-def test_the_search_uses_the_gin_index_probed_per_conversation(chat, make_group):
+@pytest.mark.parametrize("large_from", [5000, 10**9], ids=["a branch per conversation", "one branch for all"])
+def test_the_search_uses_the_gin_index_probed_per_conversation(chat, make_group, settings, large_from):
     """Over enough rows for the planner to prefer it (on a handful it rightly reads the table):
-    60,000 messages in three conversations, of which the searcher is in two, and a rare word.
-    The plan must reach the messages through ``message_search`` (the GIN index, probed per
-    conversation of the searcher), not by reading the table or a conversation's every row."""
+    60,000 messages of varied words in three conversations, of which the searcher is in two,
+    and a rare word. The plan must reach the messages through ``message_search``, the GIN
+    index probed with each of the searcher's conversations, not by reading the table or a
+    conversation's every row."""
+    settings.PARLEY_SEARCH_LARGE_CONVERSATION_MESSAGES = large_from
     alice, bob, _carol, team = chat
     send(alice, team, "the quarterly zeppelin forecast")
     conversations = [team, make_group(alice, [bob], title="b"), make_group(alice, [], title="c")]
@@ -163,17 +166,21 @@ def test_the_search_uses_the_gin_index_probed_per_conversation(chat, make_group)
             INSERT INTO messaging_message (conversation_id, seq, sender_id, client_msg_id, body, created_at, state,
                                            version, html, mention_ids, reactions)
             SELECT c.id, 1000 + n, %s, 'bulk-' || c.id || '-' || n,
-                   'routine chatter about lunch and meetings number ' || n, now(), 'visible', 0, '', '[]', '[]'
+                   'chatter w' || (n * 7919 %% 3001) || ' w' || (n * 104729 %% 1009) || ' about lunch', now(),
+                   'visible', 0, '', '[]', '[]'
             FROM unnest(%s::bigint[]) AS c(id), generate_series(1, 20000) AS n
             """,
             [alice.pk, [c.pk for c in conversations]],
         )
+        cursor.execute("UPDATE messaging_conversation SET last_seq = 21000 WHERE id = ANY(%s)",
+                       [[c.pk for c in conversations]])
         cursor.execute("ANALYZE messaging_message")
         cursor.execute("ANALYZE messaging_membership")
 
     with CaptureQueriesContext(connection) as queries:
         assert found(bob, "zeppelin") == ["the quarterly zeppelin forecast"]
-    (search_sql,) = [q["sql"] for q in queries.captured_queries if "search_vector @@" in q["sql"]]
+        assert len(found(bob, "lunch")) == 20  # a common word: a page, newest first, whatever the plan
+    (search_sql, _common) = [q["sql"] for q in queries.captured_queries if "search_vector @@" in q["sql"]]
     with connection.cursor() as cursor:
         cursor.execute(f"EXPLAIN (FORMAT JSON) {search_sql}")
         plan = cursor.fetchone()[0]
