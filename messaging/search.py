@@ -9,11 +9,10 @@ Promises:
   no index: their bodies are blanked in the row (messaging.changes, messaging.moderation),
   and the index is computed from the row by the database itself.
 * **An index, not a scan** (PostgreSQL). Migration 0006 adds a generated ``search_vector``
-  column and one GIN index over ``(conversation_id, search_vector)``, probed with the
-  searcher's conversation ids (``conversation_id = X AND search_vector @@ query``), so the
-  postings of a conversation the user is not in are never read; a large conversation may
-  instead be walked newest first for a common word (:func:`_newest_matching_ids`). A test
-  pins the plan; ``bench/search.py`` measures it over a million messages.
+  column and a GIN index over it; the planner ANDs its matches with the searcher's
+  conversations (the ``conversation_id`` index), or walks a large conversation newest first
+  for a common word (:func:`_newest_matching_ids`). A test pins the plan;
+  ``bench/search.py`` measures it over a million messages.
 * **Safe highlights.** ``ts_headline`` marks the matches with private-use characters (any in
   the body itself are stripped first); everything else is HTML-escaped here, so a
   highlight is escaped text with ``<mark>`` elements and nothing else.
@@ -122,11 +121,11 @@ def _newest_matching_ids(*, user_id: int, text: str, conversation_id: int | None
     conversation's share of the table, the words' frequencies) choose per branch:
 
     * a large conversation (``PARLEY_SEARCH_LARGE_CONVERSATION_MESSAGES`` or more) gets the
-      GIN index probed with its id for a rare word, or, for a common word, its
+      GIN index's matches ANDed with its rows for a rare word, or, for a common word, its
       ``(conversation_id, seq)`` index walked backwards until a page of matches is found: a
       busy channel's 30,000 matches of "the meeting" are never all read to keep 20;
-    * the others together get the GIN index probed once per conversation (``= ANY``), and
-      their matches sorted.
+    * the others together get the GIN index's matches ANDed with their rows
+      (``conversation_id = ANY``), sorted.
 
     A parameterized plan (a join or a lateral over the memberships) would size every
     conversation alike and read a large one's every match. The cost follows the searcher's
