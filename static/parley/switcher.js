@@ -39,6 +39,7 @@ export class Switcher {
     this.active = 0;
     this.messages = [];
     this.searched = "";
+    this.failed = null;
     this.render();
     this.dialog.showModal();
     this.input.focus();
@@ -75,11 +76,12 @@ export class Switcher {
       if (this.text() !== text) return; // typed on meanwhile: a newer search follows
       this.messages = page.results;
       this.searched = text;
+      this.failed = null;
     } catch (error) {
       if (this.text() !== text) return;
       this.messages = [];
       this.searched = text;
-      this.failed = error.message;
+      this.failed = error.message; // e.g. too many searches at once: said, not thrown
     } finally {
       if (this.searching === text) this.searching = null;
     }
@@ -119,6 +121,7 @@ export class Switcher {
     const text = this.text();
     let status = "";
     if (this.searching === text && text) status = "Searching messages…";
+    else if (this.failed && this.searched === text) status = `Messages could not be searched: ${this.failed}`;
     else if (!this.options.length) status = text.length >= MIN_QUERY && this.searched === text
       ? "No conversation or message matches." : "No conversation by that name.";
     else if (this.searched === text && this.messages.length) {
