@@ -18,6 +18,7 @@ from . import (
     profile,
     receipts,
     uploads,
+    search,
     users,
 )
 
@@ -52,12 +53,14 @@ urlpatterns = [
     path("devices/<str:device_id>/push-subscription", devices.PushSubscriptionView.as_view(),
          name="device-push-subscription"),
     path("channels", channels.PublicChannelsView.as_view(), name="channels"),
+    path("search", search.SearchView.as_view(), name="search"),
     path("conversations", conversations.ConversationsView.as_view(), name="conversations"),
     path("conversations/<id:conversation_id>", conversations.ConversationView.as_view(), name="conversation"),
     path("conversations/<id:conversation_id>/members", conversations.MembersView.as_view(), name="conversation-members"),
     path("conversations/<id:conversation_id>/members/<id:user_id>", conversations.MemberView.as_view(),
          name="conversation-member"),
     path("conversations/<id:conversation_id>/join", conversations.JoinView.as_view(), name="conversation-join"),
+    path("conversations/<id:conversation_id>/me", conversations.MySettingsView.as_view(), name="conversation-me"),
     path("conversations/<id:conversation_id>/messages", messages.MessagesView.as_view(), name="conversation-messages"),
     path("conversations/<id:conversation_id>/read", receipts.ReadView.as_view(), name="conversation-read"),
     path("conversations/<id:conversation_id>/delivered", receipts.DeliveredView.as_view(),

@@ -202,6 +202,10 @@ SPECTACULAR_SETTINGS = {
         "RecipientStateEnum": ["sent", "delivered", "read"],
         "ModerationActionEnum": "messaging.models.ModerationDecision.Action",
         "ResolutionEnum": "messaging.moderation.RESOLUTIONS",
+        "RoleEnum": "messaging.models.Membership.Role",
+        "AssignableRoleEnum": ["admin", "member"],
+        "NotifyEnum": "messaging.models.Membership.Notify",
+        "ConversationActionEnum": "messaging.roles.Action",
     },
 }
 
@@ -322,6 +326,15 @@ PARLEY_MAX_REACTIONS_PER_MESSAGE = env.int("PARLEY_MAX_REACTIONS_PER_MESSAGE", d
 PARLEY_REACTION_USERS_SHOWN = env.int("PARLEY_REACTION_USERS_SHOWN", default=50)  # user ids per emoji
 PARLEY_MENTION_ALL_MAX_MEMBERS = env.int("PARLEY_MENTION_ALL_MAX_MEMBERS", default=100)
 PARLEY_REPLY_EXCERPT_CHARS = env.int("PARLEY_REPLY_EXCERPT_CHARS", default=100)
+# Search (messaging.search): results per page, the longest query, words in a highlight.
+PARLEY_SEARCH_PAGE_SIZE_DEFAULT = env.int("PARLEY_SEARCH_PAGE_SIZE_DEFAULT", default=20)
+PARLEY_SEARCH_PAGE_SIZE_MAX = env.int("PARLEY_SEARCH_PAGE_SIZE_MAX", default=50)
+PARLEY_SEARCH_MAX_QUERY_LENGTH = env.int("PARLEY_SEARCH_MAX_QUERY_LENGTH", default=200)
+PARLEY_SEARCH_HEADLINE_MAX_WORDS = env.int("PARLEY_SEARCH_HEADLINE_MAX_WORDS", default=24)
+# From this many messages a conversation is planned on its own in a search (messaging.search).
+PARLEY_SEARCH_LARGE_CONVERSATION_MESSAGES = env.int("PARLEY_SEARCH_LARGE_CONVERSATION_MESSAGES", default=5000)
+# Conversations: the longest topic (the model allows 1000).
+PARLEY_MAX_TOPIC_LENGTH = env.int("PARLEY_MAX_TOPIC_LENGTH", default=500)
 # Rate limits (messaging.ratelimit; the table is in docs/security.md), "<count>/<period>"
 # with period s|m|h|d and an optional multiplier: "30/s", "10/m", "1/2s".
 PARLEY_RATE_SEND = env("PARLEY_RATE_SEND", default="30/s")  # new messages per user
@@ -330,6 +343,7 @@ PARLEY_RATE_SIGNUP = env("PARLEY_RATE_SIGNUP", default="20/h")  # per address
 PARLEY_RATE_WS_TICKET = env("PARLEY_RATE_WS_TICKET", default="60/m")  # per user
 PARLEY_RATE_TYPING = env("PARLEY_RATE_TYPING", default="1/2s")  # per user and conversation
 PARLEY_RATE_CHANGE = env("PARLEY_RATE_CHANGE", default="10/s")  # edits, deletes and reactions per user
+PARLEY_RATE_SEARCH = env("PARLEY_RATE_SEARCH", default="5/s")  # message searches per user
 # Per WebSocket connection, counted in the gateway process: frames of any kind, and refusals
 # (rate limited frames and sends) beyond which the socket closes with 4429.
 PARLEY_RATE_WS_FRAMES = env("PARLEY_RATE_WS_FRAMES", default="50/s")
@@ -369,9 +383,12 @@ PARLEY_PRESENCE_REFRESH_SECONDS = env.float("PARLEY_PRESENCE_REFRESH_SECONDS", d
 PARLEY_PRESENCE_LAST_SEEN_SECONDS = env.int("PARLEY_PRESENCE_LAST_SEEN_SECONDS", default=30 * 24 * 3600)
 
 # --- Offline path: Web Push (docs/notifications.md) ---------------------------------------------
-# VAPID keys from `manage.py vapid_keys`; without a private key Parley sends no pushes at all.
+# VAPID keys from `manage.py vapid_keys`. Without a private key, a pair is generated once and
+# stored in the database (notifications.vapid), unless PARLEY_VAPID_AUTOGENERATE is off: then
+# Parley sends no pushes at all. The public key is derived from the private one if not given.
 PARLEY_VAPID_PUBLIC_KEY = env("PARLEY_VAPID_PUBLIC_KEY", default="")
 PARLEY_VAPID_PRIVATE_KEY = env("PARLEY_VAPID_PRIVATE_KEY", default="")
+PARLEY_VAPID_AUTOGENERATE = env.bool("PARLEY_VAPID_AUTOGENERATE", default=True)
 PARLEY_VAPID_SUBJECT = env("PARLEY_VAPID_SUBJECT", default="mailto:admin@localhost")
 # Messages of one conversation within this window make one notification per offline member.
 PARLEY_PUSH_BURST_SECONDS = env.float("PARLEY_PUSH_BURST_SECONDS", default=5.0)

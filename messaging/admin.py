@@ -101,16 +101,17 @@ class MembershipInline(admin.TabularInline):
 
 @admin.register(Conversation)
 class ConversationAdmin(AddedElsewhere, admin.ModelAdmin):
-    list_display = ("id", "__str__", "kind", "public", "member_count", "last_seq", "last_activity_at", "created_by")
+    list_display = ("id", "__str__", "kind", "public", "is_default", "member_count", "last_seq", "last_activity_at",
+                    "created_by")
     list_display_links = ("id", "__str__")
-    list_filter = ("kind", "public")
+    list_filter = ("kind", "public", "is_default")
     list_select_related = ("created_by",)
     search_fields = ("title", "=id")
     search_help_text = "Title, or an exact conversation id."
     date_hierarchy = "last_activity_at"
     ordering = ("-last_activity_at",)
-    fields = ("kind", "title", "public", "member_count", "last_seq", "slow_mode_seconds", "direct_key",
-              "created_by", "created_at", "last_activity_at", "browse")
+    fields = ("kind", "title", "topic", "public", "is_default", "member_count", "last_seq", "slow_mode_seconds",
+              "direct_key", "created_by", "created_at", "last_activity_at", "browse")
     # Slow mode is a moderator's decision, made (and recorded) through the moderation API.
     readonly_fields = ("kind", "member_count", "last_seq", "slow_mode_seconds", "direct_key", "created_by",
                        "created_at", "last_activity_at", "browse")

@@ -16,6 +16,7 @@ writer of the watermarks.
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Mapping
 
 from django.conf import settings
@@ -53,7 +54,11 @@ class Conversation(models.Model):
 
     kind = models.CharField(max_length=16, choices=Kind.choices)
     title = models.CharField(max_length=200, blank=True, default="")
+    # What the conversation is about, shown under its title (owners and admins set it).
+    topic = models.CharField(max_length=1000, blank=True, default="")
     public = models.BooleanField(default=False)
+    # A channel every new user joins at signup (set by a site admin; messaging.accounts.do_signup).
+    is_default = models.BooleanField(default=False, help_text="New users join this channel when they sign up.")
     # Highest seq assigned so far. Only allocate_seq() writes it, inside the storing transaction.
     last_seq = models.BigIntegerField(default=0)
     # Highest change number assigned so far (edits, deletes, reactions, removals: the second
@@ -87,6 +92,10 @@ class Conversation(models.Model):
 
     def __str__(self) -> str:
         return self.title or f"{self.kind} #{self.pk}"
+
+    @property
+    def is_channel(self) -> bool:
+        return self.kind == self.Kind.CHANNEL
 
     @property
     def is_direct(self) -> bool:
@@ -155,12 +164,23 @@ class Membership(models.Model):
         ADMIN = "admin", "Admin"
         MEMBER = "member", "Member"
 
+    class Notify(models.TextChoices):
+        """Which messages make an offline push (and an in-tab notification) for this member."""
+
+        ALL = "all", "All messages"
+        MENTIONS = "mentions", "Mentions of me"
+        NONE = "none", "Nothing"
+
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="memberships")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
     joined_at = models.DateTimeField(auto_now_add=True)
     delivered_seq = models.BigIntegerField(default=0)
     read_seq = models.BigIntegerField(default=0)
+    # Notification settings (CONTRACT v1.1, "Conversation settings"): honoured by the push path
+    # when each push is decided and again before each attempt (notifications.bursts, .delivery).
+    notify = models.CharField(max_length=16, choices=Notify.choices, default=Notify.ALL)
+    muted_until = models.DateTimeField(null=True, blank=True)
 
     objects = MembershipManager()
 
@@ -177,9 +197,8 @@ class Membership(models.Model):
     def __str__(self) -> str:
         return f"{self.user} in {self.conversation}"
 
-    @property
-    def can_manage_members(self) -> bool:
-        return self.role in (self.Role.OWNER, self.Role.ADMIN)
+    def is_muted(self, now: datetime) -> bool:
+        return self.muted_until is not None and self.muted_until > now
 
 
 class Device(models.Model):

@@ -99,13 +99,18 @@ class MembershipState(TypedDict):
     read_seq: int
     unread: int
     unread_mentions: int
+    notify: str  # all | mentions | none: which messages notify me (offline pushes, in-tab alerts)
+    muted_until: str | None  # no notification at all before this time
+    can: list[str]  # what I may do here (messaging.roles.Action), so clients need not guess
 
 
 class ConversationPayload(TypedDict):
     id: int
     kind: str
     title: str
+    topic: str
     public: bool
+    default: bool  # a channel new users join at signup
     member_count: int
     slow_mode_seconds: int
     last_seq: int
@@ -202,23 +207,14 @@ def conversation_payload(conversation: Conversation, membership: Membership | No
     """The contract's conversation object, ``me`` from the viewer's membership (None if not a
     member). ``unread_mentions`` costs a query unless the membership was annotated with it
     (messaging.mentions.with_unread_mentions, as the conversation list is)."""
-    from .mentions import unread_mentions  # the payload shapes load before Django's apps
-    me: MembershipState | None = None
-    if membership is not None:
-        me = {
-            "role": membership.role,
-            "delivered_seq": membership.delivered_seq,
-            "read_seq": membership.read_seq,
-            # Sending raises the sender's read_seq to the new seq in the storing transaction,
-            # so every message after read_seq is someone else's: unread needs no count query.
-            "unread": max(conversation.last_seq - membership.read_seq, 0),
-            "unread_mentions": unread_mentions(membership),
-        }
+    me = membership_state(conversation, membership) if membership is not None else None
     return {
         "id": conversation.pk,
         "kind": conversation.kind,
         "title": conversation.title,
+        "topic": conversation.topic,
         "public": conversation.public,
+        "default": conversation.is_default,
         "member_count": conversation.member_count,
         "slow_mode_seconds": conversation.slow_mode_seconds,
         "last_seq": conversation.last_seq,
@@ -226,4 +222,22 @@ def conversation_payload(conversation: Conversation, membership: Membership | No
         "created_at": timestamp(conversation.created_at),
         "last_activity_at": timestamp(conversation.last_activity_at),
         "me": me,
+    }
+
+
+def membership_state(conversation: Conversation, membership: Membership) -> MembershipState:
+    """The conversation object's ``me``: the member's marks, settings and what it may do."""
+    from .mentions import unread_mentions  # the payload shapes load before Django's apps
+    from .roles import allowed
+    return {
+        "role": membership.role,
+        "delivered_seq": membership.delivered_seq,
+        "read_seq": membership.read_seq,
+        # Sending raises the sender's read_seq to the new seq in the storing transaction,
+        # so every message after read_seq is someone else's: unread needs no count query.
+        "unread": max(conversation.last_seq - membership.read_seq, 0),
+        "unread_mentions": unread_mentions(membership),
+        "notify": membership.notify,
+        "muted_until": timestamp(membership.muted_until) if membership.muted_until else None,
+        "can": allowed(membership, conversation),
     }

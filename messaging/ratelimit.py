@@ -95,6 +95,7 @@ SIGNUP_IP = Limit("signup", "PARLEY_RATE_SIGNUP", fail_open=False)
 WS_TICKET = Limit("ws-ticket", "PARLEY_RATE_WS_TICKET", fail_open=False, exemptable=True)
 TYPING = Limit("typing", "PARLEY_RATE_TYPING", fail_open=False, exemptable=True)
 UPLOAD = Limit("upload", "PARLEY_RATE_UPLOAD", fail_open=True, exemptable=True)  # files per user
+SEARCH = Limit("search", "PARLEY_RATE_SEARCH", fail_open=True, exemptable=True)  # message searches per user
 
 
 def enforce(limit: Limit, ident: Any, *, rate: Rate | None = None, user: Any = None) -> None:

@@ -18,9 +18,10 @@ from django.conf import settings
 from django.core.cache import cache
 
 from . import attachments, layer
-from .events import batch_event
-from .models import Conversation, Message
-from .payloads import message_payload
+from .events import batch_event, membership_event
+from .mentions import with_unread_mentions
+from .models import Conversation, Membership, Message
+from .payloads import conversation_payload, message_payload
 from .selectors import MESSAGE_JOINS
 
 logger = logging.getLogger(__name__)
@@ -83,3 +84,26 @@ def sweep_uploads() -> int:
     attached within PARLEY_UPLOAD_ORPHAN_SECONDS and the files of deleted messages whose
     deletion after commit failed. No retry: the next run is the retry. Returns files deleted."""
     return attachments.sweep()
+
+
+# Members per page when a large conversation's new title or topic is announced.
+_ANNOUNCE_PAGE = 500
+
+
+@shared_task(name="parley.bulk.announce_conversation_updated", acks_late=True, ignore_result=True)
+def announce_conversation_updated(conversation_id: int) -> int:
+    """Tell every member of a large conversation its new state (a title or a topic), a page of
+    members at a time, each with their own ``me``; returns how many were told. Reads the
+    conversation as it is now, so a late or repeated task sends the latest state."""
+    conversation = Conversation.objects.filter(pk=conversation_id).first()
+    if conversation is None:
+        return 0
+    told, after = 0, 0
+    members = with_unread_mentions(Membership.objects.filter(conversation=conversation)).order_by("pk")
+    while page := list(members.filter(pk__gt=after)[:_ANNOUNCE_PAGE]):
+        for membership in page:
+            layer.publish(layer.user_group(membership.user_id),
+                          membership_event("updated", conversation_payload(conversation, membership)))
+        told += len(page)
+        after = page[-1].pk
+    return told

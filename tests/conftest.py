@@ -62,9 +62,18 @@ LIFTED_RATE_LIMITS = {
     "PARLEY_RATE_TYPING": "1000000/s",
     "PARLEY_RATE_CHANGE": "1000000/s",
     "PARLEY_RATE_UPLOAD": "1000000/s",
+    "PARLEY_RATE_SEARCH": "1000000/s",
     "PARLEY_RATE_WS_FRAMES": "1000000/s",
     "PARLEY_RATE_WS_REFUSALS": "1000000/s",
 }
+
+
+@pytest.fixture(autouse=True)
+def no_generated_vapid_keys(settings):
+    """Web Push stays off unless a test configures keys (tests/notifications) or asks for a
+    generated pair (PARLEY_VAPID_AUTOGENERATE, on in production): otherwise every stored
+    message would enqueue push work on the test broker that no worker ever takes."""
+    settings.PARLEY_VAPID_AUTOGENERATE = False
 
 
 @pytest.fixture(autouse=True)

@@ -24,6 +24,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from messaging.accounts import do_logout_everywhere
 from messaging.models import MODERATE_PERMISSION, User
 from messaging.payloads import user_payload
+from notifications import vapid
 
 SERVICE_WORKER = "sw.js"
 # Defence in depth behind "user content only ever goes in as text": the pages run no script
@@ -82,7 +83,7 @@ def _client_config(request: SignedInRequest, **extra: Any) -> dict[str, Any]:
             "mention_all_max_members": settings.PARLEY_MENTION_ALL_MAX_MEMBERS,
         },
         "push": {
-            "vapid_public_key": getattr(settings, "PARLEY_VAPID_PUBLIC_KEY", ""),
+            "vapid_public_key": vapid.public_key(),
             "service_worker": _service_worker_url(),
         },
         **extra,

@@ -1,5 +1,6 @@
 // The chat app: wires the REST API, the socket, the outbox and the store to the page.
 import { api, ApiError, inBatches } from "./api.js";
+import { DetailsPanel, MuteDialog } from "./convsettings.js";
 import { deviceIsKnown, ensureDevice, forgetDevice, setUpPush } from "./device.js";
 import { deleteMessage, Editor } from "./edits.js";
 import { MentionAutocomplete } from "./mentions.js";
@@ -9,6 +10,7 @@ import { CLOSE_FORBIDDEN, CLOSE_NOT_AUTHENTICATED, ParleySocket } from "./socket
 import { installShortcuts } from "./keyboard.js";
 import { MessageView } from "./messageview.js";
 import { EmojiPicker, react } from "./reactions.js";
+import { InTabNotifier, isQuiet } from "./notify.js";
 import { ReadTracker } from "./reads.js";
 import { ReplyComposer } from "./replies.js";
 import { RovingFocus } from "./roving.js";
@@ -107,8 +109,11 @@ function flush() {
     const list = $("conversation-list");
     renderConversationList(list, store, openId);
     listRoving.refresh(list.querySelector("a:focus") || list.querySelector('[aria-current="page"]'));
+    syncMuteButtons();
     $("conversation-list-empty").hidden = store.sortedConversations().length > 0;
-    const unread = [...store.conversations.values()].reduce((sum, c) => sum + store.unread(c), 0);
+    // The title's badge counts what asks for attention: muted and silenced conversations don't.
+    const unread = [...store.conversations.values()].filter((c) => !isQuiet(c.info))
+      .reduce((sum, c) => sum + store.unread(c), 0);
     document.title = unread ? `(${unread}) Parley` : "Parley";
   }
   const open = store.get(openId);
@@ -150,7 +155,10 @@ function renderHead(conversation) {
   $("chat-title").textContent = store.title(conversation);
   const { info } = conversation;
   $("chat-subtitle").textContent = subtitleText(store, conversation);
+  $("chat-topic").textContent = info.topic || "";
+  $("chat-topic").hidden = !info.topic;
   const member = Boolean(info.me);
+  $("open-details").hidden = !member;
   $("composer").hidden = !member;
   $("join-bar").hidden = member;
 }
@@ -260,10 +268,13 @@ async function onFrame(frame) {
       store.setPresence(frame.user, frame.online);
       break;
     case "conversation.joined":
-    case "conversation.updated":
+    case "conversation.updated": {
+      const before = store.get(frame.conversation.id)?.info.member_count;
       store.upsertConversation(frame.conversation);
       loadDetails([store.get(frame.conversation.id)]);
+      details.refresh(frame.conversation.id, { members: before !== frame.conversation.member_count });
       break;
+    }
     case "conversation.left":
       store.removeConversation(frame.conversation.id);
       if (frame.conversation.id === openId) {
@@ -316,6 +327,7 @@ function absorb(conversationId, messages, options) {
   }
   store.addMessages(conversationId, messages, options);
   if (!options?.history && conversationId === openId) announceArrivals(messages);
+  if (!options?.history && store.get(conversationId)) notifier.offer(store.get(conversationId), messages);
 }
 
 /** A page fetched over REST: shown, and acked where it continues what the device holds. */
@@ -881,6 +893,12 @@ $("flag-form").addEventListener("submit", async (event) => {
 
 // --- navigation and focus ---------------------------------------------------------------------------------
 $("conversation-list").addEventListener("click", (event) => {
+  const mute = event.target.closest("button[data-mute]");
+  if (mute) {
+    const conversation = store.get(Number(mute.dataset.mute));
+    if (conversation) muteDialog.toggle(conversation);
+    return;
+  }
   const link = event.target.closest("a[data-conversation]");
   if (!link || event.metaKey || event.ctrlKey || event.shiftKey || event.button !== 0) return;
   event.preventDefault();
@@ -925,7 +943,36 @@ const switcher = new Switcher({
   list: $("switcher-results"),
   conversations: () => store.sortedConversations().map((c) => ({ id: c.id, title: store.title(c), unread: store.unread(c) })),
   choose: (id) => openConversation(id),
+  chooseMessage: (id, seq) => openConversation(id, { at: seq }),
+  titleOf: (id) => (store.get(id) ? store.title(store.get(id)) : null),
 });
+const details = new DetailsPanel({
+  store,
+  say: toast,
+  left: (conversation) => {
+    store.removeConversation(conversation.id);
+    if (conversation.id === openId) closeConversation({ push: true });
+    toast(`You left ${store.title(conversation)}.`);
+  },
+});
+const muteDialog = new MuteDialog({ store, say: toast });
+const notifier = new InTabNotifier({
+  me: config.me,
+  titleOf: (conversation) => store.title(conversation),
+  open: (id, seq) => openConversation(id, { at: seq }),
+});
+$("open-details").addEventListener("click", () => {
+  const conversation = store.get(openId);
+  if (conversation?.info.me) details.show(conversation);
+});
+
+/** A row's mute button is reachable with Tab from its link while that row is the list's Tab stop. */
+function syncMuteButtons() {
+  for (const button of $("conversation-list").querySelectorAll("button[data-mute]")) {
+    button.tabIndex = button.previousElementSibling?.tabIndex === 0 ? 0 : -1;
+  }
+}
+$("conversation-list").addEventListener("focusin", () => queueMicrotask(syncMuteButtons));
 $("open-switcher").addEventListener("click", () => switcher.show());
 $("show-shortcuts")?.addEventListener("click", () => $("shortcuts-dialog").showModal());
 installShortcuts({

@@ -1,6 +1,7 @@
 // Rendering. User content (bodies, names, titles) only ever goes in through textContent or
 // attribute values, never as HTML, so a message can't inject markup or script.
 import { lastSeen, shortWhen } from "./dates.js";
+import { isMuted, isQuiet } from "./notify.js";
 
 /** An element with text content and attributes; children are appended in order. */
 export function el(tag, { cls, text, attrs } = {}, ...children) {
@@ -28,6 +29,7 @@ export function replaceChildren(parent, children) {
 
 export function renderConversationList(listEl, store, activeId) {
   const focusedId = document.activeElement?.closest?.("[data-conversation]")?.dataset.conversation;
+  const focusedMute = document.activeElement?.dataset?.mute;
   const items = store.sortedConversations().map((conversation) => {
     const title = store.title(conversation);
     const unread = store.unread(conversation);
@@ -43,11 +45,13 @@ export function renderConversationList(listEl, store, activeId) {
     }
     const preview = previewText(store, conversation);
     const when = lastActivity(conversation);
+    const muted = isMuted(conversation.info);
+    const quiet = isQuiet(conversation.info);
     // The link's name is its own text, read in this order (the grid places it on screen):
-    // who, presence and unread count, then the preview and the time.
-    const state = `${presenceText}${unread ? `, ${unread} unread` : ""}${mentions ? `, ${mentions} mentioning you` : ""}`;
+    // who, presence, muted, unread and mention counts, then the preview and the time.
+    const state = `${presenceText}${muted ? ", muted" : ""}${unread ? `, ${unread} unread` : ""}${mentions ? `, ${mentions} mentioning you` : ""}`;
     const link = el("a", {
-      cls: `conversation-item${unread ? " has-unread" : ""}`,
+      cls: `conversation-item${unread ? " has-unread" : ""}${quiet ? " quiet" : ""}${muted ? " muted" : ""}`,
       attrs: { href: `/c/${conversation.id}`, "data-conversation": conversation.id,
                "aria-current": conversation.id === activeId ? "page" : false },
     },
@@ -59,10 +63,17 @@ export function renderConversationList(listEl, store, activeId) {
     unread ? el("span", { cls: "conversation-badges", attrs: { "aria-hidden": "true" } },
       mentions ? el("span", { cls: "mention-badge", text: `@${mentions > 99 ? "99+" : mentions}`, attrs: { title: `${mentions} unread mentioning you` } }) : null,
       el("span", { cls: "unread-badge", text: unread > 99 ? "99+" : String(unread) })) : null);
-    return el("li", {}, link);
+    // Mute from the list: one Tab stop with the row's link while it is the current row (app.js).
+    const mute = el("button", {
+      cls: "mute-toggle", text: muted ? "🔕" : "🔔",
+      attrs: { type: "button", tabindex: "-1", "data-mute": conversation.id,
+               "aria-label": `${muted ? "Unmute" : "Mute"} ${title}`, title: muted ? "Unmute" : "Mute" },
+    });
+    return el("li", { cls: "conversation-row" }, link, mute);
   });
   replaceChildren(listEl, items);
   if (focusedId) listEl.querySelector(`[data-conversation="${CSS.escape(focusedId)}"]`)?.focus();
+  if (focusedMute) listEl.querySelector(`[data-mute="${CSS.escape(focusedMute)}"]`)?.focus();
 }
 
 /** The chat header's line under the title: presence for a direct chat, else who is in it. */

@@ -99,6 +99,7 @@ def test_every_screen_has_no_serious_or_critical_axe_violation(scene, signed_in,
         page.keyboard.press("Escape")
     check_dialog(page, lambda: page.keyboard.press("Control+k"), "Go to a conversation")
     check_dialog(page, lambda: page.keyboard.press("?"), "Keyboard shortcuts")
+    check_dialog(page, lambda: page.get_by_role("button", name="Mute Weekend hike").click(), "Mute Weekend hike")
 
     conversation_link(page, "Bob Baker").click()
     expect(page.locator("[data-divider=unread]")).to_be_visible()
@@ -107,6 +108,7 @@ def test_every_screen_has_no_serious_or_critical_axe_violation(scene, signed_in,
     if width == "desktop" or theme == "dark":
         # The README's pictures: a chat opened at its first unread, in each theme and on a phone.
         screenshot(page, {"desktop": f"{theme}-chat", "phone": "phone-dark-chat"}[width])
+    check_dialog(page, lambda: page.get_by_role("button", name="Details").click(), "About Bob Baker")
     mine = page.locator("#message-list .message.mine").last
     mine.click()
     check_dialog(page, lambda: mine.get_by_role("button", name="Info").click(), "Message info")

@@ -286,6 +286,7 @@ def test_enabling_push_adds_no_query_to_the_send_path(team, subscribe, send, wor
         return len(queries)
 
     key, settings.PARLEY_VAPID_PRIVATE_KEY = settings.PARLEY_VAPID_PRIVATE_KEY, ""
+    settings.PARLEY_VAPID_AUTOGENERATE = False
     without_push = queries_of_a_send()
     assert worker.queue == []
     settings.PARLEY_VAPID_PRIVATE_KEY = key

@@ -26,11 +26,11 @@ PUBLIC = {"auth-signup", "auth-login", "auth-token", "schema", "docs"}
 #   included (a file URL says nothing of whether it exists).
 SCOPES = {
     "auth-logout": "user", "auth-end-session": "user", "me": "user", "me-password": "user", "ws-ticket": "user", "users": "user", "devices": "user",
-    "channels": "user", "conversations": "user",
+    "channels": "user", "conversations": "user", "search": "user",
     "device": "device", "device-push-subscription": "device", "upload": "device",
     "uploads": "conversation", "file": "file", "file-thumbnail": "file",
     "conversation": "conversation", "conversation-members": "conversation",
-    "conversation-member": "conversation", "conversation-join": "conversation",
+    "conversation-member": "conversation", "conversation-join": "conversation", "conversation-me": "conversation",
     "conversation-messages": "conversation", "conversation-read": "conversation",
     "conversation-delivered": "conversation", "conversation-receipts": "conversation",
     "message-info": "conversation", "message-flag": "conversation", "conversation-changes": "conversation",
@@ -44,6 +44,9 @@ SCOPES = {
 # validation (a new route whose check comes after validation shows up as a 400 below).
 PAYLOADS = {
     ("conversation-members", "post"): lambda w: {"user_ids": [w.outsider.pk]},
+    ("conversation", "patch"): lambda w: {"title": "taken over", "topic": "ours now"},
+    ("conversation-me", "patch"): lambda w: {"notify": "none", "muted_until": None},
+    ("conversation-member", "patch"): lambda w: {"role": "admin"},
     ("conversation-messages", "post"): lambda w: {"client_msg_id": "let-me-in", "body": "hello"},
     ("uploads", "post"): lambda w: {"file": files.upload(files.png(), "in.png"), "conversation": w.group.pk},
     ("conversation-read", "post"): lambda w: {"seq": 1},
