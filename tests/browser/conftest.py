@@ -127,6 +127,20 @@ def conversation_link(page: Page, title: str):
     return page.locator("#conversation-list a[data-conversation]").filter(has_text=title)
 
 
+def open_conversation(page: Page, title: str, attempts: int = 3) -> None:
+    """Click the conversation's row until its chat is open. The list is redrawn when presence
+    or a preview changes; a click whose press and release straddle a redraw lands on no row,
+    as a person's would (they click again)."""
+    for attempt in range(attempts):
+        conversation_link(page, title).click()
+        try:
+            expect(page.locator("#chat-title")).to_have_text(title, timeout=5000)
+            return
+        except AssertionError:
+            if attempt == attempts - 1:
+                raise
+
+
 def send(page: Page, text: str) -> None:
     box = page.get_by_label("Message", exact=True)
     box.fill(text)

@@ -11,7 +11,7 @@ from PIL import Image
 from playwright.sync_api import Page, expect
 
 from .a11y import assert_accessible
-from .conftest import conversation_link, direct, message_with, open_app, seed
+from .conftest import direct, message_with, open_app, open_conversation, seed
 
 pytestmark = [pytest.mark.browser, pytest.mark.postgres]
 
@@ -58,7 +58,7 @@ def test_a_pasted_image_reaches_the_other_person_as_a_thumbnail_live_and_opens_i
     alice = open_app(signed_in("alice", bypass_csp=True))
     bob = open_app(signed_in("bob", bypass_csp=True))
     for page in (alice, bob):
-        conversation_link(page, "Bob Baker" if page is alice else "Alice Archer").click()
+        open_conversation(page, "Bob Baker" if page is alice else "Alice Archer")
         expect(message_with(page, "I'll send you the screenshot")).to_be_visible()
 
     paste_file(alice, png_base64(), "screenshot.png")
@@ -100,8 +100,8 @@ def test_files_picked_with_the_button_or_dropped_upload_with_progress_and_send_a
     report.write_bytes(b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n")
     alice = open_app(signed_in("alice", bypass_csp=True))
     bob = open_app(signed_in("bob", bypass_csp=True))
-    conversation_link(alice, "Bob Baker").click()
-    conversation_link(bob, "Alice Archer").click()
+    open_conversation(alice, "Bob Baker")
+    open_conversation(bob, "Alice Archer")
 
     with alice.expect_file_chooser() as chooser:
         alice.get_by_role("button", name="Attach files").click()
@@ -134,7 +134,7 @@ def test_files_picked_with_the_button_or_dropped_upload_with_progress_and_send_a
 
 def test_a_file_refused_by_the_server_says_why_and_is_not_sent(chat, signed_in):
     alice = open_app(signed_in("alice", bypass_csp=True))
-    conversation_link(alice, "Bob Baker").click()
+    open_conversation(alice, "Bob Baker")
     paste_file(alice, base64.b64encode(b"<html><script>alert(1)</script></html>").decode(), "page.html", "text/html")
     chip = alice.locator("#attachment-tray .tray-item")
     expect(chip).to_have_attribute("data-state", "failed")
