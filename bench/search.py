@@ -122,7 +122,7 @@ def load(words: list[str], rng: random.Random) -> None:
         written = 0
         with cursor.connection.cursor().copy(
                 "COPY messaging_message (conversation_id, seq, sender_id, client_msg_id, body, created_at, state, "
-                "version, html, mention_ids, reactions) FROM STDIN") as copy:
+                "version, html, mention_ids, reactions, attachments) FROM STDIN") as copy:
             for conversation, count in plan:
                 people = members.get(conversation) or users[:1]
                 for seq in range(1, count + 1):
@@ -134,7 +134,7 @@ def load(words: list[str], rng: random.Random) -> None:
                         picked = rng.choices(words, cum_weights=cumulative, k=rng.randint(4, 24))
                         body, state = " ".join(picked).capitalize() + ".", "visible"
                     copy.write_row((conversation, seq, sender, f"b{written}", body,
-                                    "2026-01-01 00:00:00+00", state, 0, "", "[]", "[]"))
+                                    "2026-01-01 00:00:00+00", state, 0, "", "[]", "[]", "[]"))
         print(f"  {written:,} messages copied in {time.monotonic() - started:.0f} s", flush=True)
         for conversation, count in plan:
             cursor.execute("UPDATE messaging_conversation SET last_seq = %s, member_count = %s WHERE id = %s",

@@ -164,10 +164,10 @@ def test_the_search_uses_the_gin_index_probed_per_conversation(chat, make_group,
         cursor.execute(
             """
             INSERT INTO messaging_message (conversation_id, seq, sender_id, client_msg_id, body, created_at, state,
-                                           version, html, mention_ids, reactions)
+                                           version, html, mention_ids, reactions, attachments)
             SELECT c.id, 1000 + n, %s, 'bulk-' || c.id || '-' || n,
                    'chatter w' || (n * 7919 %% 3001) || ' w' || (n * 104729 %% 1009) || ' about lunch', now(),
-                   'visible', 0, '', '[]', '[]'
+                   'visible', 0, '', '[]', '[]', '[]'
             FROM unnest(%s::bigint[]) AS c(id), generate_series(1, 20000) AS n
             """,
             [alice.pk, [c.pk for c in conversations]],
