@@ -53,6 +53,15 @@ class StrictBooleanField(serializers.BooleanField):
         return data
 
 
+class StrictDateTimeField(serializers.DateTimeField):
+    """An ISO 8601 string, and only that (DRF also takes a datetime object, and chokes on a number)."""
+
+    def to_internal_value(self, value: Any) -> Any:
+        if not isinstance(value, str):
+            self.fail("invalid", format="ISO 8601")
+        return super().to_internal_value(value)
+
+
 class StrictUUIDField(serializers.UUIDField):
     """A UUID string (DRF's UUIDField also takes an integer)."""
 

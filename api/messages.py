@@ -60,6 +60,8 @@ class MessagesView(APIView):
         description="Send (201). A retry with the same client_msg_id returns the stored message (200, "
                     "duplicate: true); the same client_msg_id with another body, conversation or reply_to "
                     "is a 409. `reply_to` must be a message of this conversation that is not deleted (400). "
+                    "`attachments`: ids of your uploads not sent yet, at most PARLEY_MAX_ATTACHMENTS_PER_MESSAGE "
+                    "(10), else 400; with attachments the body may be empty. "
                     "Over the send rate or the conversation's slow mode: 429 with Retry-After; a "
                     "suspended sender: 403.",
     )
@@ -68,7 +70,7 @@ class MessagesView(APIView):
         device = access_device(request.user, data["device"]) if "device" in data else None
         result = do_send_message(sender=request.user, conversation_id=conversation_id,
                                  client_msg_id=data["client_msg_id"], body=data["body"], device=device,
-                                 reply_to=data.get("reply_to"))
+                                 reply_to=data.get("reply_to"), attachments=data.get("attachments"))
         return Response({"message": result.payload, "duplicate": result.duplicate},
                         status=status.HTTP_200_OK if result.duplicate else status.HTTP_201_CREATED)
 

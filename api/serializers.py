@@ -15,6 +15,7 @@ from rest_framework import serializers
 
 from messaging.checks import MAX_SEQ
 from messaging.models import Conversation, Flag, Membership, Message, MessageChange, char_limit
+from messaging.roles import Action
 
 from .fields import (
     NOT_ONLY_WHITESPACE,
@@ -22,6 +23,7 @@ from .fields import (
     RequestSerializer,
     StrictBooleanField,
     StrictCharField,
+    StrictDateTimeField,
     StrictIntegerField,
     StrictUUIDField,
     seq_field,
@@ -109,13 +111,24 @@ class MembershipStateSerializer(serializers.Serializer):
     unread = serializers.IntegerField(help_text="Messages after read_seq not sent by me.")
     unread_mentions = serializers.IntegerField(help_text="Messages after read_seq that mention me "
                                                          "(counted from seqs, never a counter).")
+    notify = serializers.ChoiceField(choices=Membership.Notify.choices,
+                                     help_text="Which messages notify me when I am offline (and in the browser "
+                                               "app's hidden tab): all, mentions of me, or none.")
+    muted_until = serializers.DateTimeField(allow_null=True, help_text="No notification at all before this "
+                                                                       "time; null: not muted.")
+    can = serializers.ListField(child=serializers.ChoiceField(choices=[a.value for a in Action]),
+                                help_text="What I may do here (docs/api.md, \"Roles\").")
 
 
 class ConversationSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     kind = serializers.ChoiceField(choices=Conversation.Kind.choices)
     title = serializers.CharField(allow_blank=True)
+    topic = serializers.CharField(allow_blank=True, help_text="What the conversation is about (owners and admins "
+                                                              "set it).")
     public = serializers.BooleanField()
+    default = serializers.BooleanField(help_text="A channel new users join when they sign up (set by a site "
+                                                 "admin).")
     member_count = serializers.IntegerField()
     slow_mode_seconds = serializers.IntegerField(help_text="Each member may send one message per this many "
                                                            "seconds (0: no slow mode). Set by moderators.")
@@ -158,6 +171,27 @@ class AddMembersResponseSerializer(serializers.Serializer):
     added = serializers.ListField(child=serializers.IntegerField(), help_text="Who was not a member before.")
 
 
+class ConversationUpdateSerializer(RequestSerializer):
+    """Give what changes; what is left out stays as it is."""
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        return {
+            "title": StrictCharField(required=False, allow_blank=True, max_length=settings.PARLEY_MAX_TITLE_LENGTH,
+                                     help_text="A channel's title may not be blank."),
+            "topic": StrictCharField(required=False, allow_blank=True, max_length=settings.PARLEY_MAX_TOPIC_LENGTH),
+        }
+
+
+class MySettingsSerializer(RequestSerializer):
+    notify = serializers.ChoiceField(choices=Membership.Notify.choices, required=False)
+    muted_until = StrictDateTimeField(required=False, allow_null=True,
+                                      help_text="ISO 8601; no notification before it. null unmutes.")
+
+
+class RoleSerializer(RequestSerializer):
+    role = serializers.ChoiceField(choices=[Membership.Role.ADMIN, Membership.Role.MEMBER])
+
+
 # --- Messages -----------------------------------------------------------------------------------
 
 class ReplySerializer(serializers.Serializer):
@@ -176,6 +210,26 @@ class ReactionSummarySerializer(serializers.Serializer):
                                                                               "(PARLEY_REACTION_USERS_SHOWN, 50).")
 
 
+class AttachmentSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField(help_text="The uploader's file name, sanitized.")
+    size = serializers.IntegerField(help_text="In bytes.")
+    content_type = serializers.CharField(help_text="Detected from the file's content, not the client's word.")
+    url = serializers.CharField(help_text="Serves the file to the conversation's members only (404 to anyone "
+                                          "else); images inline, every other type as a download.")
+    thumbnail_url = serializers.CharField(allow_null=True, help_text="Images: a re-encoded thumbnail.")
+    width = serializers.IntegerField(allow_null=True, help_text="Images: in pixels.")
+    height = serializers.IntegerField(allow_null=True, help_text="Images: in pixels.")
+
+
+class UploadSerializer(RequestSerializer):
+    file = serializers.FileField(help_text="The file (multipart/form-data). Its type is detected from its bytes; "
+                                           "size and type limits are settings (413 / 400).")
+    conversation = serializers.IntegerField(required=False, min_value=1, max_value=MAX_SEQ,
+                                            help_text="Bind the upload to one of your conversations (404 "
+                                                      "otherwise); without it, the send that attaches it binds it.")
+
+
 class MessageSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     conversation = serializers.IntegerField()
@@ -191,7 +245,7 @@ class MessageSerializer(serializers.Serializer):
     reply_to = ReplySerializer(allow_null=True)
     mentions = serializers.ListField(child=serializers.IntegerField(), help_text="Ids of the members mentioned.")
     reactions = ReactionSummarySerializer(many=True)
-    attachments = serializers.ListField(child=serializers.DictField())
+    attachments = AttachmentSerializer(many=True, help_text="Empty once removed or deleted.")
     version = serializers.IntegerField(help_text="The change number that last changed this message (0: never). "
                                                  "Keep the copy with the highest version.")
 
@@ -204,11 +258,21 @@ class SendMessageSerializer(RequestSerializer):
                 help_text="Your key for this send: a retry with the same key returns the stored message.",
             ),
             "body": StrictCharField(max_length=settings.PARLEY_MAX_BODY_LENGTH, trim_whitespace=False,
-                                    validators=[NOT_ONLY_WHITESPACE]),
+                                    allow_blank=True,
+                                    help_text="Not blank, unless the message carries attachments."),
             "device": StrictUUIDField(required=False, help_text="The sending device, if one of yours."),
             "reply_to": StrictIntegerField(required=False, allow_null=True, min_value=1, max_value=MAX_SEQ,
                                            help_text="The id of the message of this conversation this answers."),
+            "attachments": serializers.ListField(
+                child=StrictIntegerField(min_value=1, max_value=MAX_SEQ), required=False,
+                max_length=settings.PARLEY_MAX_ATTACHMENTS_PER_MESSAGE,
+                help_text="Ids of your uploads not sent yet (POST /api/v1/uploads), in the order shown."),
         }
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if not attrs.get("attachments") and not attrs["body"].strip():
+            raise serializers.ValidationError({"body": ["May not be blank."]})
+        return attrs
 
 
 class SendMessageResponseSerializer(serializers.Serializer):
@@ -319,3 +383,43 @@ class FlagSerializer(serializers.ModelSerializer):
         model = Flag
         fields = ["id", "message", "reason", "note", "status", "created_at"]
 
+
+
+# --- Search --------------------------------------------------------------------------------------
+
+class SearchQuerySerializer(RequestSerializer):
+    """Query parameters (strings that must spell integers where they are ids)."""
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        return {
+            "q": serializers.CharField(max_length=settings.PARLEY_SEARCH_MAX_QUERY_LENGTH, trim_whitespace=True,
+                                       help_text="What to find: words, \"a phrase\", `or`, `-word` (web-search "
+                                                 "syntax on PostgreSQL; every word on other databases)."),
+            "conversation": serializers.IntegerField(required=False, min_value=1, max_value=MAX_SEQ,
+                                                     help_text="Only this conversation (yours)."),
+            "before": serializers.IntegerField(required=False, min_value=1, max_value=MAX_SEQ,
+                                               help_text="The cursor: only messages with a smaller id (the last "
+                                                         "id of the previous page)."),
+            "limit": serializers.IntegerField(required=False, min_value=1,
+                                              help_text="Page size (default PARLEY_SEARCH_PAGE_SIZE_DEFAULT, 20); "
+                                                        "values above PARLEY_SEARCH_PAGE_SIZE_MAX (50) are capped."),
+        }
+
+
+class SearchConversationSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    title = serializers.CharField(allow_blank=True)
+    kind = serializers.ChoiceField(choices=Conversation.Kind.choices)
+
+
+class SearchResultSerializer(serializers.Serializer):
+    message = MessageSerializer()
+    conversation = SearchConversationSerializer()
+    highlight = serializers.CharField(allow_blank=True, help_text="The matching part of the body as HTML: "
+                                                                  "escaped text with `<mark>` around the matches, "
+                                                                  "and no other markup.")
+
+
+class SearchPageSerializer(serializers.Serializer):
+    results = SearchResultSerializer(many=True)
+    has_more = serializers.BooleanField()

@@ -7,7 +7,20 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, path, register_converter
 from drf_spectacular.views import SpectacularAPIView
 
-from . import auth, channels, conversations, devices, docs, messages, moderation, profile, receipts, users
+from . import (
+    auth,
+    channels,
+    conversations,
+    devices,
+    docs,
+    messages,
+    moderation,
+    profile,
+    receipts,
+    uploads,
+    search,
+    users,
+)
 
 
 class IdConverter:
@@ -40,12 +53,14 @@ urlpatterns = [
     path("devices/<str:device_id>/push-subscription", devices.PushSubscriptionView.as_view(),
          name="device-push-subscription"),
     path("channels", channels.PublicChannelsView.as_view(), name="channels"),
+    path("search", search.SearchView.as_view(), name="search"),
     path("conversations", conversations.ConversationsView.as_view(), name="conversations"),
     path("conversations/<id:conversation_id>", conversations.ConversationView.as_view(), name="conversation"),
     path("conversations/<id:conversation_id>/members", conversations.MembersView.as_view(), name="conversation-members"),
     path("conversations/<id:conversation_id>/members/<id:user_id>", conversations.MemberView.as_view(),
          name="conversation-member"),
     path("conversations/<id:conversation_id>/join", conversations.JoinView.as_view(), name="conversation-join"),
+    path("conversations/<id:conversation_id>/me", conversations.MySettingsView.as_view(), name="conversation-me"),
     path("conversations/<id:conversation_id>/messages", messages.MessagesView.as_view(), name="conversation-messages"),
     path("conversations/<id:conversation_id>/read", receipts.ReadView.as_view(), name="conversation-read"),
     path("conversations/<id:conversation_id>/delivered", receipts.DeliveredView.as_view(),
@@ -57,6 +72,10 @@ urlpatterns = [
     path("messages/<id:message_id>/reactions/<str:emoji>", messages.ReactionView.as_view(), name="message-reaction"),
     path("messages/<id:message_id>/info", receipts.MessageInfoView.as_view(), name="message-info"),
     path("messages/<id:message_id>/flag", moderation.FlagView.as_view(), name="message-flag"),
+    path("uploads", uploads.UploadsView.as_view(), name="uploads"),
+    path("uploads/<id:attachment_id>", uploads.UploadView.as_view(), name="upload"),
+    path("files/<id:attachment_id>", uploads.FileView.as_view(), name="file"),
+    path("files/<id:attachment_id>/thumbnail", uploads.ThumbnailView.as_view(), name="file-thumbnail"),
     path("moderation/flags", moderation.FlagQueueView.as_view(), name="moderation-flags"),
     path("moderation/flags/<id:flag_id>/resolve", moderation.ResolveFlagView.as_view(),
          name="moderation-flag-resolve"),

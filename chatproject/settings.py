@@ -202,6 +202,10 @@ SPECTACULAR_SETTINGS = {
         "RecipientStateEnum": ["sent", "delivered", "read"],
         "ModerationActionEnum": "messaging.models.ModerationDecision.Action",
         "ResolutionEnum": "messaging.moderation.RESOLUTIONS",
+        "RoleEnum": "messaging.models.Membership.Role",
+        "AssignableRoleEnum": ["admin", "member"],
+        "NotifyEnum": "messaging.models.Membership.Notify",
+        "ConversationActionEnum": "messaging.roles.Action",
     },
 }
 
@@ -213,6 +217,77 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# --- Uploads and attachments (messaging/attachments.py; docs/operations.md, "Files") -----------
+# Where uploaded files live: Django's storage API under the alias "attachments". By default the
+# local file system under MEDIA_ROOT; PARLEY_FILE_STORAGE=s3 switches to any S3-compatible store
+# through django-storages (`pip install -e '.[s3]'`, which brings boto3; nothing needs it otherwise).
+MEDIA_ROOT = Path(env("PARLEY_MEDIA_ROOT", default=str(BASE_DIR / "media")))
+PARLEY_FILE_STORAGE = env("PARLEY_FILE_STORAGE", default="filesystem")
+if PARLEY_FILE_STORAGE == "filesystem":
+    _attachment_storage = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        # No base_url: files are never served as static media, only by the view that checks
+        # membership (api/uploads.py).
+        "OPTIONS": {"location": MEDIA_ROOT, "file_permissions_mode": 0o640, "directory_permissions_mode": 0o750},
+    }
+elif PARLEY_FILE_STORAGE == "s3":
+    _attachment_storage = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": env("PARLEY_S3_BUCKET", default=""),
+            "endpoint_url": env("PARLEY_S3_ENDPOINT_URL", default="") or None,  # MinIO, R2, Ceph ...
+            "region_name": env("PARLEY_S3_REGION", default="") or None,
+            "access_key": env("PARLEY_S3_ACCESS_KEY_ID", default="") or None,  # else boto3's own chain
+            "secret_key": env("PARLEY_S3_SECRET_ACCESS_KEY", default="") or None,
+            "location": env("PARLEY_S3_PREFIX", default="attachments"),
+            "default_acl": "private",
+            "querystring_auth": True,
+            "file_overwrite": False,
+        },
+    }
+else:
+    raise ImproperlyConfigured(f"PARLEY_FILE_STORAGE is 'filesystem' or 's3', not {PARLEY_FILE_STORAGE!r}")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "attachments": _attachment_storage,
+}
+# How a file's body leaves once the view has checked membership: "django" streams it from the
+# storage; "x-accel-redirect" (nginx) or "x-sendfile" (Apache mod_xsendfile, lighttpd) hands
+# the file-system path to the front server (docs/operations.md has the nginx snippet).
+PARLEY_FILE_SERVE = env("PARLEY_FILE_SERVE", default="django")
+if PARLEY_FILE_SERVE not in ("django", "x-accel-redirect", "x-sendfile"):
+    raise ImproperlyConfigured("PARLEY_FILE_SERVE is one of django, x-accel-redirect, x-sendfile")
+# nginx's internal location that maps to MEDIA_ROOT (with x-accel-redirect).
+PARLEY_FILE_ACCEL_PREFIX = env("PARLEY_FILE_ACCEL_PREFIX", default="/_parley_files/")
+PARLEY_UPLOAD_MAX_BYTES = env.int("PARLEY_UPLOAD_MAX_BYTES", default=25 * 1024 * 1024)  # larger: 413
+# What may be uploaded, by the type detected from the content ("type/*" allows a family). Others: 400.
+PARLEY_UPLOAD_ALLOWED_TYPES = env.list("PARLEY_UPLOAD_ALLOWED_TYPES", default=[
+    "image/png", "image/jpeg", "image/gif", "image/webp",
+    "application/pdf", "text/plain", "text/csv", "application/json", "application/zip",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    "application/vnd.oasis.opendocument.text", "application/vnd.oasis.opendocument.spreadsheet",
+    "audio/mpeg", "audio/ogg", "audio/x-wav", "audio/wav", "audio/webm",
+    "video/mp4", "video/webm", "video/quicktime",
+])
+# Images: at most this many pixels are decoded (Pillow's MAX_IMAGE_PIXELS; a larger image, a
+# decompression bomb among them, is a 400), and thumbnails fit in this square.
+PARLEY_UPLOAD_MAX_IMAGE_PIXELS = env.int("PARLEY_UPLOAD_MAX_IMAGE_PIXELS", default=50_000_000)
+PARLEY_UPLOAD_THUMBNAIL_SIZE = env.int("PARLEY_UPLOAD_THUMBNAIL_SIZE", default=480)
+# Per user: uploads per period, and the bytes one user may keep stored (0: no quota).
+PARLEY_RATE_UPLOAD = env("PARLEY_RATE_UPLOAD", default="30/m")
+PARLEY_UPLOAD_QUOTA_BYTES = env.int("PARLEY_UPLOAD_QUOTA_BYTES", default=2 * 1024 * 1024 * 1024)
+PARLEY_MAX_ATTACHMENTS_PER_MESSAGE = env.int("PARLEY_MAX_ATTACHMENTS_PER_MESSAGE", default=10)
+# An upload no send attached within this long is deleted by the beat sweep, which runs this often.
+PARLEY_UPLOAD_ORPHAN_SECONDS = env.int("PARLEY_UPLOAD_ORPHAN_SECONDS", default=24 * 3600)
+PARLEY_UPLOAD_SWEEP_INTERVAL_SECONDS = env.float("PARLEY_UPLOAD_SWEEP_INTERVAL_SECONDS", default=3600.0)
+CELERY_BEAT_SCHEDULE["parley.bulk.sweep_uploads"] = {
+    "task": "parley.bulk.sweep_uploads",
+    "schedule": PARLEY_UPLOAD_SWEEP_INTERVAL_SECONDS,
+}
 
 # --- Production hardening (enabled by DJANGO_SECURE=1, behind a TLS-terminating proxy) --------
 if env.bool("DJANGO_SECURE", default=False):
@@ -251,6 +326,15 @@ PARLEY_MAX_REACTIONS_PER_MESSAGE = env.int("PARLEY_MAX_REACTIONS_PER_MESSAGE", d
 PARLEY_REACTION_USERS_SHOWN = env.int("PARLEY_REACTION_USERS_SHOWN", default=50)  # user ids per emoji
 PARLEY_MENTION_ALL_MAX_MEMBERS = env.int("PARLEY_MENTION_ALL_MAX_MEMBERS", default=100)
 PARLEY_REPLY_EXCERPT_CHARS = env.int("PARLEY_REPLY_EXCERPT_CHARS", default=100)
+# Search (messaging.search): results per page, the longest query, words in a highlight.
+PARLEY_SEARCH_PAGE_SIZE_DEFAULT = env.int("PARLEY_SEARCH_PAGE_SIZE_DEFAULT", default=20)
+PARLEY_SEARCH_PAGE_SIZE_MAX = env.int("PARLEY_SEARCH_PAGE_SIZE_MAX", default=50)
+PARLEY_SEARCH_MAX_QUERY_LENGTH = env.int("PARLEY_SEARCH_MAX_QUERY_LENGTH", default=200)
+PARLEY_SEARCH_HEADLINE_MAX_WORDS = env.int("PARLEY_SEARCH_HEADLINE_MAX_WORDS", default=24)
+# From this many messages a conversation is planned on its own in a search (messaging.search).
+PARLEY_SEARCH_LARGE_CONVERSATION_MESSAGES = env.int("PARLEY_SEARCH_LARGE_CONVERSATION_MESSAGES", default=5000)
+# Conversations: the longest topic (the model allows 1000).
+PARLEY_MAX_TOPIC_LENGTH = env.int("PARLEY_MAX_TOPIC_LENGTH", default=500)
 # Rate limits (messaging.ratelimit; the table is in docs/security.md), "<count>/<period>"
 # with period s|m|h|d and an optional multiplier: "30/s", "10/m", "1/2s".
 PARLEY_RATE_SEND = env("PARLEY_RATE_SEND", default="30/s")  # new messages per user
@@ -259,6 +343,7 @@ PARLEY_RATE_SIGNUP = env("PARLEY_RATE_SIGNUP", default="20/h")  # per address
 PARLEY_RATE_WS_TICKET = env("PARLEY_RATE_WS_TICKET", default="60/m")  # per user
 PARLEY_RATE_TYPING = env("PARLEY_RATE_TYPING", default="1/2s")  # per user and conversation
 PARLEY_RATE_CHANGE = env("PARLEY_RATE_CHANGE", default="10/s")  # edits, deletes and reactions per user
+PARLEY_RATE_SEARCH = env("PARLEY_RATE_SEARCH", default="5/s")  # message searches per user
 # Per WebSocket connection, counted in the gateway process (messaging.ratelimit.RetryRule):
 # frames of any kind but acks; the hard cap, far above it, past which frames are abuse; and the
 # abusive frames (those past the hard cap, or back before the retry_after_ms they were told)
@@ -301,9 +386,12 @@ PARLEY_PRESENCE_REFRESH_SECONDS = env.float("PARLEY_PRESENCE_REFRESH_SECONDS", d
 PARLEY_PRESENCE_LAST_SEEN_SECONDS = env.int("PARLEY_PRESENCE_LAST_SEEN_SECONDS", default=30 * 24 * 3600)
 
 # --- Offline path: Web Push (docs/notifications.md) ---------------------------------------------
-# VAPID keys from `manage.py vapid_keys`; without a private key Parley sends no pushes at all.
+# VAPID keys from `manage.py vapid_keys`. Without a private key, a pair is generated once and
+# stored in the database (notifications.vapid), unless PARLEY_VAPID_AUTOGENERATE is off: then
+# Parley sends no pushes at all. The public key is derived from the private one if not given.
 PARLEY_VAPID_PUBLIC_KEY = env("PARLEY_VAPID_PUBLIC_KEY", default="")
 PARLEY_VAPID_PRIVATE_KEY = env("PARLEY_VAPID_PRIVATE_KEY", default="")
+PARLEY_VAPID_AUTOGENERATE = env.bool("PARLEY_VAPID_AUTOGENERATE", default=True)
 PARLEY_VAPID_SUBJECT = env("PARLEY_VAPID_SUBJECT", default="mailto:admin@localhost")
 # Messages of one conversation within this window make one notification per offline member.
 PARLEY_PUSH_BURST_SECONDS = env.float("PARLEY_PUSH_BURST_SECONDS", default=5.0)

@@ -189,7 +189,8 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         try:
             result = await connection.runtime.db(do_send_message)(
                 sender=connection.user, conversation_id=frame.conversation, client_msg_id=frame.client_msg_id,
-                body=frame.body, device=connection.device)
+                body=frame.body, device=connection.device, attachments=frame.attachments,
+                reply_to=frame.reply_to)
         except ParleyError as error:
             retry_after_ms = error.retry_after_ms
             if isinstance(error, RateLimited) and retry_after_ms:  # its turn to come back (the 4429 rule)

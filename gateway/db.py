@@ -29,7 +29,7 @@ from typing import Any, Awaitable, Callable, ParamSpec, TypeVar
 
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.db import OperationalError
+from django.db import OperationalError, close_old_connections
 
 from ops.database import busy, pool_exhausted
 
@@ -53,7 +53,7 @@ class DatabaseThreads:
             def timed(*a: Any, **k: Any) -> R:
                 # A racy max is fine here: a lost update only drops one sample.
                 self._queue_wait = max(self._queue_wait, time.monotonic() - submitted)
-                return fn(*a, **k)
+                return returning_the_connection(fn, *a, **k)
 
             try:
                 return await database_sync_to_async(timed, thread_sensitive=False, executor=self.pool)(*args, **kwargs)
@@ -66,7 +66,10 @@ class DatabaseThreads:
 
     def control(self, fn: Callable[P, R]) -> Callable[P, Awaitable[R]]:
         """``fn`` on the process's control thread (the tick), apart from socket work."""
-        return database_sync_to_async(fn, thread_sensitive=False, executor=self.control_thread)
+        def returning(*a: P.args, **k: P.kwargs) -> R:
+            return returning_the_connection(fn, *a, **k)
+
+        return database_sync_to_async(returning, thread_sensitive=False, executor=self.control_thread)
 
     def take_queue_wait(self) -> float:
         """The longest a call waited for a database thread since the last call of this."""
@@ -77,3 +80,18 @@ class DatabaseThreads:
         """Let the threads go once their calls finish (the runtime is stopping)."""
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.control_thread.shutdown(wait=False, cancel_futures=True)
+
+
+def returning_the_connection(fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
+    """``fn``, then the thread's pooled connection goes back to the pool.
+
+    ``database_sync_to_async`` does this too, but through a module attribute that
+    ``channels.testing`` replaces with a no-op while a communicator waits (to spare a test's
+    own transaction): a call finishing in that window kept its connection until its thread
+    died, and a long test session ran the pool dry. Closing here, in the thread that used the
+    connection, holds wherever the call runs.
+    """
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        close_old_connections()

@@ -47,6 +47,8 @@ class Send:
     conversation: Any
     client_msg_id: Any
     body: Any
+    attachments: Any = None  # upload ids; checked by the core (messaging.attachments)
+    reply_to: Any = None  # checked by the write path (messaging.send.check_reply_to)
 
 
 @dataclass(frozen=True)
@@ -133,7 +135,8 @@ def parse_frame(text: str | None) -> Frame:
         conversation = frame.get("conversation")
         if not is_json_int(conversation):
             raise FrameError("invalid", "conversation must be an integer", client_msg_id=echo)
-        return Send(conversation=conversation, client_msg_id=client_msg_id, body=frame.get("body"))
+        return Send(conversation=conversation, client_msg_id=client_msg_id, body=frame.get("body"),
+                    attachments=frame.get("attachments"), reply_to=frame.get("reply_to"))
     if kind == "ack":
         return Ack(conversation=_conversation(frame), seq=_int(frame, "seq"))
     if kind == "read":

@@ -16,6 +16,7 @@ from rest_framework.authtoken.models import Token
 
 from . import fanout
 from .checks import check_text
+from .conversations import join_default_channels
 from .errors import Invalid
 from .events import CLOSE_NOT_AUTHENTICATED
 from .models import User, char_limit
@@ -26,7 +27,8 @@ def _username_taken() -> Invalid:
 
 
 def do_signup(*, username: str, password: str, display_name: str = "") -> tuple[User, str]:
-    """A new active user and its API token. Usernames are unique regardless of case.
+    """A new active user and its API token, in every default channel (``Conversation.is_default``).
+    Usernames are unique regardless of case.
 
     The password is hashed before the first query: hashing is the slow part of a signup
     (hundreds of milliseconds of CPU), and a database connection, once taken from the
@@ -45,6 +47,7 @@ def do_signup(*, username: str, password: str, display_name: str = "") -> tuple[
         with transaction.atomic():
             user.save()
             token = Token.objects.create(user=user)
+            join_default_channels(user)
     except IntegrityError:  # lost a race for the same username
         raise _username_taken() from None
     return user, token.key

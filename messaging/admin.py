@@ -20,6 +20,7 @@ from django.utils.html import format_html
 from django.utils.text import Truncator
 
 from .models import (
+    Attachment,
     Conversation,
     Device,
     Flag,
@@ -100,16 +101,17 @@ class MembershipInline(admin.TabularInline):
 
 @admin.register(Conversation)
 class ConversationAdmin(AddedElsewhere, admin.ModelAdmin):
-    list_display = ("id", "__str__", "kind", "public", "member_count", "last_seq", "last_activity_at", "created_by")
+    list_display = ("id", "__str__", "kind", "public", "is_default", "member_count", "last_seq", "last_activity_at",
+                    "created_by")
     list_display_links = ("id", "__str__")
-    list_filter = ("kind", "public")
+    list_filter = ("kind", "public", "is_default")
     list_select_related = ("created_by",)
     search_fields = ("title", "=id")
     search_help_text = "Title, or an exact conversation id."
     date_hierarchy = "last_activity_at"
     ordering = ("-last_activity_at",)
-    fields = ("kind", "title", "public", "member_count", "last_seq", "slow_mode_seconds", "direct_key",
-              "created_by", "created_at", "last_activity_at", "browse")
+    fields = ("kind", "title", "topic", "public", "is_default", "member_count", "last_seq", "slow_mode_seconds",
+              "direct_key", "created_by", "created_at", "last_activity_at", "browse")
     # Slow mode is a moderator's decision, made (and recorded) through the moderation API.
     readonly_fields = ("kind", "member_count", "last_seq", "slow_mode_seconds", "direct_key", "created_by",
                        "created_at", "last_activity_at", "browse")
@@ -289,3 +291,17 @@ class MessageEditAdmin(ViewOnly, admin.ModelAdmin):
     @admin.display(description="Body before the edit")
     def body_preview(self, obj: MessageEdit) -> str:
         return Truncator(obj.body).chars(80)
+
+
+@admin.register(Attachment)
+class AttachmentAdmin(ViewOnly, admin.ModelAdmin):
+    # Uploads come from the upload use case and go with their message (messaging.attachments);
+    # a row deleted here would leave its file in the storage and its message's summary stale.
+    list_display = ("name", "content_type", "size", "uploader", "message", "created_at", "discarded_at")
+    list_select_related = ("uploader", "message")
+    list_filter = ("content_type",)
+    search_fields = ("name", "uploader__username", "=message__id")
+    ordering = ("-id",)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False

@@ -23,6 +23,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from . import attachments as files
 from . import fanout, ratelimit
 from .access import access_message, as_id, require_not_suspended
 from .checks import check_body
@@ -154,10 +155,12 @@ def do_edit_message(*, editor: User, message_id: Any, body: Any) -> MessagePaylo
 
 def withdraw_text(message: Message) -> dict[str, Any]:
     """What a deleted or removed message keeps: its place (seq), sender and time; no words,
-    reactions or mentions. The caller records the change with these fields."""
+    reactions, mentions or files (gone from the storage after commit: messaging.attachments).
+    The caller records the change with these fields."""
     Reaction.objects.filter(message=message).delete()
     Mention.objects.filter(message=message).delete()
-    return {"body": "", "html": "", "mention_ids": [], "reactions": []}
+    files.discard_message_files(message)
+    return {"body": "", "html": "", "mention_ids": [], "reactions": [], "attachments": []}
 
 
 def do_delete_message(*, actor: User, message_id: Any) -> MessagePayload:

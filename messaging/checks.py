@@ -43,8 +43,12 @@ def check_text(value: Any, field: str, *, max_length: int) -> str:
     return value
 
 
-def check_body(body: Any) -> str:
+def check_body(body: Any, *, allow_empty: bool = False) -> str:
+    """A message body; empty (or only whitespace) only where ``allow_empty`` (a message that
+    carries attachments may have no text)."""
     body = check_text(body, "body", max_length=settings.PARLEY_MAX_BODY_LENGTH)
+    if allow_empty and not body.strip():
+        return ""
     if not body.strip():
         raise Invalid("body may not be empty", fields={"body": ["May not be empty."]})
     return body

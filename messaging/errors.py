@@ -40,6 +40,13 @@ class Conflict(ParleyError):
     http_status = 409
 
 
+class TooLarge(ParleyError):
+    """An upload over the size limit, or one that would take its uploader past the quota."""
+
+    code = "too_large"
+    http_status = 413
+
+
 class RateLimited(ParleyError):
     code = "rate_limited"
     http_status = 429

@@ -16,6 +16,7 @@ writer of the watermarks.
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Mapping
 
 from django.conf import settings
@@ -53,7 +54,11 @@ class Conversation(models.Model):
 
     kind = models.CharField(max_length=16, choices=Kind.choices)
     title = models.CharField(max_length=200, blank=True, default="")
+    # What the conversation is about, shown under its title (owners and admins set it).
+    topic = models.CharField(max_length=1000, blank=True, default="")
     public = models.BooleanField(default=False)
+    # A channel every new user joins at signup (set by a site admin; messaging.accounts.do_signup).
+    is_default = models.BooleanField(default=False, help_text="New users join this channel when they sign up.")
     # Highest seq assigned so far. Only allocate_seq() writes it, inside the storing transaction.
     last_seq = models.BigIntegerField(default=0)
     # Highest change number assigned so far (edits, deletes, reactions, removals: the second
@@ -87,6 +92,10 @@ class Conversation(models.Model):
 
     def __str__(self) -> str:
         return self.title or f"{self.kind} #{self.pk}"
+
+    @property
+    def is_channel(self) -> bool:
+        return self.kind == self.Kind.CHANNEL
 
     @property
     def is_direct(self) -> bool:
@@ -155,12 +164,23 @@ class Membership(models.Model):
         ADMIN = "admin", "Admin"
         MEMBER = "member", "Member"
 
+    class Notify(models.TextChoices):
+        """Which messages make an offline push (and an in-tab notification) for this member."""
+
+        ALL = "all", "All messages"
+        MENTIONS = "mentions", "Mentions of me"
+        NONE = "none", "Nothing"
+
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="memberships")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
     joined_at = models.DateTimeField(auto_now_add=True)
     delivered_seq = models.BigIntegerField(default=0)
     read_seq = models.BigIntegerField(default=0)
+    # Notification settings (CONTRACT v1.1, "Conversation settings"): honoured by the push path
+    # when each push is decided and again before each attempt (notifications.bursts, .delivery).
+    notify = models.CharField(max_length=16, choices=Notify.choices, default=Notify.ALL)
+    muted_until = models.DateTimeField(null=True, blank=True)
 
     objects = MembershipManager()
 
@@ -177,9 +197,8 @@ class Membership(models.Model):
     def __str__(self) -> str:
         return f"{self.user} in {self.conversation}"
 
-    @property
-    def can_manage_members(self) -> bool:
-        return self.role in (self.Role.OWNER, self.Role.ADMIN)
+    def is_muted(self, now: datetime) -> bool:
+        return self.muted_until is not None and self.muted_until > now
 
 
 class Device(models.Model):
@@ -199,8 +218,8 @@ class Device(models.Model):
 class Message(models.Model):
     """A stored message. ``seq`` never changes; everything shown may (messaging.changes).
 
-    ``html``, ``mention_ids`` and ``reactions`` are derived from ``body`` and the
-    :class:`Reaction` rows, and rewritten in the transaction that changes those, so building
+    ``html``, ``mention_ids``, ``reactions`` and ``attachments`` are derived from ``body`` and
+    the :class:`Reaction` and :class:`Attachment` rows, and rewritten in the transaction that changes those, so building
     a message's payload (on every send, page, fill and replay) costs no query beyond the row
     and its joins. ``version`` is the change number that last changed the message (0: never):
     a client holding a newer version ignores an older copy (CONTRACT v1.1, "The change stream").
@@ -229,6 +248,8 @@ class Message(models.Model):
     mention_ids = models.JSONField(default=list, blank=True)
     # The summary of the Reaction rows, as the payload shows it (messaging.reactions).
     reactions = models.JSONField(default=list, blank=True)
+    # The summary of its Attachment rows, as the payload shows it (messaging.attachments).
+    attachments = models.JSONField(default=list, blank=True)
 
     class Meta:
         constraints = [
@@ -406,3 +427,39 @@ class ModerationDecision(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_action_display()} by {self.moderator} at {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class Attachment(models.Model):
+    """An uploaded file: its uploader's alone until a send attaches it to a message
+    (messaging.attachments). ``storage_name`` is made by the server (a UUID) and is the only
+    name the storage ever sees; ``name`` is the uploader's file name, sanitized, for display
+    and downloads only. ``content_type`` is detected from the bytes, never taken from the client.
+
+    ``discarded_at`` marks the files of a deleted or removed message (and orphans being swept):
+    no longer served, their storage objects and then the row are deleted after commit, or by
+    the beat sweep should that fail.
+    """
+
+    uploader = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    # Where it may be sent: given at upload (membership checked) or set by the send that attaches it.
+    conversation = models.ForeignKey(Conversation, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    storage_name = models.CharField(max_length=200, unique=True, editable=False)
+    thumbnail_name = models.CharField(max_length=200, blank=True, default="", editable=False)
+    name = models.CharField(max_length=255)
+    content_type = models.CharField(max_length=127)
+    size = models.BigIntegerField()
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    discarded_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=Q(size__gte=0), name="attachment_size_nonnegative")]
+        indexes = [
+            # The orphan sweep: uploads never attached, oldest first.
+            models.Index(fields=["created_at"], condition=Q(message__isnull=True), name="attachment_unattached"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.content_type}, {self.size} bytes)"

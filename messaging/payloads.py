@@ -6,7 +6,7 @@ message looks the same whichever way it reached a client.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
 from django.conf import settings
 
@@ -37,6 +37,33 @@ class ReactionPayload(TypedDict):
     users: list[int]  # the first PARLEY_REACTION_USERS_SHOWN to react
 
 
+# Where the API serves files (api/urls.py "file" and "file-thumbnail"; a test pins the two together).
+FILES_PATH = "/api/v1/files/"
+
+
+class AttachmentSummary(TypedDict):
+    """An attachment as the message row keeps it (``Message.attachments``, messaging.attachments)."""
+
+    id: int
+    name: str
+    size: int
+    content_type: str
+    width: int | None
+    height: int | None
+    thumbnail: bool
+
+
+class AttachmentPayload(TypedDict):
+    id: int
+    name: str
+    size: int
+    content_type: str
+    url: str  # served to the conversation's members only
+    thumbnail_url: str | None  # images only
+    width: int | None  # images only
+    height: int | None
+
+
 class MessagePayload(TypedDict):
     id: int
     conversation: int
@@ -51,7 +78,7 @@ class MessagePayload(TypedDict):
     reply_to: ReplyPayload | None
     mentions: list[int]
     reactions: list[ReactionPayload]
-    attachments: list[dict[str, Any]]
+    attachments: list[AttachmentPayload]
     version: int  # the change that last changed it (0: never); a newer copy wins
 
 
@@ -72,13 +99,18 @@ class MembershipState(TypedDict):
     read_seq: int
     unread: int
     unread_mentions: int
+    notify: str  # all | mentions | none: which messages notify me (offline pushes, in-tab alerts)
+    muted_until: str | None  # no notification at all before this time
+    can: list[str]  # what I may do here (messaging.roles.Action), so clients need not guess
 
 
 class ConversationPayload(TypedDict):
     id: int
     kind: str
     title: str
+    topic: str
     public: bool
+    default: bool  # a channel new users join at signup
     member_count: int
     slow_mode_seconds: int
     last_seq: int
@@ -118,9 +150,23 @@ def reply_payload(original: Message) -> ReplyPayload:
     }
 
 
+def attachment_payload(summary: AttachmentSummary) -> AttachmentPayload:
+    url = f"{FILES_PATH}{summary['id']}"
+    return {
+        "id": summary["id"],
+        "name": summary["name"],
+        "size": summary["size"],
+        "content_type": summary["content_type"],
+        "url": url,
+        "thumbnail_url": f"{url}/thumbnail" if summary["thumbnail"] else None,
+        "width": summary["width"],
+        "height": summary["height"],
+    }
+
+
 def message_payload(message: Message, sender: User | None = None) -> MessagePayload:
     """The contract's message object. A removed or deleted message carries no text, no
-    reactions and no mentions (the store blanked them too: messaging.changes).
+    reactions, no mentions and no attachments (the store blanked them too: messaging.changes).
 
     Reads ``reply_to`` and its sender: select them with the message (selectors.MESSAGE_JOINS).
     """
@@ -141,7 +187,7 @@ def message_payload(message: Message, sender: User | None = None) -> MessagePayl
         "reply_to": reply_payload(original) if original is not None else None,
         "mentions": [] if gone else list(message.mention_ids),
         "reactions": [] if gone else list(message.reactions),
-        "attachments": [],
+        "attachments": [] if gone else [attachment_payload(a) for a in message.attachments],
         "version": message.version,
     }
 
@@ -161,23 +207,14 @@ def conversation_payload(conversation: Conversation, membership: Membership | No
     """The contract's conversation object, ``me`` from the viewer's membership (None if not a
     member). ``unread_mentions`` costs a query unless the membership was annotated with it
     (messaging.mentions.with_unread_mentions, as the conversation list is)."""
-    from .mentions import unread_mentions  # the payload shapes load before Django's apps
-    me: MembershipState | None = None
-    if membership is not None:
-        me = {
-            "role": membership.role,
-            "delivered_seq": membership.delivered_seq,
-            "read_seq": membership.read_seq,
-            # Sending raises the sender's read_seq to the new seq in the storing transaction,
-            # so every message after read_seq is someone else's: unread needs no count query.
-            "unread": max(conversation.last_seq - membership.read_seq, 0),
-            "unread_mentions": unread_mentions(membership),
-        }
+    me = membership_state(conversation, membership) if membership is not None else None
     return {
         "id": conversation.pk,
         "kind": conversation.kind,
         "title": conversation.title,
+        "topic": conversation.topic,
         "public": conversation.public,
+        "default": conversation.is_default,
         "member_count": conversation.member_count,
         "slow_mode_seconds": conversation.slow_mode_seconds,
         "last_seq": conversation.last_seq,
@@ -185,4 +222,22 @@ def conversation_payload(conversation: Conversation, membership: Membership | No
         "created_at": timestamp(conversation.created_at),
         "last_activity_at": timestamp(conversation.last_activity_at),
         "me": me,
+    }
+
+
+def membership_state(conversation: Conversation, membership: Membership) -> MembershipState:
+    """The conversation object's ``me``: the member's marks, settings and what it may do."""
+    from .mentions import unread_mentions  # the payload shapes load before Django's apps
+    from .roles import allowed
+    return {
+        "role": membership.role,
+        "delivered_seq": membership.delivered_seq,
+        "read_seq": membership.read_seq,
+        # Sending raises the sender's read_seq to the new seq in the storing transaction,
+        # so every message after read_seq is someone else's: unread needs no count query.
+        "unread": max(conversation.last_seq - membership.read_seq, 0),
+        "unread_mentions": unread_mentions(membership),
+        "notify": membership.notify,
+        "muted_until": timestamp(membership.muted_until) if membership.muted_until else None,
+        "can": allowed(membership, conversation),
     }

@@ -98,6 +98,8 @@ LOGIN_USERNAME = Limit("login-user", "PARLEY_RATE_LOGIN", fail_open=False)
 SIGNUP_IP = Limit("signup", "PARLEY_RATE_SIGNUP", fail_open=False)
 WS_TICKET = Limit("ws-ticket", "PARLEY_RATE_WS_TICKET", fail_open=False, exemptable=True)
 TYPING = Limit("typing", "PARLEY_RATE_TYPING", fail_open=False, exemptable=True)
+UPLOAD = Limit("upload", "PARLEY_RATE_UPLOAD", fail_open=True, exemptable=True)  # files per user
+SEARCH = Limit("search", "PARLEY_RATE_SEARCH", fail_open=True, exemptable=True)  # message searches per user
 
 
 def enforce(limit: Limit, ident: Any, *, rate: Rate | None = None, user: Any = None) -> None:

@@ -15,6 +15,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Subquery
 from django.utils import timezone
 
+from . import attachments as files
 from . import fanout, ratelimit
 from .access import as_id, require_not_suspended
 from .checks import check_body, check_client_msg_id
@@ -72,15 +73,17 @@ def _access_membership_for_send(sender: User, conversation_id: Any, client_msg_i
     return membership
 
 
-def _as_retry(prior: Message, *, sender: User, conversation_id: int, body: str, reply_to: int | None
-              ) -> SendResult:
+def _as_retry(prior: Message, *, sender: User, conversation_id: int, body: str, reply_to: int | None,
+              attachment_ids: list[int]) -> SendResult:
     """Idempotency case 2/3: the same key again is the stored message; a changed send is a 409.
 
     The body compared is the one first sent: an edit since then does not turn the retry of
-    the original send into a conflict (its edit history holds the first body)."""
+    the original send into a conflict (its edit history holds the first body). So are the
+    attachments: the retry names the uploads the stored message holds, which it does not
+    attach a second time. A deleted or removed message has neither left to compare."""
     first_body = prior.edits.values_list("body", flat=True).first() if prior.edited_at else prior.body
     if (prior.conversation_id != conversation_id or prior.reply_to_id != reply_to
-            or (not prior.is_removed and first_body != body)):
+            or (not prior.is_removed and (first_body != body or files.attached_ids(prior) != attachment_ids))):
         raise Conflict("client_msg_id was already used for a different message")
     return SendResult(message=prior, payload=message_payload(prior, sender), duplicate=True)
 
@@ -116,7 +119,7 @@ def _enforce_send_limits(sender: User, conversation: Conversation) -> None:
 
 
 def do_send_message(*, sender: User, conversation_id: Any, client_msg_id: Any, body: Any,
-                    device: Device | None = None, reply_to: Any = None) -> SendResult:
+                    device: Device | None = None, reply_to: Any = None, attachments: Any = None) -> SendResult:
     """Store a message and schedule its fan-out.
 
     Idempotency, as numbered cases (each has a test):
@@ -124,14 +127,19 @@ def do_send_message(*, sender: User, conversation_id: Any, client_msg_id: Any, b
     2. a retry (same sender and client_msg_id, same conversation and body), whether the
        first attempt's answer was lost or it is still in flight: the stored message,
        ``duplicate=True``, no seq burnt;
-    3. the same key with another body, conversation or ``reply_to``: :class:`Conflict`;
+    3. the same key with another body, conversation, ``reply_to`` or ``attachments``:
+       :class:`Conflict`;
     4. two concurrent first sends of one key: the loser's insert hits the unique constraint,
        its transaction (and seq increment) rolls back, and it returns the winner's row.
 
     A new send (not a retry) must pass :func:`_enforce_send_limits`: a suspended sender is
     :class:`Forbidden`, one over a rate limit :class:`RateLimited`.
+
+    ``attachments`` lists upload ids (messaging.attachments): the sender's own, not sent yet;
+    a message that carries any may have an empty body.
     """
-    body = check_body(body)
+    attachment_ids = files.check_attachment_ids(attachments)
+    body = check_body(body, allow_empty=bool(attachment_ids))
     client_msg_id = check_client_msg_id(client_msg_id)
     membership = _access_membership_for_send(sender, conversation_id, client_msg_id)
     conversation = membership.conversation
@@ -140,7 +148,8 @@ def do_send_message(*, sender: User, conversation_id: Any, client_msg_id: Any, b
         raise Invalid("reply_to must be a message id", fields={"reply_to": ["A message id (an integer)."]})
     if membership.prior_send_id is not None:  # type: ignore[attr-defined]  # the annotation above
         prior = Message.objects.select_related(*MESSAGE_JOINS).get(pk=membership.prior_send_id)  # type: ignore[attr-defined]
-        return _as_retry(prior, sender=sender, conversation_id=conversation.pk, body=body, reply_to=reply_to)
+        return _as_retry(prior, sender=sender, conversation_id=conversation.pk, body=body, reply_to=reply_to,
+                         attachment_ids=attachment_ids)
     _enforce_send_limits(sender, conversation)
     original = check_reply_to(reply_to, conversation.pk)
     rendered = render_body(conversation, body)
@@ -149,11 +158,14 @@ def do_send_message(*, sender: User, conversation_id: Any, client_msg_id: Any, b
     try:
         with transaction.atomic():
             seq = allocate_seq(conversation.pk)
+            taken = (files.take_for_send(sender=sender, conversation_id=conversation.pk, ids=attachment_ids)
+                     if attachment_ids else [])
             message = Message.objects.create(
                 conversation_id=conversation.pk, seq=seq, sender=sender, sender_device=device,
                 client_msg_id=client_msg_id, body=body, html=rendered.html, mention_ids=rendered.mention_ids,
-                reply_to=original,
+                reply_to=original, attachments=taken,
             )
+            files.attach(message, attachment_ids)
             if rendered.mention_ids:
                 store_mentions(message, new=True)
             # You have seen what you answer: the sender's own watermarks move to the new seq
@@ -171,5 +183,6 @@ def do_send_message(*, sender: User, conversation_id: Any, client_msg_id: Any, b
                   .filter(sender=sender, client_msg_id=client_msg_id).first())
         if winner is None:
             raise
-        return _as_retry(winner, sender=sender, conversation_id=conversation.pk, body=body, reply_to=reply_to)
+        return _as_retry(winner, sender=sender, conversation_id=conversation.pk, body=body, reply_to=reply_to,
+                         attachment_ids=attachment_ids)
     return SendResult(message=message, payload=payload, duplicate=False)

@@ -1,4 +1,5 @@
-"""Buffered fan-out for large channels: the batch window and the task that closes it.
+"""Celery tasks of the core: buffered fan-out for large channels (the batch window and the
+task that closes it), and the sweep of uploaded files (messaging.attachments).
 
 messaging.fanout decides which conversations take this path (docs/architecture.md, "Large
 channels"). The send path pays a cache flag and, once per window, an enqueue; a worker then
@@ -16,10 +17,11 @@ from celery import shared_task
 from django.conf import settings
 from django.core.cache import cache
 
-from . import layer
-from .events import batch_event
-from .models import Conversation, Message
-from .payloads import message_payload
+from . import attachments, layer
+from .events import batch_event, membership_event
+from .mentions import with_unread_mentions
+from .models import Conversation, Membership, Message
+from .payloads import conversation_payload, message_payload
 from .selectors import MESSAGE_JOINS
 
 logger = logging.getLogger(__name__)
@@ -74,3 +76,34 @@ def flush_channel_batch(conversation_id: int) -> int:
     if len(messages) == limit:
         schedule_channel_batch(conversation_id)  # more waiting: next window at once
     return len(messages)
+
+
+@shared_task(name="parley.bulk.sweep_uploads", ignore_result=True)
+def sweep_uploads() -> int:
+    """Periodic (beat, every PARLEY_UPLOAD_SWEEP_INTERVAL_SECONDS): delete uploads never
+    attached within PARLEY_UPLOAD_ORPHAN_SECONDS and the files of deleted messages whose
+    deletion after commit failed. No retry: the next run is the retry. Returns files deleted."""
+    return attachments.sweep()
+
+
+# Members per page when a large conversation's new title or topic is announced.
+_ANNOUNCE_PAGE = 500
+
+
+@shared_task(name="parley.bulk.announce_conversation_updated", acks_late=True, ignore_result=True)
+def announce_conversation_updated(conversation_id: int) -> int:
+    """Tell every member of a large conversation its new state (a title or a topic), a page of
+    members at a time, each with their own ``me``; returns how many were told. Reads the
+    conversation as it is now, so a late or repeated task sends the latest state."""
+    conversation = Conversation.objects.filter(pk=conversation_id).first()
+    if conversation is None:
+        return 0
+    told, after = 0, 0
+    members = with_unread_mentions(Membership.objects.filter(conversation=conversation)).order_by("pk")
+    while page := list(members.filter(pk__gt=after)[:_ANNOUNCE_PAGE]):
+        for membership in page:
+            layer.publish(layer.user_group(membership.user_id),
+                          membership_event("updated", conversation_payload(conversation, membership)))
+        told += len(page)
+        after = page[-1].pk
+    return told

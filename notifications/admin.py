@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from django.contrib import admin, messages
 from django.utils.text import Truncator
 
-from .models import NotificationState, PendingPush, PushDeadLetter, PushSubscription
+from .models import NotificationState, PendingPush, PushDeadLetter, PushSubscription, VapidKeyPair
 from .triggers import do_retry_dead_letters
 
 
@@ -97,3 +97,13 @@ class PushDeadLetterAdmin(ReadOnly, admin.ModelAdmin):
     def discard(self, request, queryset) -> None:
         deleted, _ = queryset.delete()
         self.message_user(request, f"{deleted} push(es) discarded.", messages.SUCCESS)
+
+
+@admin.register(VapidKeyPair)
+class VapidKeyPairAdmin(ReadOnly, admin.ModelAdmin):
+    """The generated VAPID pair (notifications.vapid): its public key and when it was made.
+    The private key is never shown; deleting the row makes a new pair (after a restart of
+    every process), which invalidates every stored subscription."""
+
+    list_display = ("public_key", "created_at")
+    exclude = ("private_key",)

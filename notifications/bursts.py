@@ -28,8 +28,23 @@ from .models import NotificationState, PushKind, PushSubscription
 _CHUNK = 500
 
 
+def push_level(membership: Membership, now: datetime | None = None) -> str:
+    """Which messages may notify this member now: ``all``, ``mentions`` or ``none``.
+
+    The member's ``notify`` setting, except while muted (``muted_until`` ahead): then nothing,
+    mentions included. Read when a push is decided and again before every attempt, like the
+    read mark, so a change of mind applies to pushes already on their way.
+    """
+    if membership.is_muted(now or timezone.now()):
+        return Membership.Notify.NONE
+    return membership.notify
+
+
 def _pending(memberships: QuerySet[Membership]) -> QuerySet[Membership]:
-    """Members behind, with a subscription, whose notified watermark is behind too."""
+    """Members behind, with a subscription, whose notified watermark is behind too.
+
+    Muted members and those notified of nothing are among them: their claim records the
+    decision (nothing to push), so unmuting later never pushes what came meanwhile."""
     subscribed = PushSubscription.objects.filter(device__user_id=OuterRef("user_id"))
     notified = NotificationState.objects.filter(
         conversation_id=OuterRef("conversation_id"), user_id=OuterRef("user_id"),
@@ -125,9 +140,10 @@ def claim_notification(*, conversation_id: int, user_id: int) -> Claim | None:
 
     Re-checks against the current state: not a member, everything read, or already notified
     -> nothing. Online -> nothing and nothing recorded (the socket delivers; should the user
-    leave without reading, the sweep looks again). Only removed messages, or only ones older
-    than the staleness cut-off -> the watermark moves (decided, so the sweep leaves it) but
-    no push goes out. The claim and its pending pushes commit together: a worker killed right
+    leave without reading, the sweep looks again). Only removed messages, only ones older
+    than the staleness cut-off, a member muted or notified of nothing, or, under
+    ``mentions``, no mention among them -> the watermark moves (decided, so the sweep leaves
+    it, and unmuting later does not push what came meanwhile) but no push goes out. The claim and its pending pushes commit together: a worker killed right
     after the claim leaves pushes the sweep finds (notifications.outbox), never a member
     marked notified with nothing on its way.
     """
@@ -143,7 +159,10 @@ def claim_notification(*, conversation_id: int, user_id: int) -> Claim | None:
     after_seq = max(membership.read_seq, notified)
     if after_seq >= last_seq or presence.online_user_ids([user_id]):
         return None
-    newest = newest_unread(conversation_id, user_id, after_seq, last_seq)
+    level = push_level(membership)
+    newest = (None if level == Membership.Notify.NONE else
+              newest_unread(conversation_id, user_id, after_seq, last_seq,
+                            mentioning=level == Membership.Notify.MENTIONS))
     with transaction.atomic():
         if not _advance_notified(conversation_id, user_id, seen=notified, to=last_seq):
             return None

@@ -31,8 +31,8 @@ from pywebpush import WebPushException, webpush
 from messaging import presence
 from messaging.models import Conversation, Membership, Message
 
-from . import endpoints, markers, outbox, transport
-from .bursts import newest_unread
+from . import endpoints, markers, outbox, transport, vapid
+from .bursts import newest_unread, push_level
 from .models import NotificationState, PushDeadLetter, PushKind, PushSubscription
 
 logger = logging.getLogger(__name__)
@@ -64,7 +64,11 @@ def _message_payload(conversation: Conversation, newest: Message, *, unread: int
     """The notification of a conversation's unread messages, showing ``newest``; a mention of
     the reader says so in the title (and ``mention: true``)."""
     sender = newest.sender.shown_name
-    preview = Truncator(" ".join(newest.body.split())).chars(settings.PARLEY_PUSH_PREVIEW_CHARS)
+    text = " ".join(newest.body.split())
+    if not text and newest.attachments:  # a message of files alone: name them
+        files = newest.attachments
+        text = f"\U0001F4CE {files[0]['name'] if len(files) == 1 else f'{len(files)} files'}"
+    preview = Truncator(text).chars(settings.PARLEY_PUSH_PREVIEW_CHARS)
     place = conversation.title or f"{conversation.kind} #{conversation.pk}"
     if mention:
         title, body = (f"{sender} mentioned you" if conversation.is_direct
@@ -96,9 +100,10 @@ def prepare_delivery(*, subscription_id: int, conversation_id: int, kind: str, a
     """Start an attempt of a pending push; None: send nothing (and the push is finished, unless
     another task holds it now).
 
-    A message push goes out only while the member is still behind, offline, and has a
-    message after ``after_seq`` that is not removed; it carries the newest such message that
-    mentions the member, else the newest such message.
+    A message push goes out only while the member is still behind, offline, not muted, and
+    has a message after ``after_seq`` that is not removed (under ``notify: mentions``, one
+    that mentions the member; under ``none``, never); it carries the newest such message
+    that mentions the member, else the newest such message.
     A close goes out only while every notified message is read (a newer notification, if
     any, has replaced the one to close). A retraction (``after_seq`` is the removed
     message's seq) goes out unless the member has read that far meanwhile (then the read's
@@ -127,13 +132,16 @@ def _build(handout: outbox.Handout, *, attempt: int) -> Delivery | None:
         return None
     conversation = membership.conversation
     if kind == MESSAGE:
-        if membership.read_seq >= conversation.last_seq or presence.online_user_ids([user_id]):
+        level = push_level(membership)
+        if (level == Membership.Notify.NONE or membership.read_seq >= conversation.last_seq
+                or presence.online_user_ids([user_id])):
             return None
         after = max(membership.read_seq, after_seq)
         # A mention among the unread is what the notification shows: it is what the reader
         # most needs to see (and the one reason to push under a "mentions" setting).
         mentioned = newest_unread(conversation_id, user_id, after, conversation.last_seq, mentioning=True)
-        newest = mentioned or newest_unread(conversation_id, user_id, after, conversation.last_seq)
+        newest = mentioned if level == Membership.Notify.MENTIONS else (
+            mentioned or newest_unread(conversation_id, user_id, after, conversation.last_seq))
         if newest is None:
             return None
         payload = _message_payload(conversation, newest, unread=conversation.last_seq - membership.read_seq,
@@ -195,13 +203,16 @@ def send(delivery: Delivery) -> None:
         raise PushFailed(f"refused before sending: {refused}", retryable=False) from None
     except endpoints.EndpointUnresolved:
         raise PushFailed("the push service's name did not resolve", retryable=True) from None
+    keys = vapid.current()
+    if keys is None:  # keys removed while the push waited
+        raise PushFailed("no VAPID keys", retryable=False)
     failure: Exception | None = None
     with transport.exchange(target) as exchange:
         try:
             webpush(
                 subscription_info=delivery.subscription_info,
                 data=json.dumps(delivery.payload, separators=(",", ":")),
-                vapid_private_key=_vapid(settings.PARLEY_VAPID_PRIVATE_KEY),
+                vapid_private_key=_vapid(keys.private),
                 vapid_claims={"sub": settings.PARLEY_VAPID_SUBJECT},  # webpush adds aud and exp to it
                 ttl=settings.PARLEY_PUSH_TTL_SECONDS,
                 headers={"Topic": delivery.payload["tag"], "Urgency": "high" if delivery.kind == MESSAGE else "normal"},

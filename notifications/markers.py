@@ -13,10 +13,12 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.cache import cache
 
+from . import vapid
+
 
 def enabled() -> bool:
-    """Pushes go out only with VAPID keys configured (``manage.py vapid_keys``)."""
-    return bool(settings.PARLEY_VAPID_PRIVATE_KEY)
+    """Pushes go out only with VAPID keys: configured, or generated once (notifications.vapid)."""
+    return vapid.current() is not None
 
 
 def tag(conversation_id: int) -> str:

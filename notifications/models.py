@@ -121,3 +121,23 @@ class PendingPush(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} push to subscription {self.subscription_id} in {self.conversation_id}"
+
+
+class VapidKeyPair(models.Model):
+    """The VAPID key pair generated for this deployment when none is configured
+    (notifications.vapid): one row, made the first time a push or a browser needs it.
+
+    The private key signs every push: whoever reads this table can send pushes to Parley's
+    subscribers (they still need the subscriptions' keys to say anything). Configure
+    ``PARLEY_VAPID_*`` instead where that matters; replacing the pair makes every stored
+    subscription fail (403) until browsers subscribe again.
+    """
+
+    THE_ONE = 1
+
+    public_key = models.CharField(max_length=100)
+    private_key = models.CharField(max_length=100)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"VAPID key pair {self.public_key[:12]}… (generated {self.created_at:%Y-%m-%d})"

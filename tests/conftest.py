@@ -61,10 +61,20 @@ LIFTED_RATE_LIMITS = {
     "PARLEY_RATE_SEND": "1000000/s",
     "PARLEY_RATE_TYPING": "1000000/s",
     "PARLEY_RATE_CHANGE": "1000000/s",
+    "PARLEY_RATE_UPLOAD": "1000000/s",
+    "PARLEY_RATE_SEARCH": "1000000/s",
     "PARLEY_RATE_WS_FRAMES": "1000000/s",
     "PARLEY_RATE_WS_HARD_CAP": "1000000/s",
     "PARLEY_RATE_WS_ABUSE": "1000000/s",
 }
+
+
+@pytest.fixture(autouse=True)
+def no_generated_vapid_keys(settings):
+    """Web Push stays off unless a test configures keys (tests/notifications) or asks for a
+    generated pair (PARLEY_VAPID_AUTOGENERATE, on in production): otherwise every stored
+    message would enqueue push work on the test broker that no worker ever takes."""
+    settings.PARLEY_VAPID_AUTOGENERATE = False
 
 
 @pytest.fixture(autouse=True)
@@ -140,3 +150,14 @@ def api(db):
 @pytest.fixture
 def is_postgres() -> bool:
     return connection.vendor == "postgresql"
+
+
+@pytest.fixture(autouse=True)
+def media_root(settings, tmp_path_factory):
+    """Uploaded files go to a directory of the test's own (messaging.attachments): no test
+    writes into the project, and each starts with an empty storage."""
+    root = tmp_path_factory.mktemp("media")
+    settings.MEDIA_ROOT = root
+    settings.STORAGES = {**settings.STORAGES, "attachments": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": root}}}
+    return root

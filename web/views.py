@@ -24,6 +24,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from messaging.accounts import do_logout_everywhere
 from messaging.models import MODERATE_PERMISSION, User
 from messaging.payloads import user_payload
+from notifications import vapid
 
 SERVICE_WORKER = "sw.js"
 # Defence in depth behind "user content only ever goes in as text": the pages run no script
@@ -76,9 +77,13 @@ def _client_config(request: SignedInRequest, **extra: Any) -> dict[str, Any]:
             "receipt_broadcast_max_members": settings.PARLEY_RECEIPT_BROADCAST_MAX_MEMBERS,
             "typing_throttle_ms": settings.PARLEY_TYPING_THROTTLE_MS,
             "moderation_refresh_seconds": settings.PARLEY_MODERATION_REFRESH_SECONDS,
+            "max_attachments": settings.PARLEY_MAX_ATTACHMENTS_PER_MESSAGE,
+            "max_upload_bytes": settings.PARLEY_UPLOAD_MAX_BYTES,
+            "edit_window_seconds": settings.PARLEY_EDIT_WINDOW_SECONDS,
+            "mention_all_max_members": settings.PARLEY_MENTION_ALL_MAX_MEMBERS,
         },
         "push": {
-            "vapid_public_key": getattr(settings, "PARLEY_VAPID_PUBLIC_KEY", ""),
+            "vapid_public_key": vapid.public_key(),
             "service_worker": _service_worker_url(),
         },
         **extra,

@@ -1,15 +1,22 @@
 // The chat app: wires the REST API, the socket, the outbox and the store to the page.
 import { api, ApiError, inBatches } from "./api.js";
+import { DetailsPanel, MuteDialog } from "./convsettings.js";
 import { deviceIsKnown, ensureDevice, forgetDevice, setUpPush } from "./device.js";
+import { deleteMessage, Editor } from "./edits.js";
+import { MentionAutocomplete } from "./mentions.js";
 import { Outbox } from "./outbox.js";
 import { startPendingCount } from "./pending.js";
 import { CLOSE_FORBIDDEN, CLOSE_NOT_AUTHENTICATED, ParleySocket } from "./socket.js";
 import { installShortcuts } from "./keyboard.js";
 import { MessageView } from "./messageview.js";
+import { EmojiPicker, react } from "./reactions.js";
+import { InTabNotifier, isQuiet } from "./notify.js";
 import { ReadTracker } from "./reads.js";
+import { ReplyComposer } from "./replies.js";
 import { RovingFocus } from "./roving.js";
 import { Store } from "./store.js";
 import { Switcher } from "./switcher.js";
+import { AttachmentTray, Lightbox, acceptDrops, acceptPastes } from "./attachments.js";
 import {
   announce, el, pickRow, renderConnection, renderConversationList, renderTyping, replaceChildren, subtitleText, toast,
 } from "./ui.js";
@@ -44,12 +51,44 @@ const tracker = new ReadTracker({
   },
   onRead: markRead,
 });
+const editor = new Editor({
+  store,
+  maxLength: config.limits.max_body_length,
+  windowSeconds: config.limits.edit_window_seconds,
+  changed: () => { if (view.ready) { view.render(); editor.focusBox(view.list); } },
+  saved: (message) => store.updateMessage(message.conversation, message),
+  done: () => $("composer-input").focus(),
+});
 const view = new MessageView({
   list: $("message-list"),
   scroller: $("message-scroller"),
   store,
   rows: tracker,
-  actions: { info: showInfo, flag: showFlag, retry: retrySend, discard: discardSend },
+  editor,
+  actions: {
+    info: showInfo, flag: showFlag, retry: retrySend, discard: discardSend,
+    reply: (conversation, message) => replies.start(conversation.id, message),
+    edit: (conversation, message) => editor.start(message),
+    delete: (conversation, message) => deleteMessage({ dialog: $("confirm-dialog"), store, message }),
+    react: (conversation, message, anchor) => picker.open(anchor, (emoji) => react({ store, message, emoji, add: true })),
+    toggleReaction: (conversation, message, emoji, mine) => react({ store, message, emoji, add: !mine }),
+    jump: (conversation, seq) => jumpToMessage(conversation, seq),
+    viewImage: (attachment, opener) => lightbox.open(attachment, opener),
+  },
+});
+const lightbox = new Lightbox($("lightbox-dialog"));
+const tray = new AttachmentTray({
+  tray: $("attachment-tray"), limits: config.limits,
+  onChange: ({ message }) => { if (message) announce(message); },
+});
+const replies = new ReplyComposer({ bar: $("reply-bar"), input: $("composer-input"), meId: config.me.id });
+const picker = new EmojiPicker($("emoji-dialog"));
+const mentions = new MentionAutocomplete({
+  input: $("composer-input"),
+  list: $("mention-list"),
+  people: () => [...(store.get(openId)?.members?.values() || [])].filter((u) => u.id !== config.me.id),
+  everyone: () => (store.get(openId)?.info.member_count ?? Infinity) <= config.limits.mention_all_max_members,
+  announce,
 });
 const listRoving = new RovingFocus($("conversation-list"), { items: "a[data-conversation]" });
 
@@ -70,14 +109,18 @@ function flush() {
     const list = $("conversation-list");
     renderConversationList(list, store, openId);
     listRoving.refresh(list.querySelector("a:focus") || list.querySelector('[aria-current="page"]'));
+    syncMuteButtons();
     $("conversation-list-empty").hidden = store.sortedConversations().length > 0;
-    const unread = [...store.conversations.values()].reduce((sum, c) => sum + store.unread(c), 0);
+    // The title's badge counts what asks for attention: muted and silenced conversations don't.
+    const unread = [...store.conversations.values()].filter((c) => !isQuiet(c.info))
+      .reduce((sum, c) => sum + store.unread(c), 0);
     document.title = unread ? `(${unread}) Parley` : "Parley";
   }
   const open = store.get(openId);
   if (open && dirty.head) renderHead(open);
   if (open && dirty.view && view.ready) {
     view.render();
+    editor.focusBox(view.list);
     renderHistoryEdge(open);
     renderJump();
   }
@@ -90,17 +133,32 @@ store.subscribe((change) => {
   switch (change.kind) {
     case "conversations": mark("list"); if (isOpen) mark("head"); break;
     case "messages": case "receipts": if (isOpen) mark("view"); break;
-    case "members": mark("list"); if (isOpen) mark("head", "view"); break;
+    case "members": mark("list"); if (isOpen) { mark("head", "view"); mentions.refresh(); } break;
     case "typing": if (isOpen) mark("typing"); break;
     case "presence": mark("list", "head"); break;
+    case "mentions": if (change.stale) recountMentions(change.conversation); break;
   }
 });
+
+// unread_mentions the page can't work out itself (store.unreadMentions): asked for again,
+// once per conversation at a time.
+const recounting = new Set();
+function recountMentions(id) {
+  if (recounting.has(id)) return;
+  recounting.add(id);
+  api.get(`conversations/${id}`).then((info) => store.upsertConversation(info))
+    .catch((e) => console.warn("parley:", e))
+    .finally(() => recounting.delete(id));
+}
 
 function renderHead(conversation) {
   $("chat-title").textContent = store.title(conversation);
   const { info } = conversation;
   $("chat-subtitle").textContent = subtitleText(store, conversation);
+  $("chat-topic").textContent = info.topic || "";
+  $("chat-topic").hidden = !info.topic;
   const member = Boolean(info.me);
+  $("open-details").hidden = !member;
   $("composer").hidden = !member;
   $("join-bar").hidden = member;
 }
@@ -184,6 +242,14 @@ async function onFrame(frame) {
       }
       absorb(frame.conversation, frame.messages);
       break;
+    case "changes": // edits, deletes, reactions and removals, in order, each once (socket.js)
+      try {
+        await ensureConversation(frame.conversation);
+      } catch {
+        return;
+      }
+      store.applyChanges(frame.conversation, frame.changes);
+      break;
     case "send.ok":
       absorb(frame.message.conversation, [frame.message]);
       break;
@@ -192,6 +258,8 @@ async function onFrame(frame) {
       break;
     case "receipt":
       store.setReceipt(frame.conversation, frame.user, { delivered_seq: frame.delivered_seq, read_seq: frame.read_seq });
+      // Read on another device: mentions read there may be ones this page never loaded.
+      if (frame.user === config.me.id && store.get(frame.conversation)?.mentionBase?.count) recountMentions(frame.conversation);
       break;
     case "typing":
       store.setTyping(frame.conversation, frame.user);
@@ -200,10 +268,13 @@ async function onFrame(frame) {
       store.setPresence(frame.user, frame.online);
       break;
     case "conversation.joined":
-    case "conversation.updated":
+    case "conversation.updated": {
+      const before = store.get(frame.conversation.id)?.info.member_count;
       store.upsertConversation(frame.conversation);
       loadDetails([store.get(frame.conversation.id)]);
+      details.refresh(frame.conversation.id, { members: before !== frame.conversation.member_count });
       break;
+    }
     case "conversation.left":
       store.removeConversation(frame.conversation.id);
       if (frame.conversation.id === openId) {
@@ -212,8 +283,7 @@ async function onFrame(frame) {
       }
       break;
     case "message.removed":
-      store.markRemoved(frame.conversation, frame.id, frame.seq);
-      break;
+      break; // for clients without the change stream; here the `removed` or `deleted` change says it
     case "degraded":
       showDegraded(frame.shed || []);
       break;
@@ -234,8 +304,10 @@ function showDegraded(shed) {
 // --- outbox ----------------------------------------------------------------------------------------
 function sendEntry(entry) {
   if (inflight.has(entry.client_msg_id)) return;
-  const sent = socket.send({ type: "send", conversation: entry.conversation,
-                             client_msg_id: entry.client_msg_id, body: entry.body });
+  const files = (entry.attachments || []).map((a) => a.id);
+  const sent = socket.send({ type: "send", conversation: entry.conversation, client_msg_id: entry.client_msg_id,
+                             body: entry.body, reply_to: entry.reply_to ?? undefined,
+                             ...(files.length ? { attachments: files } : {}) });
   if (sent) inflight.add(entry.client_msg_id);
 }
 
@@ -255,6 +327,7 @@ function absorb(conversationId, messages, options) {
   }
   store.addMessages(conversationId, messages, options);
   if (!options?.history && conversationId === openId) announceArrivals(messages);
+  if (!options?.history && store.get(conversationId)) notifier.offer(store.get(conversationId), messages);
 }
 
 /** A page fetched over REST: shown, and acked where it continues what the device holds. */
@@ -268,7 +341,12 @@ function announceArrivals(messages) {
   const theirs = messages.filter((m) => m.sender.id !== config.me.id && m.state !== "removed");
   if (!theirs.length || !view.ready) return;
   if (theirs.length > ANNOUNCE_AT_MOST) announce(`${theirs.length} new messages`);
-  else for (const m of theirs) announce(`${m.sender.display_name}: ${m.body}`);
+  else {
+    for (const m of theirs) {
+      const words = m.body || `${m.attachments?.length || 0} file(s)`;
+      announce(`${m.sender.display_name}${store.mentionsMe(m) ? " mentioned you" : ""}: ${words}`);
+    }
+  }
 }
 
 function sendFailed(frame) {
@@ -305,6 +383,7 @@ function ensureConversation(id) {
   if (!fetching.has(id)) {
     fetching.set(id, api.get(`conversations/${id}`).then((info) => {
       const conversation = store.upsertConversation(info);
+      socket?.followChanges(info.id, info.last_change);
       loadDetails([conversation]);
       return conversation;
     }).finally(() => fetching.delete(id)));
@@ -342,6 +421,8 @@ function loadConversationPage() {
     // device's acks left it, so what arrived while it was away comes down the stream and is
     // acked as delivered on arrival, before anyone opens the chat.
     const loaded = page.results.map((info) => store.upsertConversation(info));
+    // Each conversation's change stream resumes where the copy read after this list stands.
+    for (const info of page.results) socket?.followChanges(info.id, info.last_change);
     listPages.offset += page.results.length;
     listPages.more = Boolean(page.next) && page.results.length > 0;
     $("load-more-conversations").hidden = !listPages.more;
@@ -421,11 +502,15 @@ async function jumpToLatest() {
   else view.roving.focus(view.roving.items().at(-1));
 }
 
-let loadingOlder = false;
-async function loadOlder() {
+let loadingOlder = null; // the page of older history on its way
+function loadOlder() {
   const conversation = store.get(openId);
-  if (!conversation || loadingOlder || !conversation.hasOlder || conversation.oldestLoaded === null) return;
-  loadingOlder = true;
+  if (!conversation || !conversation.hasOlder || conversation.oldestLoaded === null) return Promise.resolve();
+  loadingOlder ??= fetchOlder(conversation).finally(() => { loadingOlder = null; });
+  return loadingOlder;
+}
+
+async function fetchOlder(conversation) {
   try {
     const page = await api.get(`conversations/${conversation.id}/messages`,
                                { before_seq: conversation.oldestLoaded, limit: HISTORY_PAGE });
@@ -436,9 +521,23 @@ async function loadOlder() {
     renderHistoryEdge(conversation);
   } catch (error) {
     toast(error.message);
-  } finally {
-    loadingOlder = false;
   }
+}
+
+/** A reply's quote, followed: older pages load until the original is shown, then it is focused. */
+async function jumpToMessage(conversation, seq) {
+  while (!view.rowOf(seq) && conversation.id === openId && conversation.hasOlder && conversation.oldestLoaded > seq) {
+    const before = conversation.oldestLoaded;
+    await loadOlder();
+    if (conversation.oldestLoaded === before) break; // the page failed: said so already
+  }
+  const row = view.rowOf(seq);
+  if (!row || conversation.id !== openId) return;
+  view.highlight = seq;
+  view.render();
+  const highlighted = view.rowOf(seq);
+  view.roving.focus(highlighted);
+  highlighted.scrollIntoView({ block: "center" });
 }
 
 let opening = 0; // the latest open: a slower earlier one gives way to it
@@ -468,7 +567,10 @@ async function openConversation(id, { push = true, at = null, focusComposer = tr
   }
   if (token !== opening) return;
   keepDraft();
+  if (openId !== id) editor.editing = null;
   openId = id;
+  replies.show(id);
+  mentions.close();
   $("chat-empty").hidden = true;
   $("chat-open").hidden = false;
   $("main").dataset.view = "chat";
@@ -476,6 +578,7 @@ async function openConversation(id, { push = true, at = null, focusComposer = tr
   view.open(conversation, { highlight: at });
   $("composer-input").value = drafts.get(id) || "";
   autosize($("composer-input"));
+  tray.reset(id);
   renderTyping($("typing-indicator"), []);
   mark("list", "head");
   const me = conversation.info.me;
@@ -510,7 +613,9 @@ async function openConversation(id, { push = true, at = null, focusComposer = tr
 function closeConversation({ push = false } = {}) {
   const wasOpen = openId;
   keepDraft();
+  editor.editing = null;
   openId = null;
+  replies.show(null);
   opening += 1;
   tracker.reset();
   view.conversation = null;
@@ -570,13 +675,22 @@ function submitMessage(event) {
   event.preventDefault();
   const input = $("composer-input");
   const body = input.value;
-  if (!body.trim() || !openId) return;
+  const files = tray.ready();
+  if ((!body.trim() && !files.length) || !openId) return;
+  if (tray.busy()) {
+    toast("Wait for your files to finish uploading.");
+    return;
+  }
   if (body.length > config.limits.max_body_length) {
     toast(`Messages can be at most ${config.limits.max_body_length} characters.`);
     return;
   }
-  const entry = outbox.add({ conversation: openId, body });
+  const reply = replies.current(openId);
+  const entry = outbox.add({ conversation: openId, body: body.trim() ? body : "", reply_to: reply?.id ?? null, reply,
+                             attachments: files });
   store.addPending(entry);
+  tray.sent();
+  replies.cancel(openId);
   input.value = "";
   drafts.delete(openId);
   autosize(input);
@@ -587,10 +701,31 @@ function submitMessage(event) {
 }
 
 $("composer").addEventListener("submit", submitMessage);
+$("attach-button").addEventListener("click", () => $("attach-input").click());
+$("attach-input").addEventListener("change", (event) => {
+  tray.add(event.target.files);
+  event.target.value = ""; // the same file can be picked again
+  $("composer-input").focus();
+});
+acceptPastes($("composer-input"), (files) => tray.add(files));
+acceptDrops($("chat-open"), $("drop-hint"), (files) => { if (!$("composer").hidden) tray.add(files); });
 $("composer-input").addEventListener("keydown", (event) => {
+  if (mentions.handleKey(event)) return; // the @-list is open: its keys first
+  const plain = !event.shiftKey && !event.altKey && !event.ctrlKey && !event.metaKey && !event.isComposing;
   if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
     event.preventDefault();
     $("composer").requestSubmit();
+  } else if (event.key === "ArrowUp" && plain && !event.target.value) {
+    // Up in an empty composer edits my last message, as in most chat apps.
+    const conversation = store.get(openId);
+    const last = conversation && store.lastEditable(conversation, (m) => editor.editable(m));
+    if (last) {
+      event.preventDefault();
+      editor.start(last);
+    }
+  } else if (event.key === "Escape" && plain && replies.current(openId)) {
+    event.preventDefault();
+    replies.cancel(openId);
   }
 });
 $("composer-input").addEventListener("input", (event) => {
@@ -711,10 +846,12 @@ $("channel-create").addEventListener("click", async () => {
   }
 });
 
+const GONE = { deleted: "This message was deleted.", removed: "This message was removed by a moderator." };
+
 async function showInfo(conversation, message) {
   try {
     const info = await api.get(`messages/${message.id}/info`);
-    $("info-body").textContent = info.message.state === "removed" ? "This message was removed by a moderator." : info.message.body;
+    $("info-body").textContent = GONE[info.message.state] || info.message.body;
     const { read, delivered, sent } = info.counts;
     $("info-counts").textContent = `Read by ${read} · Delivered to ${delivered} · Not yet delivered to ${sent}`;
     const labels = { read: "Read", delivered: "Delivered", sent: "Sent" };
@@ -756,6 +893,12 @@ $("flag-form").addEventListener("submit", async (event) => {
 
 // --- navigation and focus ---------------------------------------------------------------------------------
 $("conversation-list").addEventListener("click", (event) => {
+  const mute = event.target.closest("button[data-mute]");
+  if (mute) {
+    const conversation = store.get(Number(mute.dataset.mute));
+    if (conversation) muteDialog.toggle(conversation);
+    return;
+  }
   const link = event.target.closest("a[data-conversation]");
   if (!link || event.metaKey || event.ctrlKey || event.shiftKey || event.button !== 0) return;
   event.preventDefault();
@@ -800,7 +943,36 @@ const switcher = new Switcher({
   list: $("switcher-results"),
   conversations: () => store.sortedConversations().map((c) => ({ id: c.id, title: store.title(c), unread: store.unread(c) })),
   choose: (id) => openConversation(id),
+  chooseMessage: (id, seq) => openConversation(id, { at: seq }),
+  titleOf: (id) => (store.get(id) ? store.title(store.get(id)) : null),
 });
+const details = new DetailsPanel({
+  store,
+  say: toast,
+  left: (conversation) => {
+    store.removeConversation(conversation.id);
+    if (conversation.id === openId) closeConversation({ push: true });
+    toast(`You left ${store.title(conversation)}.`);
+  },
+});
+const muteDialog = new MuteDialog({ store, say: toast });
+const notifier = new InTabNotifier({
+  me: config.me,
+  titleOf: (conversation) => store.title(conversation),
+  open: (id, seq) => openConversation(id, { at: seq }),
+});
+$("open-details").addEventListener("click", () => {
+  const conversation = store.get(openId);
+  if (conversation?.info.me) details.show(conversation);
+});
+
+/** A row's mute button is reachable with Tab from its link while that row is the list's Tab stop. */
+function syncMuteButtons() {
+  for (const button of $("conversation-list").querySelectorAll("button[data-mute]")) {
+    button.tabIndex = button.previousElementSibling?.tabIndex === 0 ? 0 : -1;
+  }
+}
+$("conversation-list").addEventListener("focusin", () => queueMicrotask(syncMuteButtons));
 $("open-switcher").addEventListener("click", () => switcher.show());
 $("show-shortcuts")?.addEventListener("click", () => $("shortcuts-dialog").showModal());
 installShortcuts({

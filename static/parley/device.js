@@ -1,6 +1,7 @@
 // This browser as a Parley device (CONTRACT, "Devices"): registered once per user and kept
-// in localStorage, registered again if the server no longer knows it. Also offers Web Push
-// when the server has a VAPID key and the service worker (static/sw.js) is there.
+// in localStorage, registered again if the server no longer knows it. Also offers
+// notifications: Web Push when the server has a VAPID key and the service worker
+// (static/sw.js) is there, and the in-tab Notification API everywhere.
 import { api } from "./api.js";
 
 const deviceKey = (userId) => `parley:device:${userId}`;
@@ -70,32 +71,41 @@ async function saveOrRenew(registration, deviceId, subscription, vapidPublicKey)
 
 /**
  * Registers the service worker if the server ships one, and shows `button` to turn on
- * notifications when push is possible and not yet on. Does nothing (quietly) otherwise.
+ * notifications when they are not on yet: Web Push where the browser and the server support
+ * it, and in any case the Notification API, which the app uses itself while its tab is hidden
+ * (notify.js), no push service needed. Does nothing (quietly) where neither is possible.
  */
 export async function setUpPush({ button, deviceId, push, onEnabled }) {
-  if (!push.service_worker || !("serviceWorker" in navigator)) return;
-  let registration;
-  try {
-    registration = await navigator.serviceWorker.register(push.service_worker);
-  } catch (error) {
-    console.info("parley: no service worker", error);
-    return;
+  if (!("Notification" in window) || Notification.permission === "denied") return;
+  let registration = null;
+  if (push.service_worker && "serviceWorker" in navigator) {
+    try {
+      registration = await navigator.serviceWorker.register(push.service_worker);
+    } catch (error) {
+      console.info("parley: no service worker", error);
+    }
   }
-  if (!push.vapid_public_key || !("PushManager" in window) || Notification.permission === "denied") return;
-  const existing = await registration.pushManager.getSubscription();
-  if (existing) {
-    await saveOrRenew(registration, deviceId, existing, push.vapid_public_key).catch((e) => console.warn("parley:", e));
-    return;
+  const pushable = Boolean(registration && push.vapid_public_key && "PushManager" in window);
+  if (pushable) {
+    const existing = await registration.pushManager.getSubscription();
+    if (existing) {
+      await saveOrRenew(registration, deviceId, existing, push.vapid_public_key).catch((e) => console.warn("parley:", e));
+      return;
+    }
+  } else if (Notification.permission === "granted") {
+    return; // in-tab notifications are on; there is no push to add
   }
   button.hidden = false;
   button.addEventListener("click", async () => {
     button.hidden = true;
     try {
       if ((await Notification.requestPermission()) !== "granted") return;
-      const subscription = await registration.pushManager.subscribe({
-        userVisibleOnly: true, applicationServerKey: keyBytes(push.vapid_public_key),
-      });
-      await saveOrRenew(registration, deviceId, subscription, push.vapid_public_key);
+      if (pushable) {
+        const subscription = await registration.pushManager.subscribe({
+          userVisibleOnly: true, applicationServerKey: keyBytes(push.vapid_public_key),
+        });
+        await saveOrRenew(registration, deviceId, subscription, push.vapid_public_key);
+      }
       onEnabled?.(null);
     } catch (error) {
       button.hidden = false; // let the person try again later

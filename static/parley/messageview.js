@@ -1,9 +1,15 @@
 // The open conversation's messages: a window of history from `oldestLoaded` up to where the
 // stored run ends (the latest message, or a gap still to be fetched when the chat was opened
 // at its first unread), with date separators, the "New messages" divider and the outbox's
-// pending messages at the tail. User content only ever goes in as text (ui.el).
+// pending messages at the tail. User content only ever goes in as text (ui.el), bodies as
+// the server's sanitized HTML, checked again by richtext.js. Replies, reactions and the edit
+// box come from their own modules (replies.js, reactions.js, edits.js).
 import { dayKey, dayLabel, fullTime, timeOfDay } from "./dates.js";
+import { reactionBar } from "./reactions.js";
+import { quoted, quoteNode } from "./replies.js";
+import { richText } from "./richtext.js";
 import { RovingFocus } from "./roving.js";
+import { renderAttachments } from "./attachments.js";
 import { el } from "./ui.js";
 
 const TICKS = {
@@ -12,6 +18,10 @@ const TICKS = {
   delivered: { text: "✓✓", label: "Delivered" },
   read: { text: "✓✓", label: "Read" },
   failed: { text: "Not sent", label: "Not sent" },
+};
+const TOMBSTONES = {
+  deleted: "This message was deleted.",
+  removed: "This message was removed by a moderator.",
 };
 const GROUP_WITHIN_MS = 5 * 60 * 1000;
 // Within this many pixels of the bottom the view follows new messages down.
@@ -25,9 +35,11 @@ export class MessageView {
   /**
    * @param {object} options
    * @param {{observe(node), unobserve(node)}} options.rows  told about every message row (the read tracker)
+   * @param {import("./edits.js").Editor} options.editor  which message is being edited, and its box
+   * @param {object} options.actions  what a message's buttons do: (conversation, message, ...) => void
    */
-  constructor({ list, scroller, store, actions, rows }) {
-    Object.assign(this, { list, scroller, store, actions, rows });
+  constructor({ list, scroller, store, actions, rows, editor }) {
+    Object.assign(this, { list, scroller, store, actions, rows, editor });
     this.nodes = new Map(); // key -> {node, signature}
     this.conversation = null;
     this.dividerAfter = null;
@@ -88,7 +100,9 @@ export class MessageView {
     for (let seq = conversation.oldestLoaded ?? end + 1; seq <= end; seq += 1) shown.push(conversation.messages.get(seq));
     if (!conversation.hasNewer) {
       const pending = [...conversation.pending.values()].sort((a, b) => (a.created_at < b.created_at ? -1 : 1));
-      for (const entry of pending) shown.push({ ...entry, sender: this.store.me, state: "visible", pending: true });
+      for (const entry of pending) {
+        shown.push({ ...entry, sender: this.store.me, state: "visible", pending: true, reply_to: entry.reply || null });
+      }
     }
     const items = [];
     let day = null;
@@ -164,8 +178,11 @@ export class MessageView {
     if (item.day) return `day|${dayLabel(item.day)}`;
     const { message } = item;
     const tick = message.sender.id === this.store.me.id ? this.store.tickState(this.conversation, message) : "";
-    return [message.seq || "p", message.state, message.body, tick, item.continued, message.failed?.detail || "",
-            message.seq === this.highlight].join("|");
+    const quote = message.reply_to ? quoted(this.conversation, message.reply_to) : null;
+    return [message.seq || "p", message.version ?? 0, message.state, message.html ?? message.body,
+            (message.attachments || []).map((a) => a.id).join(","), tick, item.continued,
+            message.failed?.detail || "", message.seq === this.highlight, this.editor.signature(message),
+            quote ? `${quote.state}:${quote.excerpt}` : "", Boolean(this.conversation.members)].join("|");
   }
 
   build(item) {
@@ -180,25 +197,48 @@ export class MessageView {
 
   messageNode(message, continued) {
     const mine = message.sender.id === this.store.me.id;
-    const removed = message.state === "removed";
+    const gone = message.state !== "visible"; // deleted by its sender, or removed by a moderator
+    const stored = Boolean(message.seq);
+    const member = Boolean(this.conversation.info.me);
     const tickState = mine ? this.store.tickState(this.conversation, message) : null;
     const classes = ["message", mine ? "mine" : "theirs"];
     if (continued) classes.push("continued");
-    if (removed) classes.push("removed");
+    if (gone) classes.push("gone", message.state);
     if (tickState === "pending") classes.push("pending");
     if (tickState === "failed") classes.push("failed");
     if (message.seq && message.seq === this.highlight) classes.push("highlight");
+    if (this.store.mentionsMe(message)) classes.push("mentions-me");
 
     // A continued message shows no name, but a screen reader still says who wrote it.
     const meta = el("div", { cls: "message-meta" },
       el("span", { cls: mine ? "visually-hidden" : "message-sender", text: mine ? "You" : message.sender.display_name }));
-    const bubble = el("div", { cls: "bubble", text: removed ? "This message was removed by a moderator." : message.body });
+    const quote = message.reply_to && !gone
+      ? quoteNode({ quote: quoted(this.conversation, message.reply_to), meId: this.store.me.id,
+                    onJump: (seq) => this.actions.jump(this.conversation, seq) })
+      : null;
+    const editing = this.editor.isEditing(message);
+    const bubble = editing ? this.editor.box(message) : this.bubble(message);
+    const files = gone ? [] : message.attachments || [];
+    if (files.length && !message.body && !editing) bubble.hidden = true;  // a file sent without words
+    const reactions = reactionBar({
+      message, store: this.store, conversation: this.conversation,
+      onToggle: (m, emoji, mine) => this.actions.toggleReaction(this.conversation, m, emoji, mine),
+      onAdd: (m, anchor) => this.actions.react(this.conversation, m, anchor),
+    });
     const foot = el("div", { cls: "message-foot" },
       el("time", { text: timeOfDay(message.created_at), attrs: { datetime: message.created_at, title: fullTime(message.created_at) } }));
+    if (message.edited_at && !gone) {
+      foot.append(el("span", { cls: "edited", text: "(edited)", attrs: { title: `Edited ${fullTime(message.edited_at)}` } }));
+    }
 
     const actions = el("span", { cls: "message-actions" });
-    if (mine && message.seq) actions.append(this.actionButton("Info", "info", message));
-    if (!mine && !removed && message.seq) actions.append(this.actionButton("Report", "flag", message));
+    if (stored && !gone && member) {
+      actions.append(this.actionButton("Reply", "reply", message), this.actionButton("React", "react", message));
+    }
+    if (this.editor.editable(message) && !this.editor.isEditing(message)) actions.append(this.actionButton("Edit", "edit", message));
+    if (mine && stored && !gone) actions.append(this.actionButton("Delete", "delete", message));
+    if (mine && stored) actions.append(this.actionButton("Info", "info", message));
+    if (!mine && !gone && stored) actions.append(this.actionButton("Report", "flag", message));
     if (tickState === "failed") {
       actions.append(this.actionButton("Retry", "retry", message), this.actionButton("Discard", "discard", message));
     }
@@ -211,13 +251,21 @@ export class MessageView {
     return el("li", {
       cls: classes.join(" "),
       attrs: { "data-seq": message.seq || false, "data-client-msg-id": message.client_msg_id,
-               "data-state": removed ? "removed" : "visible", tabindex: "-1" },
-    }, meta, bubble, foot);
+               "data-message-id": message.id || false, "data-state": message.state, tabindex: "-1" },
+    }, meta, quote, bubble, files.length ? renderAttachments(files, { onOpen: this.actions.viewImage }) : null,
+    reactions, foot);
+  }
+
+  /** The body: a tombstone once gone, the server's HTML once stored, plain text while pending. */
+  bubble(message) {
+    if (message.state !== "visible") return el("div", { cls: "bubble", text: TOMBSTONES[message.state] || TOMBSTONES.removed });
+    if (!message.html) return el("div", { cls: "bubble plain", text: message.body });
+    return el("div", { cls: "bubble rich" }, richText(message.html, this.store.me.id));
   }
 
   actionButton(label, action, message) {
     const button = el("button", { cls: "link-button", text: label, attrs: { type: "button", tabindex: "-1" } });
-    button.addEventListener("click", () => this.actions[action](this.conversation, message));
+    button.addEventListener("click", () => this.actions[action](this.conversation, message, button));
     return button;
   }
 }

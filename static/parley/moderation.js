@@ -24,12 +24,30 @@ function conversationName(conversation) {
   return conversation.kind === "direct" ? "a direct chat" : `an untitled ${conversation.kind}`;
 }
 
-/** The reported message as it was reported: moderators keep the text even after removal. */
+/** The reported message as it was reported: moderators keep the text even after an edit or a removal. */
 function evidence(flag) {
-  const removed = flag.message.state === "removed";
+  const gone = flag.message.state !== "visible" ? ` · ${flag.message.state}` : "";
   return el("blockquote", { cls: "flag-evidence" },
-    el("p", { cls: "flag-evidence-meta", text: `${who(flag.message.sender)} · ${fullTime(flag.message.created_at)}${removed ? " · removed" : ""}` }),
-    el("p", { cls: "flag-evidence-body", text: flag.evidence }));
+    el("p", { cls: "flag-evidence-meta", text: `${who(flag.message.sender)} · ${fullTime(flag.message.created_at)}${gone}` }),
+    el("p", { cls: "flag-evidence-body", text: flag.reported_body }));
+}
+
+/** What the message said, version by version, when it was edited (or taken down) after or before the report. */
+function history(flag) {
+  const now = flag.message.state === "visible" ? flag.evidence
+    : flag.evidence ? `${flag.evidence} (${flag.message.state})` : `(${flag.message.state} by the sender; the text is gone)`;
+  if (!flag.edits.length && now === flag.reported_body) return null;
+  const versions = flag.edits.map((edit, i) => ({
+    when: i === 0 ? `Sent ${fullTime(flag.message.created_at)}` : `Edited ${fullTime(flag.edits[i - 1].replaced_at)}`,
+    body: edit.body,
+  }));
+  const lastEdit = flag.edits.at(-1);
+  versions.push({ when: lastEdit ? `Edited ${fullTime(lastEdit.replaced_at)} · now` : "Now", body: now });
+  return el("details", { cls: "flag-history", attrs: { open: true } },
+    el("summary", { text: `Edit history (${flag.edits.length} edit${flag.edits.length === 1 ? "" : "s"})` }),
+    el("ol", {}, ...versions.map((v) => el("li", { cls: v.body === flag.reported_body ? "reported" : "" },
+      el("span", { cls: "context-meta", text: `${v.when}${v.body === flag.reported_body ? " · reported" : ""}` }),
+      el("span", { cls: "context-body", text: v.body })))));
 }
 
 function resolutionText({ decision, resolved_at: resolvedAt }) {
@@ -57,7 +75,8 @@ function contextList(flag, context) {
   return el("ol", { cls: "flag-context", attrs: { "aria-label": "The message in context" } },
     ...context.messages.map((m) => {
       const flagged = m.seq === context.flagged_seq;
-      const body = flagged ? flag.evidence : m.state === "removed" ? "(removed by a moderator)" : m.body;
+      const gone = { removed: "(removed by a moderator)", deleted: "(deleted)" }[m.state];
+      const body = flagged ? flag.reported_body : gone || m.body;
       return el("li", { cls: flagged ? "flagged" : "", attrs: { "aria-current": flagged ? "true" : false } },
         el("span", { cls: "context-meta", text: `${who(m.sender)} · ${fullTime(m.created_at)}${flagged ? " · reported" : ""}` }),
         el("span", { cls: "context-body", text: body }));
@@ -103,7 +122,7 @@ function flagCard(flag) {
     el("h2", {}, el("span", { cls: "flag-reason", text: REASONS[flag.reason] || flag.reason }), " ",
       el("span", { text: `Message by ${who(flag.message.sender)} in ${conversationName(flag.conversation)}` })),
     el("p", { cls: "flag-meta", text: `Reported by ${who(flag.reporter)} on ${fullTime(flag.created_at)}${flag.note ? ` · “${flag.note}”` : ""}` }),
-    evidence(flag));
+    evidence(flag), history(flag));
   let note = null;
   if (flag.status === "open") {
     note = el("textarea", { attrs: { id: noteId, rows: 2, maxlength: 1000 } });

@@ -26,8 +26,11 @@ export class Outbox {
     localStorage.setItem(this.key, JSON.stringify(entries));
   }
 
-  add({ conversation, body }) {
-    const entry = { conversation, body, client_msg_id: newClientMsgId(), created_at: new Date().toISOString() };
+  /** `reply_to`: the id of the message answered; `reply`: its quote, shown while the entry waits.
+   * `attachments`: the uploads' payloads (shown while pending); their ids go with the send. */
+  add({ conversation, body, reply_to = null, reply = null, attachments = [] }) {
+    const entry = { conversation, body, reply_to, reply, attachments, client_msg_id: newClientMsgId(),
+                    created_at: new Date().toISOString() };
     this.save([...this.all(), entry]);
     return entry;
   }

@@ -5,6 +5,11 @@
 // Cursors: per conversation, the highest seq this page holds with everything before it. A
 // message at or below the cursor is a duplicate (a replay overlapping what arrived live);
 // one past a gap is not taken, and the gap is pulled with `replay` instead.
+//
+// Change cursors (CONTRACT v1.1, "The change stream") work the same way over change numbers:
+// the highest change this page has applied with every one before it, primed from the
+// conversation list's `last_change`, sent in hello's `changes` so a reconnect replays every
+// edit, delete and reaction made meanwhile, and pulled with `replay_changes` past a gap.
 
 export const State = Object.freeze({
   CONNECTING: "connecting",
@@ -39,6 +44,8 @@ export class ParleySocket {
     this.status = { state: State.CONNECTING };
     this.replayAsked = new Map(); // conversation -> after_seq of the pull in flight
     this.acked = new Map(); // conversation -> highest seq acked on some connection
+    this.changeCursors = new Map(); // conversation -> highest change applied, with all before it
+    this.changesAsked = new Map(); // conversation -> `after` of the replay_changes in flight
     window.addEventListener("online", () => this.connectNow());
     window.addEventListener("offline", () => this.goOffline());
   }
@@ -55,6 +62,16 @@ export class ParleySocket {
   unfollow(conversation) {
     this.cursors.delete(conversation);
     this.acked.delete(conversation);
+    this.changeCursors.delete(conversation);
+  }
+
+  /**
+   * Where this page's copy of a conversation's messages stands on its change stream (the
+   * `last_change` of the conversation object they were read after). Only a conversation not
+   * followed yet takes it: one already followed may have changes in flight past that point.
+   */
+  followChanges(conversation, change) {
+    if (!this.changeCursors.has(conversation)) this.changeCursors.set(conversation, change ?? 0);
   }
 
   cursor(conversation) {
@@ -121,8 +138,10 @@ export class ParleySocket {
     this.ws = ws;
     ws.onopen = () => {
       const cursors = Object.fromEntries([...this.cursors].map(([c, seq]) => [String(c), seq]));
+      const changes = Object.fromEntries([...this.changeCursors].map(([c, change]) => [String(c), change]));
       this.replayAsked.clear();
-      this.write({ type: "hello", cursors });
+      this.changesAsked.clear();
+      this.write({ type: "hello", cursors, changes });
       this.schedulePing();
     };
     ws.onmessage = (event) => this.receive(JSON.parse(event.data));
@@ -199,11 +218,19 @@ export class ParleySocket {
         this.replayAsked.delete(frame.conversation); // a page arrived: a new pull may go out
         this.takeMessages(frame.conversation, frame.messages, frame.has_more);
         break;
+      case "change":
+        this.takeChanges(frame.conversation, [frame], false);
+        break;
+      case "changes":
+        this.changesAsked.delete(frame.conversation);
+        this.takeChanges(frame.conversation, frame.changes, frame.has_more);
+        break;
       case "ready":
         // Conversations the hello named no cursor for and that were not behind: caught up.
         for (const [id, lastSeq] of Object.entries(frame.conversations)) {
           if (!this.cursors.has(Number(id))) this.follow(Number(id), lastSeq);
         }
+        for (const [id, lastChange] of Object.entries(frame.changes || {})) this.followChanges(Number(id), lastChange);
         this.ready = true;
         this.attempt = 0;
         // What arrived while no ack could go out (REST pages while the socket was down).
@@ -213,6 +240,7 @@ export class ParleySocket {
         break;
       case "conversation.joined":
         this.follow(frame.conversation.id, frame.conversation.last_seq);
+        this.followChanges(frame.conversation.id, frame.conversation.last_change);
         this.onFrame(frame);
         break;
       case "conversation.left":
@@ -260,5 +288,31 @@ export class ParleySocket {
     if (this.replayAsked.get(conversation) === after) return; // that page is on its way
     this.replayAsked.set(conversation, after);
     this.write({ type: "replay", conversation, after_seq: after });
+  }
+
+  /** Change records in `change` order: fresh ones go to the app, a gap is pulled from the store. */
+  takeChanges(conversation, records, hasMore) {
+    if (records.length && !this.changeCursors.has(conversation)) {
+      this.changeCursors.set(conversation, records[0].change - 1); // followed from here on
+    }
+    let held = this.changeCursors.get(conversation) ?? 0;
+    const fresh = [];
+    let gap = false;
+    for (const record of records) {
+      if (record.change <= held) continue; // applied already (a replay overlapping the live stream)
+      if (record.change !== held + 1) { gap = true; break; }
+      held = record.change;
+      fresh.push(record);
+    }
+    if (records.length) this.changeCursors.set(conversation, held);
+    if (fresh.length) this.onFrame({ type: "changes", conversation, changes: fresh });
+    if (hasMore || gap) this.pullChanges(conversation);
+  }
+
+  pullChanges(conversation) {
+    const after = this.changeCursors.get(conversation) ?? 0;
+    if (this.changesAsked.get(conversation) === after) return; // that page is on its way
+    this.changesAsked.set(conversation, after);
+    this.write({ type: "replay_changes", conversation, after });
   }
 }

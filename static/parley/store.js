@@ -4,7 +4,9 @@
 //
 // Messages are kept by seq, so the same message arriving twice (a REST page overlapping a
 // replay page, or the stream) is stored once. A pending message is keyed by its
-// client_msg_id and gives way to the stored one with the same key.
+// client_msg_id and gives way to the stored one with the same key. Of two copies of one
+// message the one with the higher `version` (the change that last changed it) wins, whichever
+// arrives last: a page read before an edit may reach the page after the edit's change frame.
 
 const TYPING_SHOWN_MS = 5000;
 
@@ -20,6 +22,25 @@ export class Conversation {
     this.typing = new Map(); // user id -> time it stops showing
     this.oldestLoaded = null; // lowest seq of the history shown; null until it is fetched
     this.hasOlder = true;
+    this.latest = new Map(); // message id -> a changed copy of a message not in `messages` (yet)
+    this.mentions = new Map(); // seq -> whether that message (as last seen here) mentions me
+    this.mentionBase = null; // {count, lastSeq, readSeq}: unread_mentions as the server last counted it
+    this.noteMentionBase(info);
+  }
+
+  /** The server's unread_mentions, with the marks it was counted at (store.unreadMentions). */
+  noteMentionBase(info) {
+    const count = info.me?.unread_mentions;
+    if (typeof count !== "number") return;
+    if (this.mentionBase && (info.last_seq || 0) < this.mentionBase.lastSeq) return; // an older count
+    this.mentionBase = { count, lastSeq: info.last_seq || 0, readSeq: info.me.read_seq };
+  }
+
+  /** A message of this conversation by id (the copy a reply quotes), if this page has it. */
+  messageById(id, seq) {
+    const held = this.messages.get(seq);
+    if (held?.id === id) return this.latest.get(id)?.version > (held.version ?? 0) ? this.latest.get(id) : held;
+    return this.latest.get(id) || null;
   }
 
   get lastSeq() {
@@ -74,7 +95,9 @@ export class Store {
     if (conversation) {
       const me = info.me && conversation.info.me ? this.mergeMarks(conversation.info.me, info.me) : info.me;
       conversation.info = { ...conversation.info, ...info, me,
-                            last_seq: Math.max(conversation.info.last_seq || 0, info.last_seq || 0) };
+                            last_seq: Math.max(conversation.info.last_seq || 0, info.last_seq || 0),
+                            last_change: Math.max(conversation.info.last_change || 0, info.last_change || 0) };
+      conversation.noteMentionBase(info);
     } else {
       conversation = new Conversation(info);
       this.conversations.set(info.id, conversation);
@@ -112,6 +135,47 @@ export class Store {
     return me ? Math.max(0, conversation.lastSeq - me.read_seq) : 0;
   }
 
+  /**
+   * Unread messages that mention me, counted from seqs (never a counter that could drift): the
+   * server's count at the marks it was taken at, less those read since (they were on screen,
+   * so this page has them), plus those that arrived after it and are unread. When that can't
+   * be known here (a read on another device, an edit that added or took a mention within the
+   * counted range), the store asks for a new count (a "mentions" event with `stale`).
+   */
+  unreadMentions(conversation) {
+    const me = conversation.info.me;
+    if (!me) return 0;
+    const base = conversation.mentionBase || { count: 0, lastSeq: 0, readSeq: 0 };
+    let count = base.count;
+    for (const [seq, mentioned] of conversation.mentions) {
+      if (!mentioned) continue;
+      if (seq > base.lastSeq) count += seq > me.read_seq ? 1 : 0;
+      else if (seq > base.readSeq && seq <= me.read_seq) count -= 1;
+    }
+    return Math.max(0, count);
+  }
+
+  /** Does this message mention me (by name, or @all)? My own never count. */
+  mentionsMe(message) {
+    return message.sender.id !== this.me.id && message.state === "visible"
+      && Array.isArray(message.mentions) && message.mentions.includes(this.me.id);
+  }
+
+  /**
+   * Note whether a message mentions me. True when the server's count may now be off: within the
+   * range it counted, a copy said otherwise before, or a change brought a message this page had
+   * not seen, which may have gained or lost a mention since the count.
+   */
+  trackMention(conversation, message, { fromChange = false } = {}) {
+    const had = conversation.mentions.get(message.seq);
+    const has = this.mentionsMe(message);
+    conversation.mentions.set(message.seq, has);
+    const base = conversation.mentionBase;
+    if (!base || message.seq <= base.readSeq || message.seq > base.lastSeq) return false;
+    if (had !== undefined) return had !== has;
+    return fromChange && (has || base.count > 0);
+  }
+
   peer(conversation) {
     if (conversation.info.kind !== "direct" || !conversation.members) return null;
     return [...conversation.members.values()].find((u) => u.id !== this.me.id) || null;
@@ -137,8 +201,9 @@ export class Store {
   addMessages(conversationId, messages, { history = false } = {}) {
     const conversation = this.conversations.get(conversationId);
     if (!conversation || !messages.length) return;
+    let stale = false;
     for (const message of messages) {
-      conversation.messages.set(message.seq, message);
+      stale = this.keepNewest(conversation, message) || stale;
       conversation.maxSeq = Math.max(conversation.maxSeq, message.seq);
       if (message.sender.id === this.me.id) {
         conversation.pending.delete(message.client_msg_id);
@@ -156,6 +221,55 @@ export class Store {
     this.emit({ kind: "messages", conversation: conversationId, history });
     this.emit({ kind: "conversations", conversation: conversationId });
     if (!history) this.emit({ kind: "typing", conversation: conversationId });
+    if (stale) this.emit({ kind: "mentions", conversation: conversationId, stale: true });
+  }
+
+  /** Put a message in `messages`, unless the page holds a newer copy of it; see `trackMention`. */
+  keepNewest(conversation, message) {
+    const held = conversation.messages.get(message.seq);
+    const changed = conversation.latest.get(message.id);
+    let best = message;
+    if (held?.id === message.id && (held.version ?? 0) > (message.version ?? 0)) best = held;
+    if (changed && (changed.version ?? 0) > (best.version ?? 0)) best = changed;
+    conversation.latest.delete(message.id);
+    conversation.messages.set(message.seq, best);
+    return this.trackMention(conversation, best);
+  }
+
+  /**
+   * Change records (edits, deletes, reactions, removals), each carrying the message as it now
+   * is: it replaces the copy held by id when its version is newer, so applying one twice, or
+   * after a newer page, changes nothing. A message not loaded yet is kept aside for when it is.
+   */
+  applyChanges(conversationId, records) {
+    const conversation = this.conversations.get(conversationId);
+    if (!conversation || !records.length) return;
+    let stale = false;
+    for (const { message, change } of records) {
+      conversation.info.last_change = Math.max(conversation.info.last_change || 0, change);
+      const held = conversation.messageById(message.id, message.seq);
+      if (held && (held.version ?? 0) >= (message.version ?? 0)) continue;
+      if (conversation.messages.get(message.seq)?.id === message.id) conversation.messages.set(message.seq, message);
+      else conversation.latest.set(message.id, message);
+      stale = this.trackMention(conversation, message, { fromChange: true }) || stale;
+    }
+    this.emit({ kind: "messages", conversation: conversationId, changed: true });
+    this.emit({ kind: "conversations", conversation: conversationId });
+    if (stale) this.emit({ kind: "mentions", conversation: conversationId, stale: true });
+  }
+
+  /** A message as a REST call just answered it (an edit, a delete, a reaction): the same rule. */
+  updateMessage(conversationId, message) {
+    this.applyChanges(conversationId, [{ message, change: 0 }]);
+  }
+
+  /** My last message here that I may still edit, newest first (the Up arrow in the composer). */
+  lastEditable(conversation, editable) {
+    for (let seq = conversation.windowEnd; seq >= (conversation.oldestLoaded ?? 1); seq -= 1) {
+      const message = conversation.messages.get(seq);
+      if (message?.sender.id === this.me.id && editable(message)) return message;
+    }
+    return null;
   }
 
   setHistory(conversationId, oldestSeq, hasOlder) {
@@ -163,15 +277,6 @@ export class Store {
     if (!conversation) return;
     conversation.oldestLoaded = oldestSeq;
     conversation.hasOlder = hasOlder;
-  }
-
-  markRemoved(conversationId, id, seq) {
-    const conversation = this.conversations.get(conversationId);
-    const message = conversation?.messages.get(seq);
-    if (!message || message.id !== id) return;
-    conversation.messages.set(seq, { ...message, body: "", state: "removed" });
-    this.emit({ kind: "messages", conversation: conversationId });
-    this.emit({ kind: "conversations", conversation: conversationId });
   }
 
   addPending(entry) {

@@ -1,6 +1,7 @@
 // Rendering. User content (bodies, names, titles) only ever goes in through textContent or
 // attribute values, never as HTML, so a message can't inject markup or script.
 import { lastSeen, shortWhen } from "./dates.js";
+import { isMuted, isQuiet } from "./notify.js";
 
 /** An element with text content and attributes; children are appended in order. */
 export function el(tag, { cls, text, attrs } = {}, ...children) {
@@ -28,9 +29,11 @@ export function replaceChildren(parent, children) {
 
 export function renderConversationList(listEl, store, activeId) {
   const focusedId = document.activeElement?.closest?.("[data-conversation]")?.dataset.conversation;
+  const focusedMute = document.activeElement?.dataset?.mute;
   const items = store.sortedConversations().map((conversation) => {
     const title = store.title(conversation);
     const unread = store.unread(conversation);
+    const mentions = unread ? store.unreadMentions(conversation) : 0;
     const avatar = el("span", { cls: "avatar", text: initials(title), attrs: { "data-kind": conversation.info.kind, "aria-hidden": "true" } });
     const peer = store.peer(conversation);
     let presenceText = "";
@@ -42,11 +45,13 @@ export function renderConversationList(listEl, store, activeId) {
     }
     const preview = previewText(store, conversation);
     const when = lastActivity(conversation);
+    const muted = isMuted(conversation.info);
+    const quiet = isQuiet(conversation.info);
     // The link's name is its own text, read in this order (the grid places it on screen):
-    // who, presence and unread count, then the preview and the time.
-    const state = `${presenceText}${unread ? `, ${unread} unread` : ""}`;
+    // who, presence, muted, unread and mention counts, then the preview and the time.
+    const state = `${presenceText}${muted ? ", muted" : ""}${unread ? `, ${unread} unread` : ""}${mentions ? `, ${mentions} mentioning you` : ""}`;
     const link = el("a", {
-      cls: `conversation-item${unread ? " has-unread" : ""}`,
+      cls: `conversation-item${unread ? " has-unread" : ""}${quiet ? " quiet" : ""}${muted ? " muted" : ""}`,
       attrs: { href: `/c/${conversation.id}`, "data-conversation": conversation.id,
                "aria-current": conversation.id === activeId ? "page" : false },
     },
@@ -55,11 +60,20 @@ export function renderConversationList(listEl, store, activeId) {
     state ? el("span", { cls: "visually-hidden", text: `${state}.` }) : null,
     el("span", { cls: "conversation-preview", text: preview ? ` ${preview}` : "" }),
     el("time", { cls: "conversation-time", text: shortWhen(when), attrs: { datetime: when || false } }),
-    unread ? el("span", { cls: "unread-badge", text: unread > 99 ? "99+" : String(unread), attrs: { "aria-hidden": "true" } }) : null);
-    return el("li", {}, link);
+    unread ? el("span", { cls: "conversation-badges", attrs: { "aria-hidden": "true" } },
+      mentions ? el("span", { cls: "mention-badge", text: `@${mentions > 99 ? "99+" : mentions}`, attrs: { title: `${mentions} unread mentioning you` } }) : null,
+      el("span", { cls: "unread-badge", text: unread > 99 ? "99+" : String(unread) })) : null);
+    // Mute from the list: one Tab stop with the row's link while it is the current row (app.js).
+    const mute = el("button", {
+      cls: "mute-toggle", text: muted ? "🔕" : "🔔",
+      attrs: { type: "button", tabindex: "-1", "data-mute": conversation.id,
+               "aria-label": `${muted ? "Unmute" : "Mute"} ${title}`, title: muted ? "Unmute" : "Mute" },
+    });
+    return el("li", { cls: "conversation-row" }, link, mute);
   });
   replaceChildren(listEl, items);
   if (focusedId) listEl.querySelector(`[data-conversation="${CSS.escape(focusedId)}"]`)?.focus();
+  if (focusedMute) listEl.querySelector(`[data-mute="${CSS.escape(focusedMute)}"]`)?.focus();
 }
 
 /** The chat header's line under the title: presence for a direct chat, else who is in it. */
@@ -83,14 +97,23 @@ function lastActivity(conversation) {
   return last && last.created_at > at ? last.created_at : at;
 }
 
+/** A message's text for a one-line preview; a message of files alone names them. */
+function gist(message) {
+  const text = (message.body || "").replace(/\s+/g, " ");
+  const files = message.attachments || [];
+  if (text.trim() || !files.length) return text;
+  return `\u{1F4CE} ${files.length === 1 ? files[0].name : `${files.length} files`}`;
+}
+
 function previewText(store, conversation) {
   const pending = [...conversation.pending.values()].at(-1);
-  if (pending) return `You: ${pending.body}`;
+  if (pending) return `You: ${gist(pending)}`;
   const last = conversation.lastMessage;
   if (!last) return conversation.info.last_seq ? "" : "No messages yet";
   if (last.state === "removed") return "Message removed";
+  if (last.state === "deleted") return "Message deleted";
   const who = last.sender.id === store.me.id ? "You: " : conversation.info.kind === "direct" ? "" : `${last.sender.display_name}: `;
-  return who + last.body.replace(/\s+/g, " ");
+  return who + gist(last);
 }
 
 // --- connection status ----------------------------------------------------------------------------

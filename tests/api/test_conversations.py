@@ -14,7 +14,8 @@ def test_a_direct_conversation_is_created_once_per_pair(api, make_user):
     assert first.status_code == 201
     body = first.json()
     assert (body["kind"], body["member_count"], body["last_seq"]) == ("direct", 2, 0)
-    assert body["me"] == {"role": "member", "delivered_seq": 0, "read_seq": 0, "unread": 0, "unread_mentions": 0}
+    assert body["me"] == {"role": "member", "delivered_seq": 0, "read_seq": 0, "unread": 0, "unread_mentions": 0,
+                          "notify": "all", "muted_until": None, "can": []}
     again = create(api, kind="direct", members=[bob.pk])
     assert (again.status_code, again.json()["id"]) == (200, body["id"])
     from_bob = create(api.as_user(bob), kind="direct", members=[alice.pk])

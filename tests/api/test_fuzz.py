@@ -43,12 +43,16 @@ def fuzzer(make_moderator, make_group, make_user, make_device, send):
     message; returns the user and real values for every path parameter."""
     from messaging.moderation import do_flag_message
 
+    from messaging.attachments import do_upload
+    from tests import files
+
     me, other = make_moderator(), make_user()
     group = make_group(me, [other])
     message = send(other, group)
     flag = do_flag_message(reporter=me, message_id=message["id"], reason="spam")
+    photo = do_upload(uploader=me, file=files.upload(files.png(), "photo.png"), conversation_id=group.pk)
     return me, {"conversation_id": group.pk, "message_id": message["id"], "user_id": other.pk,
-                "flag_id": flag.pk, "device_id": str(make_device(me).pk)}
+                "flag_id": flag.pk, "device_id": str(make_device(me).pk), "attachment_id": photo.pk}
 
 
 # The schema as the server publishes it (asking for it needs no database). Random cases only:

@@ -12,6 +12,7 @@ CONTRACT_PATHS = {
     "/api/v1/conversations/{conversation_id}/messages", "/api/v1/conversations/{conversation_id}/read",
     "/api/v1/conversations/{conversation_id}/delivered", "/api/v1/conversations/{conversation_id}/receipts",
     "/api/v1/messages/{message_id}/info", "/api/v1/messages/{message_id}/flag",
+    "/api/v1/uploads",  # v1.1
 }
 
 
@@ -65,3 +66,11 @@ def test_unknown_api_paths_are_a_json_404(client, db):
         response = client.post(path)
         assert response.status_code == 404
         assert response.json()["code"] == "not_found"
+
+
+def test_the_upload_is_described_as_multipart_with_its_limits(schema):
+    upload = schema["paths"]["/api/v1/uploads"]["post"]
+    assert "multipart/form-data" in upload["requestBody"]["content"]
+    assert {"201", "400", "404", "413", "429"} <= set(upload["responses"])
+    served = schema["paths"]["/api/v1/files/{attachment_id}"]["get"]["responses"]
+    assert set(served) == {"200", "404"}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 import time
 from pathlib import Path
 
@@ -51,6 +52,8 @@ def parley_server(django_db_setup, django_db_blocker):
         # Every test logs its people in again; the guessing throttles are tested elsewhere.
         "PARLEY_RATE_LOGIN": "10000/m",
         "PARLEY_RATE_SIGNUP": "10000/h",
+        # Uploaded files go to a directory of the run's own, never into the project.
+        "PARLEY_MEDIA_ROOT": tempfile.mkdtemp(prefix="parley-browser-media-"),
     })
     with django_db_blocker.unblock():
         gateway.start()
@@ -122,6 +125,20 @@ def open_app(context: BrowserContext, path: str = "/") -> Page:
 
 def conversation_link(page: Page, title: str):
     return page.locator("#conversation-list a[data-conversation]").filter(has_text=title)
+
+
+def open_conversation(page: Page, title: str, attempts: int = 3) -> None:
+    """Click the conversation's row until its chat is open. The list is redrawn when presence
+    or a preview changes; a click whose press and release straddle a redraw lands on no row,
+    as a person's would (they click again)."""
+    for attempt in range(attempts):
+        conversation_link(page, title).click()
+        try:
+            expect(page.locator("#chat-title")).to_have_text(title, timeout=5000)
+            return
+        except AssertionError:
+            if attempt == attempts - 1:
+                raise
 
 
 def send(page: Page, text: str) -> None:

@@ -106,3 +106,30 @@ def test_a_flag_shows_its_message_in_context_and_links_into_the_conversation_at_
     expect(row).to_be_focused()
     expect(row).to_be_in_viewport()
     expect(moderator.get_by_role("button", name="Join channel")).to_be_visible()
+
+
+def test_a_flagged_message_edited_after_the_report_shows_what_was_reported_and_its_edit_history(people, signed_in):
+    from messaging.changes import do_edit_message
+
+    alice_user, bob_user = people["alice"], people["bob"]
+    chat = direct(alice_user, bob_user)
+    seed(chat, (bob_user, "You're all idiots"), (alice_user, "Excuse me?"))
+    insult = Message.objects.get(conversation=chat, seq=1)
+    do_edit_message(editor=bob_user, message_id=insult.pk, body="You're all idiots, honestly")
+    do_flag_message(reporter=alice_user, message_id=insult.pk, reason="abuse")
+    do_edit_message(editor=bob_user, message_id=insult.pk, body="Nice weather today")  # covering it up
+
+    moderator = signed_in("mod").new_page()
+    moderator.goto("/moderation")
+    card = moderator.locator(".flag-card")
+    expect(card.locator("li[aria-current=true] .context-body")).to_have_text("You're all idiots, honestly")
+    history = card.get_by_role("group").filter(has_text="Edit history (2 edits)")
+    versions = card.locator(".flag-history li")
+    expect(versions).to_have_count(3)
+    expect(versions.nth(0)).to_contain_text("Sent ")
+    expect(versions.nth(0)).to_contain_text("You're all idiots")
+    expect(versions.nth(1)).to_contain_text("· reported")
+    expect(versions.nth(1)).to_contain_text("You're all idiots, honestly")
+    expect(versions.nth(2)).to_contain_text("· now")
+    expect(versions.nth(2)).to_contain_text("Nice weather today")
+    expect(history).to_have_count(1)

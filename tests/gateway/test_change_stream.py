@@ -178,3 +178,19 @@ async def test_malformed_change_frames_get_an_error_and_the_socket_stays(chat, o
     assert (await socket.recv_type("error"))["code"] == "invalid"
     await socket.send({"type": "ping"})
     assert (await socket.recv_type("pong"))["type"] == "pong"
+
+
+async def test_a_send_frame_may_answer_a_message_and_a_reply_to_elsewhere_is_refused(chat, open_socket, make_user,
+                                                                                     make_group):
+    alice, bob, group, message, (_, bob_device) = chat
+    socket = await open_socket(bob, bob_device)
+    await socket.send({"type": "send", "conversation": group.pk, "client_msg_id": "r1", "body": "hi back",
+                       "reply_to": message.pk})
+    ok = await socket.recv_type("send.ok")
+    assert ok["message"]["reply_to"] == {"id": message.pk, "seq": 1, "excerpt": "hello", "state": "visible",
+                                         "sender": {"id": alice.pk, "username": "alice", "display_name": "alice"}}
+    elsewhere = await database_sync_to_async(lambda: make_group(bob, [make_user("carol")]))()
+    await socket.send({"type": "send", "conversation": elsewhere.pk, "client_msg_id": "r2", "body": "no",
+                       "reply_to": message.pk})
+    refused = await socket.recv_type("send.error")
+    assert (refused["code"], refused["client_msg_id"]) == ("invalid", "r2")

@@ -3,15 +3,17 @@ gone when stopped."""
 from __future__ import annotations
 
 import asyncio
+from unittest import mock
 
 import pytest
 
-from django.db import OperationalError
+from django.db import OperationalError, connection
 from psycopg_pool import PoolTimeout
 
 from gateway import runtime
 from gateway.db import DatabaseThreads
 from messaging.errors import Unavailable
+from messaging.models import User
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -66,5 +68,29 @@ async def test_a_database_call_that_waited_in_vain_for_a_pooled_connection_is_un
         assert refused.value.retry_after_ms == 1000
         with pytest.raises(OperationalError):
             await db(broken)()
+    finally:
+        db.shutdown()
+
+
+@pytest.mark.postgres
+async def test_a_database_call_gives_its_pooled_connection_back_even_with_channels_cleanup_patched_out():
+    # channels.testing swaps channels.db.close_old_connections for a no-op while a communicator
+    # waits; a call finishing then once kept its connection, and a long session ran the pool dry.
+    def lent_out() -> int:
+        stats = connection.pool.get_stats()
+        return stats.get("pool_size", 0) - stats.get("pool_available", 0)
+
+    def query() -> int:
+        return User.objects.count()
+
+    db = DatabaseThreads(size=2)
+    try:
+        await db(query)()  # the pool exists and has lent and taken back one
+        before = lent_out()
+        with mock.patch("channels.db.close_old_connections", lambda: None):
+            for _ in range(5):
+                await db(query)()
+                await db.control(query)()
+        assert lent_out() == before
     finally:
         db.shutdown()

@@ -111,6 +111,22 @@ def test_a_direct_message_is_titled_with_the_sender_and_its_preview_is_truncated
     assert (payload["title"], payload["body"]) == ("Alice", "a long message that…")
 
 
+def test_a_message_of_files_alone_is_pushed_with_the_files_name(team, subscribe, worker, push_service,
+                                                                 django_capture_on_commit_callbacks):
+    from messaging.attachments import do_upload
+    from messaging.send import do_send_message
+    from tests import files
+
+    alice, bob, conversation = team
+    phone = subscribe(bob)
+    photo = do_upload(uploader=alice, file=files.upload(files.png(), "beach.png"), conversation_id=conversation.pk)
+    with django_capture_on_commit_callbacks(execute=True):
+        do_send_message(sender=alice, conversation_id=conversation.pk, client_msg_id="f1", body="",
+                        attachments=[photo.pk])
+    worker.run()
+    assert [p["body"] for p in push_service.delivered(phone)] == ["Alice: \U0001F4CE beach.png"]
+
+
 def test_the_sender_is_not_notified_of_their_own_message(team, subscribe, send, worker, push_service):
     alice, bob, conversation = team
     subscribe(alice)
@@ -270,6 +286,7 @@ def test_enabling_push_adds_no_query_to_the_send_path(team, subscribe, send, wor
         return len(queries)
 
     key, settings.PARLEY_VAPID_PRIVATE_KEY = settings.PARLEY_VAPID_PRIVATE_KEY, ""
+    settings.PARLEY_VAPID_AUTOGENERATE = False
     without_push = queries_of_a_send()
     assert worker.queue == []
     settings.PARLEY_VAPID_PRIVATE_KEY = key

@@ -115,6 +115,7 @@ def test_the_sweep_does_nothing_without_vapid_keys(team, subscribe, send, worker
     alice, bob, conversation = team
     subscribe(bob)
     settings.PARLEY_VAPID_PRIVATE_KEY = ""
+    settings.PARLEY_VAPID_AUTOGENERATE = False
     send(alice, conversation)
     age(conversation, 60)
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
+from tests import files
+
 from .conftest import P256DH, PUSH_AUTH, api_patterns, api_routes
 
 # Open to anyone: the ways in, and the API's description.
@@ -20,12 +22,15 @@ PUBLIC = {"auth-signup", "auth-login", "auth-token", "schema", "docs"}
 # - "conversation": a conversation (or one of its messages); outsiders and removed members get
 #   404 for a private one, exactly as for one that does not exist.
 # - "moderator": moderators only; everyone else 403.
+# - "file": a file of a conversation's message; everyone but its members gets 404, logged out
+#   included (a file URL says nothing of whether it exists).
 SCOPES = {
     "auth-logout": "user", "auth-end-session": "user", "me": "user", "me-password": "user", "ws-ticket": "user", "users": "user", "devices": "user",
-    "channels": "user", "conversations": "user",
-    "device": "device", "device-push-subscription": "device",
+    "channels": "user", "conversations": "user", "search": "user",
+    "device": "device", "device-push-subscription": "device", "upload": "device",
+    "uploads": "conversation", "file": "file", "file-thumbnail": "file",
     "conversation": "conversation", "conversation-members": "conversation",
-    "conversation-member": "conversation", "conversation-join": "conversation",
+    "conversation-member": "conversation", "conversation-join": "conversation", "conversation-me": "conversation",
     "conversation-messages": "conversation", "conversation-read": "conversation",
     "conversation-delivered": "conversation", "conversation-receipts": "conversation",
     "message-info": "conversation", "message-flag": "conversation", "conversation-changes": "conversation",
@@ -39,7 +44,11 @@ SCOPES = {
 # validation (a new route whose check comes after validation shows up as a 400 below).
 PAYLOADS = {
     ("conversation-members", "post"): lambda w: {"user_ids": [w.outsider.pk]},
+    ("conversation", "patch"): lambda w: {"title": "taken over", "topic": "ours now"},
+    ("conversation-me", "patch"): lambda w: {"notify": "none", "muted_until": None},
+    ("conversation-member", "patch"): lambda w: {"role": "admin"},
     ("conversation-messages", "post"): lambda w: {"client_msg_id": "let-me-in", "body": "hello"},
+    ("uploads", "post"): lambda w: {"file": files.upload(files.png(), "in.png"), "conversation": w.group.pk},
     ("conversation-read", "post"): lambda w: {"seq": 1},
     ("conversation-delivered", "post"): lambda w: {"seq": 1, "device": str(w.outsider_device.pk)},
     ("message-flag", "post"): lambda w: {"reason": "spam"},
@@ -63,13 +72,14 @@ def requests_of(scope: str, world):
         url = reverse(f"api:{route.name}", kwargs=arguments)
         for method in route.methods:
             payload_of = PAYLOADS.get((route.name, method))
-            payload = payload_of(world) if payload_of else None
             for spelling in (url, url + "/"):
+                payload = payload_of(world) if payload_of else None  # a file is read once: one each
                 yield f"{method.upper()} {spelling}", method, spelling, payload
 
 
 def call(client, method, url, payload):
-    return getattr(client, method)(url, payload, format="json")
+    multipart = any(hasattr(value, "read") for value in (payload or {}).values())
+    return getattr(client, method)(url, payload, format="multipart" if multipart else "json")
 
 
 def test_every_api_route_is_classified():
@@ -87,6 +97,17 @@ def test_anonymous_requests_are_refused_everywhere_but_the_public_endpoints(api,
              for what, method, url, payload in requests_of(scope, world)
              if (response := call(api, method, url, payload)).status_code not in refused]
     assert not wrong
+
+
+@pytest.mark.parametrize("who", ["anonymous", "outsider", "removed"])
+def test_files_are_404_to_everyone_but_the_members(api, world, who):
+    client = api if who == "anonymous" else api.as_user(getattr(world, who))
+    wrong = [(what, response.status_code) for what, method, url, payload in requests_of("file", world)
+             if (response := call(client, method, url, payload)).status_code != 404]
+    assert not wrong
+    member = api.as_user(world.member)
+    assert all(call(member, method, url, payload).status_code == 200
+               for _what, method, url, payload in requests_of("file", world))
 
 
 @pytest.mark.parametrize("who", ["outsider", "removed"])

@@ -6,7 +6,7 @@ from django.urls import reverse
 from rest_framework.test import APIClient
 
 from .conftest import api_routes
-from .test_authorization import PAYLOADS, PUBLIC
+from .test_authorization import PAYLOADS, PUBLIC, call
 
 UNSAFE = ("post", "put", "patch", "delete")
 
@@ -31,7 +31,7 @@ def test_every_unsafe_request_on_the_session_needs_the_csrf_token(world):
         url = reverse(f"api:{route.name}", kwargs=arguments)
         for method in (m for m in route.methods if m in UNSAFE):
             payload = PAYLOADS[(route.name, method)](world) if (route.name, method) in PAYLOADS else None
-            forged = getattr(client, method)(url, payload, format="json")
+            forged = call(client, method, url, payload)  # a file goes as multipart
             if forged.status_code != 403 or "CSRF" not in forged.json()["detail"]:
                 let_through.append((method, url, forged.status_code))
             refused.append((method, url))

@@ -10,28 +10,16 @@ deployment. See docs/notifications.md.
 """
 from __future__ import annotations
 
-import base64
 import os
 import re
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from django.core.management.base import BaseCommand, CommandError
+
+from notifications.vapid import generate_vapid_keys
 
 # RFC 8292 asks for a way to reach the sender: a mailto: or an https: URL.
 _SUBJECT = re.compile(r"^(mailto:[^@\s]+@[^@\s]+|https://\S+)$")
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def generate_vapid_keys() -> tuple[str, str]:
-    """``(public, private)``: the uncompressed P-256 point and the raw 32-byte scalar, base64url."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    public = key.public_key().public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
-    return _b64url(public), _b64url(key.private_numbers().private_value.to_bytes(32, "big"))
 
 
 class Command(BaseCommand):
@@ -47,7 +35,8 @@ class Command(BaseCommand):
     def handle(self, *args, subject: str, output: Path | None, force: bool, **options) -> None:
         if not _SUBJECT.match(subject):
             raise CommandError("--subject must be a mailto: address or an https:// URL")
-        public, private = generate_vapid_keys()
+        keys = generate_vapid_keys()
+        public, private = keys.public, keys.private
         lines = (f"PARLEY_VAPID_PUBLIC_KEY={public}\n"
                  f"PARLEY_VAPID_PRIVATE_KEY={private}\n"
                  f"PARLEY_VAPID_SUBJECT={subject}\n")

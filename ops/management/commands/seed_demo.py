@@ -115,6 +115,8 @@ class Command(BaseCommand):
         if general is None:
             general = do_create_group(creator=alice, title=CHANNEL_TITLE, member_ids=[],
                                       kind=Conversation.Kind.CHANNEL, public=True).conversation
+        # A default channel: everyone who signs up later joins it too (messaging.accounts.do_signup).
+        Conversation.objects.filter(pk=general.pk, is_default=False).update(is_default=True)
         for name in ("bob", "carol", "dave"):
             do_join_channel(user=users[name], conversation_id=general.pk)
         return {"direct": direct, "trip": trip, "general": general}
