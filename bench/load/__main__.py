@@ -67,6 +67,9 @@ def main() -> None:
                         help="clients connect to the gateways in turn (as the reference client with a URL list) "
                              "or through the stack's balancer")
     parser.add_argument("--quick", action="store_true", help="small versions of each scenario (a smoke test)")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                        help="record py-spy flame graphs (SVG) of the gateways during the measured phases of "
+                             "gateway, large-channel and storm into DIR (needs py-spy in .venv)")
     gateway.add_arguments(parser)
     largechannel.add_arguments(parser)
     args = parser.parse_args()
@@ -112,7 +115,7 @@ async def run(args, names: list[str], command: str) -> None:
     stack.start_all()
     stack.flush_redis()
     await asyncio.sleep(1)
-    session = Session(stack, 0.0, args.via)
+    session = Session(stack, 0.0, args.via, profile_dir=args.profile)
     session.relay.start()
     print(f"stack and relay up in {time.monotonic() - t_start:.0f}s; load average {loadavg()}", flush=True)
     # The code under test is what the stack's processes loaded when they started (now), not what

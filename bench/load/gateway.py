@@ -57,6 +57,8 @@ def add_arguments(parser) -> None:
     g.add_argument("--step-seconds", type=float, default=6.0)
     g.add_argument("--pause", type=float, default=1.0, help="seconds between steps")
     g.add_argument("--budget", type=float, default=560.0, help="seconds; the ladders stop when spent")
+    g.add_argument("--keep-climbing", action="store_true",
+                   help="run every step of the ladder even after one is not sustained (profiling)")
 
 
 def gap_fill_reads(database: str) -> int:
@@ -127,7 +129,8 @@ async def run_parley(session: Session, args, name, cohort, size, ladder, recorde
         dev, conversation, _ = next(senders)
         pool.send(dev, conversation, phase, PAD, recipients)
 
-    rows = await climb(session, args, name, ladder, size, recorder, sender, deadline, parley=True)
+    async with session.profiled(name, gateways):
+        rows = await climb(session, args, name, ladder, size, recorder, sender, deadline, parley=True)
     check = await final_check(pool, devices, wait=10)
     frames = sum((d.frames for d in devices), start=Counter())
     await pool.stop()
@@ -151,7 +154,8 @@ async def run_relay(session: Session, args, name, cohort, size, ladder, recorder
     def sender(phase, recipients):
         pool.send(next(order), phase, PAD, recipients)
 
-    rows = await climb(session, args, name, ladder, size, recorder, sender, deadline, parley=False)
+    async with session.profiled(name, relay.names):
+        rows = await climb(session, args, name, ladder, size, recorder, sender, deadline, parley=False)
     await pool.close()
     return {"system": name, "gateways": len(relay.names), "sockets": len(sockets), "connect_s": round(connect_s, 1),
             "recipients_per_message": size - 1, "steps": rows, "relay_check": pool.check(),
@@ -188,7 +192,7 @@ async def climb(session: Session, args, name, ladder, size, recorder, sender, de
         print(f"    {name} {fmt(row)}; send.ok p95 {row['send_ok_p95_ms']} dup {row['duplicates']} "
               f"reord {row['reordered']} seqbreak {row['seq_breaks']} gap-fill reads {row.get('gap_fill_reads')}; "
               f"cpu ms/msg {row['cpu_ms_per_msg']}", flush=True)
-        if not row["sustained"]:
+        if not row["sustained"] and not args.keep_climbing:
             break
         await asyncio.sleep(args.pause)
     end = time.monotonic() + args.straggler_wait  # late, or lost?

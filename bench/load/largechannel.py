@@ -171,7 +171,9 @@ async def run_system(session: Session, args, spec: str, members, channel: int, r
                 (f"{tag}rate", int(args.rate * args.rate_seconds), args.rate)]
     rows = []
     for label, count, rate in plan:
-        row = await probe.run(label, count, rate, senders, send, args.drain, idle)
+        profiled = [*gateways, "worker"] if name != "relay" else session.relay.names
+        async with session.profiled(f"large-{label}", profiled):
+            row = await probe.run(label, count, rate, senders, send, args.drain, idle)
         rows.append(row)
         print("    " + fmt(row), flush=True)
         await settle(session, gateways if name != "relay" else [], quiet=8.0)
