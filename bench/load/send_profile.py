@@ -46,7 +46,7 @@ def main() -> None:
 
     from messaging import layer, ratelimit, send
     from messaging.conversations import do_create_group
-    from messaging.models import Membership, Message, User
+    from messaging.models import Membership, User
 
     cpu, wall = defaultdict(float), defaultdict(float)
 
@@ -67,10 +67,10 @@ def main() -> None:
         send.do_send_message(sender=alice, conversation_id=conversation.pk, client_msg_id=f"warm-{n}", body="hi")
 
     stages = [
-        ("authorize + idempotency lookup (1 SELECT)", send, "_access_membership_for_send"),
+        ("authorize + idempotency lookup (1 SELECT)", send, "_access_send_target"),
         ("allocate_seq (UPDATE ... RETURNING)", send, "allocate_seq"),
         ("send rate limit (cache counter)", ratelimit, "enforce"),
-        ("INSERT message (ORM create)", Message.objects, "create"),
+        ("INSERT message (models.insert_row)", send, "insert_row"),
         ("UPDATE sender's watermarks (Membership.objects.raise_marks)", Membership.objects, "raise_marks"),
         ("COMMIT", connections["default"], "commit"),
         ("fan-out publish after commit (async_to_sync group_send)", layer, "publish"),

@@ -17,7 +17,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import IntegrityError, OperationalError, connection, connections, transaction
 
-from messaging import layer
+from messaging import layer, send
 from messaging.conversations import do_add_members, do_create_group, do_remove_member
 from messaging.errors import Conflict, NotFound
 from messaging.models import Conversation, Device, Membership, Message, User
@@ -107,11 +107,11 @@ def test_a_send_failing_after_taking_a_seq_leaves_no_gap(monkeypatch):
     do_send_message(sender=alice, conversation_id=conversation.pk, client_msg_id="k1", body="one")
     taken = []
 
-    def insert_fails(**fields):
-        taken.append((fields["seq"], _last_seq(conversation)))  # inside the failing transaction
+    def insert_fails(message):
+        taken.append((message.seq, _last_seq(conversation)))  # inside the failing transaction
         raise OperationalError("server closed the connection unexpectedly")
 
-    monkeypatch.setattr(Message.objects, "create", insert_fails)
+    monkeypatch.setattr(send, "insert_row", insert_fails)
     with pytest.raises(OperationalError):
         do_send_message(sender=bob, conversation_id=conversation.pk, client_msg_id="k2", body="two")
     monkeypatch.undo()
