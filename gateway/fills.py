@@ -23,7 +23,6 @@ read, and clients keep the newest version of a message.
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any, Awaitable, Callable, cast
 
 from messaging.events import change_frame, changes_frame, message_frame, messages_frame
@@ -38,6 +37,7 @@ from messaging.replay import (
 )
 
 from .db import DatabaseThreads
+from .frames import encode
 
 RETAIN_SECONDS = 0.5
 
@@ -53,14 +53,14 @@ class SharedPage:
     def message_frame(self, message: MessagePayload) -> str:
         text = self._texts.get(message["seq"])
         if text is None:
-            text = self._texts[message["seq"]] = json.dumps(message_frame(message))
+            text = self._texts[message["seq"]] = encode(message_frame(message))
         return text
 
     def page_frame(self) -> str:
         """The whole page as one ``messages`` frame."""
         text = self._texts.get(-1)
         if text is None:
-            text = self._texts[-1] = json.dumps(messages_frame(self.page.conversation_id, self.page.messages,
+            text = self._texts[-1] = encode(messages_frame(self.page.conversation_id, self.page.messages,
                                                                has_more=self.page.has_more))
         return text
 
@@ -76,13 +76,13 @@ class SharedChangePage:
     def change_frame(self, record: ChangePayload) -> str:
         text = self._texts.get(record["change"])
         if text is None:
-            text = self._texts[record["change"]] = json.dumps(change_frame(record))
+            text = self._texts[record["change"]] = encode(change_frame(record))
         return text
 
     def page_frame(self) -> str:
         text = self._texts.get(-1)
         if text is None:
-            text = self._texts[-1] = json.dumps(changes_frame(self.page.conversation_id, self.page.changes,
+            text = self._texts[-1] = encode(changes_frame(self.page.conversation_id, self.page.changes,
                                                               has_more=self.page.has_more))
         return text
 

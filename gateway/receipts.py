@@ -23,7 +23,6 @@ Degraded mode level 2 defers receipt broadcasts: flushes keep their marks pendin
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -35,6 +34,7 @@ from messaging.events import ReceiptsEvent, receipt_frame
 from messaging.layer import conversation_group, user_group
 from ops import degraded
 
+from .frames import encode
 from .notices import ReceiptText, Subscriber
 
 Clock = Callable[[], float]
@@ -86,7 +86,7 @@ class ReceiptCoalescer:
             return
         conversation_id, user_id = key
         self._sent_at[key] = self._clock()
-        text = json.dumps(receipt_frame(conversation_id, user_id, delivered_seq=pending.delivered_seq,
+        text = encode(receipt_frame(conversation_id, user_id, delivered_seq=pending.delivered_seq,
                                         read_seq=pending.read_seq))
         if pending.own_only:
             notice = ReceiptText(conversation_id, text, own_user=user_id, except_devices=frozenset(pending.acked_by))

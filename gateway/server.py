@@ -51,8 +51,10 @@ import sys
 import threading
 import time
 import traceback
+from pprint import pformat
 from typing import Any, Callable, cast
 
+from autobahn.websocket import protocol as autobahn_protocol
 from daphne.cli import CommandLineInterface
 from daphne.server import Server
 from daphne.ws_protocol import WebSocketProtocol
@@ -62,6 +64,25 @@ from messaging.events import CLOSE_RESTARTING
 
 # daphne's command line passes 1 MiB for both frame limits unless told otherwise.
 DAPHNE_DEFAULT_LIMIT = 1024 * 1024
+
+
+class _FormattedWhenLogged:
+    """``pformat(value)``, computed only if a log line actually writes it."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def __str__(self) -> str:
+        return pformat(self.value)
+
+
+# autobahn pretty-prints its whole table of protocol options for a debug log line on every new
+# connection, whether or not debug logging is on: a fifth of a gateway's CPU in a reconnect
+# storm (issue 15's profile, docs/benchmarks/profiles). Its module's pformat is replaced by one
+# that formats only when the line is written, so with debug on the line reads as before.
+autobahn_protocol.pformat = _FormattedWhenLogged  # type: ignore[assignment]
 
 logger = logging.getLogger(__name__)
 

@@ -17,12 +17,12 @@ docs/architecture.md, "Live path". Invariants:
   (docs/operations.md, "Restarts").
 * A publish from sync code costs the sending thread almost nothing (issue 15, the send path's
   CPU). Code running on a thread of an event loop's process (a gateway's database threads, a
-  REST view under daphne) hands the publish to that loop and returns at once: the thread, and
-  its pooled database connection, are not held for the Redis round trip, and no loop is
-  started. A process with no loop of its own (a Celery worker, a script) publishes through
-  one long-lived loop thread per process instead of ``async_to_sync``'s new loop and thread
-  per call, and waits for it (bounded as above). The in-memory layer (the embedded
-  defaults, tests) keeps ``async_to_sync``: its queues belong to the loop that reads them.
+  REST view under daphne) hands the publish to that loop and waits for it, without
+  ``async_to_sync``'s per-call machinery; a process with no loop of its own (a Celery worker,
+  a script) publishes through one long-lived loop thread per process instead of
+  ``async_to_sync``'s new loop and thread per call. Either way the caller waits, bounded as
+  above. The in-memory layer (the embedded defaults, tests) keeps ``async_to_sync``: its
+  queues belong to the loop that reads them.
 
 Group shape: a conversation's group holds one channel per *gateway process* with a member
 online, not one per socket; the gateway's hub dispatches to its sockets locally. User and
@@ -86,38 +86,21 @@ def publish(group: str, event: Mapping[str, Any]) -> None:
     """Ring ``group`` now, from sync code (see the module's docstring for how). ``published_at``
     (right after commit for after-commit events) lets the gateways time the fan-out dispatch."""
     stamped = {**event, "group": group, "published_at": time.time()}
-    loop = _callers_loop()
-    if loop is not None and not isinstance(get_channel_layer(), InMemoryChannelLayer):
-        loop.call_soon_threadsafe(_spawn, loop, _published(group, stamped))
-        return
     try:
         if isinstance(get_channel_layer(), InMemoryChannelLayer):
             async_to_sync(_group_send)(group, stamped)
+            return
+        loop = _callers_loop()
+        # The publish's own bound (wait_for) ends it; the extra second only guards this wait.
+        timeout = settings.PARLEY_PUBLISH_TIMEOUT_SECONDS + 1
+        if loop is not None:
+            asyncio.run_coroutine_threadsafe(_group_send(group, stamped), loop).result(timeout)
         else:
-            _own_loop().run(_group_send(group, stamped), timeout=settings.PARLEY_PUBLISH_TIMEOUT_SECONDS + 1)
+            _own_loop().run(_group_send(group, stamped), timeout=timeout)
     except Exception as error:  # noqa: BLE001 - the store has it; replay repairs a lost doorbell
-        _publish_failed(group, error)
-
-
-def _publish_failed(group: str, error: Exception) -> None:
-    # One line, no traceback: during a Redis outage every send lands here.
-    logger.warning("fan-out publish to %s failed (%s); gap fill and replay will repair", group, _describe(error))
-
-
-async def _published(group: str, stamped: Mapping[str, Any]) -> None:
-    try:
-        await _group_send(group, stamped)
-    except Exception as error:  # noqa: BLE001 - as in publish()
-        _publish_failed(group, error)
-
-
-_tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to its tasks
-
-
-def _spawn(loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, None]) -> None:
-    task = loop.create_task(coroutine)
-    _tasks.add(task)
-    task.add_done_callback(_tasks.discard)
+        # One line, no traceback: during a Redis outage every send lands here.
+        logger.warning("fan-out publish to %s failed (%s); gap fill and replay will repair",
+                       group, _describe(error))
 
 
 def _callers_loop() -> asyncio.AbstractEventLoop | None:

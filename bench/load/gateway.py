@@ -1,7 +1,7 @@
 """Issue 3: send-to-deliver latency and sustained deliveries/s of Parley's gateway beside relays.
 
     python -m bench.load --scenario gateway [--systems parley,relay,relay-pubsub,relay-persist,pair]
-        [--gateways 1|2] [--ladder 100,250,...] [--pair-ladder 10,25,...] [--ack-ms 250] [--quick]
+        [--gateways 1|2] [--ladder 100,250,...] [--pair-ladder 10,25,...] [--ack-ms 100] [--quick]
 
 200 devices (``--connections``) in 20 groups of 10 (``--group-size``), plus one pair in a
 direct conversation. Each system runs on the stack's two Redis servers and ``--gateways``
@@ -45,7 +45,7 @@ from bench.load.session import (
 from bench.load.stack import GATEWAYS, PG_BASE
 
 SYSTEMS = "parley,relay,relay-pubsub,relay-persist,pair"
-DEFAULTS = {"ack_ms": 250.0, "drain": 5.0, "gateways": 1, "systems": SYSTEMS, "straggler_wait": 15.0}
+DEFAULTS = {"ack_ms": 100.0, "drain": 5.0, "gateways": 1, "systems": SYSTEMS, "straggler_wait": 15.0}
 
 
 def add_arguments(parser) -> None:

@@ -44,7 +44,7 @@ from bench.load.session import (
 )
 from bench.load.stack import GATEWAYS
 
-DEFAULTS = {"ack_ms": 0.0, "drain": 15.0, "gateways": 2, "systems": "relay,buffered,direct", "straggler_wait": 10.0}
+DEFAULTS = {"ack_ms": 100.0, "drain": 15.0, "gateways": 2, "systems": "relay,buffered,direct", "straggler_wait": 10.0}
 
 
 def add_arguments(parser) -> None:
