@@ -59,6 +59,7 @@ class Connection:
         self.runtime = runtime
         self.user = user
         self.device = device
+        self.device_key = str(device.pk)  # as ack flushes name devices (gateway.receipts)
         self.transport = transport
         self.telemetry = runtime.telemetry()
         self.writer = StreamWriter(runtime, user=user, transport=transport, telemetry=self.telemetry)
@@ -270,7 +271,7 @@ class Connection:
         if not self.writer.follows(receipt.conversation_id):
             return
         if receipt.own_user is not None and (receipt.own_user != self.user.pk
-                                             or str(self.device.pk) in receipt.except_devices):
+                                             or self.device_key in receipt.except_devices):
             return
         await self.transport.send_text(receipt.text)
 

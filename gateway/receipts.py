@@ -71,12 +71,19 @@ class ReceiptCoalescer:
                 pending.read_seq = max(pending.read_seq, marks["read_seq"])
                 pending.acked_by &= set(marks.get("devices", ()))  # tell a device unless every
                 continue                                           # advance was its own ack
-            self.pending[key] = PendingMarks(marks["delivered_seq"], marks["read_seq"], own_only,
-                                             set(marks.get("devices", ())))
+            acked_by = set(marks.get("devices", ()))
+            if own_only and not self._anyone_to_tell(marks["user"], acked_by):
+                continue  # no socket here but the ones that acked: a timer and a frame for nobody
+            self.pending[key] = PendingMarks(marks["delivered_seq"], marks["read_seq"], own_only, acked_by)
             wait = self._sent_at.get(key, -window) + window - now
             self._call_later(max(wait, 0.0), partial(self._flush, key))
         if len(self._sent_at) > 10_000:  # forget windows long over
             self._sent_at = {k: at for k, at in self._sent_at.items() if now - at < window}
+
+    def _anyone_to_tell(self, user_id: int, acked_by: set[str]) -> bool:
+        """Whether this process holds a socket of the user other than the devices that acked
+        (a large channel's ack flush names every member; most have one device, the acker)."""
+        return any(getattr(socket, "device_key", None) not in acked_by for socket in self._sockets_of(user_group(user_id)))
 
     def _flush(self, key: tuple[int, int]) -> None:
         if degraded.sheds(degraded.RECEIPTS):

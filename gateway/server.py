@@ -54,6 +54,8 @@ import traceback
 from pprint import pformat
 from typing import Any, Callable, cast
 
+from autobahn import util as autobahn_util
+from autobahn.twisted import websocket as autobahn_twisted_websocket
 from autobahn.websocket import protocol as autobahn_protocol
 from daphne.cli import CommandLineInterface
 from daphne.server import Server
@@ -67,22 +69,34 @@ DAPHNE_DEFAULT_LIMIT = 1024 * 1024
 
 
 class _FormattedWhenLogged:
-    """``pformat(value)``, computed only if a log line actually writes it."""
+    """``format(*args)``, computed only if a log line actually writes it."""
 
-    __slots__ = ("value",)
+    __slots__ = ("format", "args")
 
-    def __init__(self, value: object) -> None:
-        self.value = value
+    def __init__(self, format: Callable[..., str], *args: Any) -> None:
+        self.format, self.args = format, args
 
     def __str__(self) -> str:
-        return pformat(self.value)
+        return self.format(*self.args)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
 
 
-# autobahn pretty-prints its whole table of protocol options for a debug log line on every new
-# connection, whether or not debug logging is on: a fifth of a gateway's CPU in a reconnect
-# storm (issue 15's profile, docs/benchmarks/profiles). Its module's pformat is replaced by one
-# that formats only when the line is written, so with debug on the line reads as before.
-autobahn_protocol.pformat = _FormattedWhenLogged  # type: ignore[assignment]
+def _when_logged(formatter: Callable[..., str]) -> Callable[..., _FormattedWhenLogged]:
+    return lambda *args: _FormattedWhenLogged(formatter, *args)
+
+
+# autobahn builds the arguments of its debug log lines whether or not debug logging is on: it
+# pretty-prints its whole table of protocol options on every new connection (a fifth of a
+# gateway's CPU in a reconnect storm) and colours the function and values of a line on every
+# frame sent or received (click.style, several per frame). Issue 15's profiles
+# (docs/benchmarks/profiles). Its modules' formatters are replaced by ones that format only when
+# a line is written: with debug on, the lines read as before. Every use is a log argument.
+autobahn_protocol.pformat = _when_logged(pformat)  # type: ignore[assignment]
+for _module in (autobahn_protocol, autobahn_twisted_websocket):
+    _module.hltype = _when_logged(autobahn_util.hltype)  # type: ignore[attr-defined]
+    _module.hlval = _when_logged(autobahn_util.hlval)  # type: ignore[attr-defined]
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ writer of the watermarks.
 from __future__ import annotations
 
 import uuid
-from typing import Mapping
+from typing import Any, Mapping
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
@@ -158,13 +158,20 @@ class MembershipManager(models.Manager["Membership"]):
             return {}
         table = self.model._meta.db_table
         greatest = greatest_sql()
-        params: list[int] = []
-        for pk, (delivered, read) in sorted(targets.items()):
-            params += [pk, max(delivered, read), read]
-        rows = ", ".join(["(%s, %s, %s)"] * len(targets))
+        ordered = sorted(targets.items())
+        params: list[Any]
+        if connection.vendor == "postgresql":
+            # Three arrays, one statement text whatever the batch size: psycopg splits and caches
+            # a query's text once, while VALUES rows made a new text per size, re-split each time
+            # (a quarter of a gateway's CPU under a large channel's acks, issue 15's profile).
+            params = [[pk for pk, _ in ordered], [max(d, r) for _, (d, r) in ordered], [r for _, (_, r) in ordered]]
+            rows = "SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[])"
+        else:
+            params = [value for pk, (delivered, read) in ordered for value in (pk, max(delivered, read), read)]
+            rows = "VALUES " + ", ".join(["(%s, %s, %s)"] * len(targets))
         with connection.cursor() as cursor:
             cursor.execute(
-                f"WITH target (id, delivered_to, read_to) AS (VALUES {rows}) "
+                f"WITH target (id, delivered_to, read_to) AS ({rows}) "
                 f"UPDATE {table} SET delivered_seq = {greatest}({table}.delivered_seq, target.delivered_to), "
                 f"read_seq = {greatest}({table}.read_seq, target.read_to) FROM target "
                 f"WHERE {table}.id = target.id "
