@@ -27,6 +27,7 @@ from messaging.errors import ParleyError
 from messaging.events import (
     CLOSE_RESTARTING,
     MessageEvent,
+    RemovedFrame,
     conversation_frame,
     degraded_frame,
     presence_frame,
@@ -41,7 +42,7 @@ from messaging.models import Device, User
 from messaging.moderation import removals_to_replay
 from messaging.payloads import ConversationPayload
 from ops import degraded
-from receipts.resume import resume_points
+from receipts.resume import ConversationResume, resume_points
 
 from .frames import Transport, encode
 from .notices import Degraded, Notice, ReceiptText, Resync
@@ -122,9 +123,8 @@ class Connection:
         if self.helloed:
             raise FrameError("invalid", "hello was already received on this connection")
         db, hub, writer = self.runtime.db, self.runtime.hub, self.writer
-        points = await db(resume_points)(user=self.user, device_id=self.device.pk, cursors=cursors,
-                                         change_cursors=change_cursors)
-        removals = await db(removals_to_replay)(device=self.device)
+        points, removals = await db(_where_to_resume)(user=self.user, device=self.device, cursors=cursors,
+                                                      change_cursors=change_cursors)
         async with writer.lock:
             self.helloed = True
             for point in points:
@@ -301,6 +301,13 @@ class Connection:
             await self.send(degraded_frame(list(shed)))
         except Exception:  # noqa: BLE001 - a task of its own: the socket went away meanwhile
             logger.debug("degraded frame not sent", exc_info=True)
+
+
+def _where_to_resume(*, user: User, device: Device, cursors: dict[int, int], change_cursors: dict[int, int] | None
+                     ) -> tuple[list[ConversationResume], list[RemovedFrame]]:
+    """A hello's two reads in one trip to a database thread (a reconnect storm makes thousands)."""
+    return (resume_points(user=user, device_id=device.pk, cursors=cursors, change_cursors=change_cursors),
+            removals_to_replay(device=device))
 
 
 @dataclass
