@@ -133,7 +133,8 @@ if CHANNEL_REDIS_URLS:
     }
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            # Django's, reusing its redis-py clients (chatproject/cache.py).
+            "BACKEND": "chatproject.cache.RedisCache",
             "LOCATION": REDIS_URL or CHANNEL_REDIS_URLS[0],
         }
     }
