@@ -136,7 +136,14 @@ class Connection:
             # A reconnect storm waits here for the process's replay budget, small gaps first;
             # live events queue behind the writer's lock meanwhile.
             behind = sum(p.last_seq - p.resume_after + p.last_change - p.change_after for p in points)
-            async with self.runtime.admission.slot(behind=behind):
+            # Pages another socket of this process just read (a storm's members of one
+            # conversation come back with the same cursor) cost no database work: no slot.
+            fills = self.runtime.fills
+            reads = any((p.resume_after < p.last_seq and not fills.resume_is_shared(p.conversation_id, p.resume_after))
+                        or (p.change_after < p.last_change
+                            and not fills.resume_is_shared(p.conversation_id, 0, change_after=p.change_after))
+                        for p in points)
+            async with self.runtime.admission.slot(behind=behind if reads else 0):
                 for point in points:
                     if point.resume_after < point.last_seq:
                         await writer.page(point.conversation_id, point.resume_after, resuming=True)

@@ -153,3 +153,27 @@ async def test_a_queued_run_never_repeats_what_the_socket_holds(pair, open_socke
         frames.append(await b.recv())
     assert not [f for f in frames if f["type"] in ("message", "messages")]
     await b.close()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_hello_whose_first_page_another_socket_just_read_takes_no_replay_slot(
+        make_user, make_device, make_group, open_socket):
+    """A reconnect storm: the members of a conversation come back with the same cursor. The
+    first hello reads the page (within the replay budget); the others share it and need no
+    slot, so a budget spent elsewhere does not hold them."""
+    alice = await database_sync_to_async(make_user)("alice")
+    others = [await database_sync_to_async(make_user)(f"u{i}") for i in range(3)]
+    group = await database_sync_to_async(make_group)(alice, others)
+    for i in range(5):
+        await send(sender=alice, conversation_id=group.pk, client_msg_id=f"m{i}", body=f"m {i}")
+    gateway = await runtime.current()
+    first = await open_socket(others[0], await database_sync_to_async(make_device)(others[0]),
+                              cursors={group.pk: 0})
+    reads = gateway.fills.reads
+    gateway.admission._capacity = 0  # the budget is spent: a hello that needs a slot would wait
+    rest = [await open_socket(u, await database_sync_to_async(make_device)(u), hello=False) for u in others[1:]]
+    for socket in rest:
+        pages, _ = await socket.hello({group.pk: 0})
+        assert [m["seq"] for m in pages[0]["messages"]] == [1, 2, 3, 4, 5]
+    assert gateway.fills.reads == reads  # the page was read once, by the first hello
+    await first.close()
