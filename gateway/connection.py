@@ -44,7 +44,7 @@ from messaging.payloads import ConversationPayload
 from ops import degraded
 from receipts.resume import ConversationResume, resume_points
 
-from .frames import Transport, encode
+from .frames import Transport, encode, frame_text
 from .notices import Degraded, Notice, ReceiptText, Resync
 from .protocol import FrameError
 from .writer import StreamWriter
@@ -254,14 +254,15 @@ class Connection:
                             await self.writer.changes.live(event["conversation"], event["change"], None)
         elif kind == "conv.removed":
             if self.writer.follows(event["conversation"]):
-                await self.send(removed_frame(event["conversation"], event["id"], event["seq"]))
+                await self.transport.send_text(frame_text(event, removed_frame(event["conversation"], event["id"],
+                                                                               event["seq"])))
         elif kind == "conv.typing":
             if (event["user"] != self.user.pk and self.writer.follows(event["conversation"])
                     and not degraded.sheds(degraded.TYPING)):
-                await self.send(typing_frame(event))  # type: ignore[arg-type]
+                await self.transport.send_text(frame_text(event, typing_frame(event)))  # type: ignore[arg-type]
         elif kind == "conv.presence":
             if event["user"] != self.user.pk and not degraded.sheds(degraded.PRESENCE):
-                await self.send(presence_frame(event))  # type: ignore[arg-type]
+                await self.transport.send_text(frame_text(event, presence_frame(event)))  # type: ignore[arg-type]
         elif kind == "user.joined":
             await self._on_joined(event["conversation"])
         elif kind == "user.left":

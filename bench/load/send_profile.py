@@ -46,7 +46,7 @@ def main() -> None:
 
     from messaging import layer, ratelimit, send
     from messaging.conversations import do_create_group
-    from messaging.models import Membership, User
+    from messaging.models import User
 
     cpu, wall = defaultdict(float), defaultdict(float)
 
@@ -68,12 +68,10 @@ def main() -> None:
 
     stages = [
         ("authorize + idempotency lookup (1 SELECT)", send, "_access_send_target"),
-        ("allocate_seq (UPDATE ... RETURNING)", send, "allocate_seq"),
+        ("store: seq, INSERT, sender's watermarks (one statement on PostgreSQL)", send, "_store"),
         ("send rate limit (cache counter)", ratelimit, "enforce"),
-        ("INSERT message (models.insert_row)", send, "insert_row"),
-        ("UPDATE sender's watermarks (Membership.objects.raise_marks)", Membership.objects, "raise_marks"),
         ("COMMIT", connections["default"], "commit"),
-        ("fan-out publish after commit (async_to_sync group_send)", layer, "publish"),
+        ("fan-out publish after commit (messaging.layer.publish)", layer, "publish"),
     ]
     originals = [(owner, name, getattr(owner, name)) for _, owner, name in stages]
     for stage, owner, name in stages:
