@@ -8,7 +8,7 @@ process, with no stack; its database is recreated by bench/load's shared functio
 
 Usage (from the repository root):
 
-  .venv/bin/python -m bench.load.send_profile [--sends 500] [--database parley_bench]
+  .venv/bin/python -m bench.load.send_profile [--sends 500] [--database parley_bench] [--redis-url URL]
 """
 from __future__ import annotations
 
@@ -31,11 +31,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sends", type=int, default=500)
     parser.add_argument("--database", default="parley_bench", help="dropped, recreated and migrated")
+    parser.add_argument("--redis-url", default=None,
+                        help="the cache and channel layer on this Redis (as deployed); default: local memory")
     args = parser.parse_args()
     recreate_database(args.database)
     os.environ["DATABASE_URL"] = database_url(args.database)
     os.environ.pop("REDIS_URL", None)
     os.environ.pop("CHANNEL_REDIS_URLS", None)
+    if args.redis_url:
+        os.environ["REDIS_URL"] = args.redis_url
     os.environ["DJANGO_SETTINGS_MODULE"] = "chatproject.settings"
     os.environ["PARLEY_RATE_SEND"] = "1000000/s"  # counted, never refused
     migrate(dict(os.environ))
