@@ -23,13 +23,13 @@ ASGI application, with what a chat gateway needs at its limits and on a restart 
 
 Why the bound needs its own code (docs/operations.md, "Restarts"). A REST request runs its
 view on a thread, and whatever that thread does with the channel layer (the send's
-after-commit publish, Django's own sync-to-async middleware hops) goes through
-``async_to_sync``, which hands a coroutine to *this process's event loop* and blocks the
+after-commit publish through messaging.layer, Django's own sync-to-async middleware hops
+through ``async_to_sync``) hands a coroutine to *this process's event loop* and blocks the
 thread until the loop has run it. Daphne's own shutdown cancels every application instance
 and waits for them with no bound; Django's handler cannot finish until its view's thread
 returns; so a thread waiting on an unanswering Redis kept the reactor from ever stopping.
-And once the reactor has stopped, the loop runs nothing more: a thread that still calls
-``async_to_sync`` waits forever, and Python's exit joins every executor thread, so the
+And once the reactor has stopped, the loop runs nothing more: a thread that still hands it
+a coroutine waits forever, and Python's exit joins every executor thread, so the
 process never exits. Hence: in-flight work may finish on its own within the grace period
 (the loop still runs, so its publishes complete), then the listeners close so nothing new
 starts, what remains is cancelled, and a watchdog ends the process at the bound, abandoning
