@@ -13,7 +13,6 @@ from typing import Any
 
 from django.core.cache.backends import redis as django_redis
 
-
 # Its private attributes (_pools, _servers, ...) are not in django-stubs: typed as Any.
 _DjangoRedisCacheClient: Any = django_redis.RedisCacheClient
 
