@@ -12,7 +12,7 @@ from messaging.models import Message
 from messaging.moderation import do_flag_message
 from receipts.watermarks import do_mark_read
 
-from .conftest import direct, open_app, seed
+from .conftest import direct, message_with, open_app, seed
 
 pytestmark = [pytest.mark.browser, pytest.mark.postgres]
 
@@ -113,7 +113,7 @@ def test_the_app_from_the_keyboard_alone_switcher_shortcuts_roving_lists_dialogs
     pill = page.get_by_role("button", name=re.compile(r"new messages"))
     tab_to(page, pill, backwards=True)
     page.keyboard.press("Enter")
-    expect(page.locator("#message-list .message").filter(has_text="news 60")).to_be_in_viewport()
+    expect(message_with(page, "news 60")).to_be_in_viewport()  # exactly: "news 6" at 01:xx says "news 601:xx"
     expect(composer).to_be_focused()
 
     # ? lists the shortcuts (outside a text field); Esc closes the list.
