@@ -133,7 +133,8 @@ if CHANNEL_REDIS_URLS:
     }
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            # Django's, reusing its redis-py clients (chatproject/cache.py).
+            "BACKEND": "chatproject.cache.RedisCache",
             "LOCATION": REDIS_URL or CHANNEL_REDIS_URLS[0],
         }
     }
@@ -440,6 +441,8 @@ PARLEY_GATEWAY_DB_THREADS = env.int("PARLEY_GATEWAY_DB_THREADS", default=16)
 PARLEY_GATEWAY_LISTEN_BACKLOG = env.int("PARLEY_GATEWAY_LISTEN_BACKLOG", default=1024)
 # Each gateway process ticks this often: ack timeouts, metrics, degraded-mode signals.
 PARLEY_GATEWAY_TICK_SECONDS = env.float("PARLEY_GATEWAY_TICK_SECONDS", default=1.0)
+# parley_gateway_cpu_seconds_per_delivery is the CPU over the deliveries of this many seconds.
+PARLEY_GATEWAY_CPU_WINDOW_SECONDS = env.float("PARLEY_GATEWAY_CPU_WINDOW_SECONDS", default=10.0)
 # Degraded mode (ops.degraded; docs/operations.md): signals summed over the window; enter above
 # a threshold, leave once every signal stays below its (lower) exit threshold for CALM seconds.
 PARLEY_DEGRADED_WINDOW_SECONDS = env.int("PARLEY_DEGRADED_WINDOW_SECONDS", default=10)

@@ -13,14 +13,13 @@ Invariant: every method expects its caller to hold the writer's lock.
 """
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING
 
 from messaging.events import ChangeEvent, change_frame, changes_frame
 from messaging.models import User
 from messaging.replay import change_replay_page
 
-from .frames import Transport, frame_text
+from .frames import Transport, encode, frame_text
 from .stream import Action, ConnectionStreams
 
 if TYPE_CHECKING:
@@ -52,7 +51,7 @@ class ChangeWriter:
         else:
             page = await self.runtime.db(change_replay_page)(user=self.user, conversation_id=conversation_id,
                                                              after=after, limit=limit)
-            text = json.dumps(changes_frame(conversation_id, page.changes, has_more=page.has_more))
+            text = encode(changes_frame(conversation_id, page.changes, has_more=page.has_more))
         self.streams.sent_run(conversation_id, [c["change"] for c in page.changes])
         await self.transport.send_text(text)
         self.sent += len(page.changes)
@@ -80,7 +79,7 @@ class ChangeWriter:
             # Too far behind for a live fill: a page, and the client pulls the rest.
             self.streams.page_done(conversation_id, has_more=True)
             self.streams.sent_run(conversation_id, [c["change"] for c in page.changes])
-            await self.transport.send_text(json.dumps(changes_frame(conversation_id, page.changes, has_more=True)))
+            await self.transport.send_text(encode(changes_frame(conversation_id, page.changes, has_more=True)))
             self.sent += len(page.changes)
             return
         fresh = set(self.streams.sent_run(conversation_id, [c["change"] for c in page.changes]))

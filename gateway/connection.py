@@ -15,10 +15,10 @@ the device's last hello, then ``ready``.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Mapping, cast
 
 from django.conf import settings
 
@@ -26,6 +26,8 @@ from messaging import ratelimit
 from messaging.errors import ParleyError
 from messaging.events import (
     CLOSE_RESTARTING,
+    MessageEvent,
+    RemovedFrame,
     conversation_frame,
     degraded_frame,
     presence_frame,
@@ -40,9 +42,9 @@ from messaging.models import Device, User
 from messaging.moderation import removals_to_replay
 from messaging.payloads import ConversationPayload
 from ops import degraded
-from receipts.resume import resume_points
+from receipts.resume import ConversationResume, resume_points
 
-from .frames import Transport
+from .frames import Transport, encode, frame_text
 from .notices import Degraded, Notice, ReceiptText, Resync
 from .protocol import FrameError
 from .writer import StreamWriter
@@ -58,6 +60,7 @@ class Connection:
         self.runtime = runtime
         self.user = user
         self.device = device
+        self.device_key = str(device.pk)  # as ack flushes name devices (gateway.receipts)
         self.transport = transport
         self.telemetry = runtime.telemetry()
         self.writer = StreamWriter(runtime, user=user, transport=transport, telemetry=self.telemetry)
@@ -99,7 +102,7 @@ class Connection:
         await self.close(CLOSE_RESTARTING)
 
     async def send(self, frame: Mapping[str, Any]) -> None:
-        await self.transport.send_text(json.dumps(frame))
+        await self.transport.send_text(encode(frame))
 
     async def _join(self, group: str) -> None:
         self.groups.add(group)
@@ -120,9 +123,8 @@ class Connection:
         if self.helloed:
             raise FrameError("invalid", "hello was already received on this connection")
         db, hub, writer = self.runtime.db, self.runtime.hub, self.writer
-        points = await db(resume_points)(user=self.user, device_id=self.device.pk, cursors=cursors,
-                                         change_cursors=change_cursors)
-        removals = await db(removals_to_replay)(device=self.device)
+        points, removals = await db(_where_to_resume)(user=self.user, device=self.device, cursors=cursors,
+                                                      change_cursors=change_cursors)
         async with writer.lock:
             self.helloed = True
             for point in points:
@@ -134,7 +136,14 @@ class Connection:
             # A reconnect storm waits here for the process's replay budget, small gaps first;
             # live events queue behind the writer's lock meanwhile.
             behind = sum(p.last_seq - p.resume_after + p.last_change - p.change_after for p in points)
-            async with self.runtime.admission.slot(behind=behind):
+            # Pages another socket of this process just read (a storm's members of one
+            # conversation come back with the same cursor) cost no database work: no slot.
+            fills = self.runtime.fills
+            reads = any((p.resume_after < p.last_seq and not fills.resume_is_shared(p.conversation_id, p.resume_after))
+                        or (p.change_after < p.last_change
+                            and not fills.resume_is_shared(p.conversation_id, 0, change_after=p.change_after))
+                        for p in points)
+            async with self.runtime.admission.slot(behind=behind if reads else 0):
                 for point in points:
                     if point.resume_after < point.last_seq:
                         await writer.page(point.conversation_id, point.resume_after, resuming=True)
@@ -199,14 +208,24 @@ class Connection:
 
     async def _drain_events(self) -> None:
         while True:
-            event = await self.events.get()
-            self.runtime.hub.note_event_handled(event)  # how long it queued (degraded mode's gateway lag)
-            try:
-                await self._handle(event)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - one bad event must not stop the stream; replay repairs
-                logger.exception("gateway failed to handle %s", event)
+            batch = [await self.events.get()]
+            while not self.events.empty():  # what queued meanwhile goes out together
+                batch.append(self.events.get_nowait())
+            for item in coalesce(batch):
+                try:
+                    if isinstance(item, MessageRun):
+                        for event in item.events:
+                            self.runtime.hub.note_event_handled(event)
+                        if self.helloed:
+                            async with self.writer.lock:
+                                await self.writer.live_run(item.conversation_id, item.events)
+                        continue
+                    self.runtime.hub.note_event_handled(item)  # how long it queued (degraded mode's gateway lag)
+                    await self._handle(item)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # noqa: BLE001 - one bad event must not stop the stream; replay repairs
+                    logger.exception("gateway failed to handle %s", item)
 
     async def _handle(self, event: Mapping[str, Any] | Notice) -> None:
         if isinstance(event, ReceiptText):
@@ -235,14 +254,15 @@ class Connection:
                             await self.writer.changes.live(event["conversation"], event["change"], None)
         elif kind == "conv.removed":
             if self.writer.follows(event["conversation"]):
-                await self.send(removed_frame(event["conversation"], event["id"], event["seq"]))
+                await self.transport.send_text(frame_text(event, removed_frame(event["conversation"], event["id"],
+                                                                               event["seq"])))
         elif kind == "conv.typing":
             if (event["user"] != self.user.pk and self.writer.follows(event["conversation"])
                     and not degraded.sheds(degraded.TYPING)):
-                await self.send(typing_frame(event))  # type: ignore[arg-type]
+                await self.transport.send_text(frame_text(event, typing_frame(event)))  # type: ignore[arg-type]
         elif kind == "conv.presence":
             if event["user"] != self.user.pk and not degraded.sheds(degraded.PRESENCE):
-                await self.send(presence_frame(event))  # type: ignore[arg-type]
+                await self.transport.send_text(frame_text(event, presence_frame(event)))  # type: ignore[arg-type]
         elif kind == "user.joined":
             await self._on_joined(event["conversation"])
         elif kind == "user.left":
@@ -259,7 +279,7 @@ class Connection:
         if not self.writer.follows(receipt.conversation_id):
             return
         if receipt.own_user is not None and (receipt.own_user != self.user.pk
-                                             or str(self.device.pk) in receipt.except_devices):
+                                             or self.device_key in receipt.except_devices):
             return
         await self.transport.send_text(receipt.text)
 
@@ -289,3 +309,44 @@ class Connection:
             await self.send(degraded_frame(list(shed)))
         except Exception:  # noqa: BLE001 - a task of its own: the socket went away meanwhile
             logger.debug("degraded frame not sent", exc_info=True)
+
+
+def _where_to_resume(*, user: User, device: Device, cursors: dict[int, int], change_cursors: dict[int, int] | None
+                     ) -> tuple[list[ConversationResume], list[RemovedFrame]]:
+    """A hello's two reads in one trip to a database thread (a reconnect storm makes thousands)."""
+    return (resume_points(user=user, device_id=device.pk, cursors=cursors, change_cursors=change_cursors),
+            removals_to_replay(device=device))
+
+
+@dataclass
+class MessageRun:
+    """Live messages of one conversation queued for one socket, consecutive seqs."""
+
+    conversation_id: int
+    events: list[MessageEvent]
+
+
+def coalesce(batch: list[Mapping[str, Any] | Notice]) -> list[Mapping[str, Any] | Notice | MessageRun]:
+    """A socket's queued events, in order, with the live messages of each conversation that
+    follow one another in seq gathered into runs (each sent as one frame: gateway.writer).
+
+    Only messages are moved, and only past messages of other conversations (there is no order
+    across conversations, CONTRACT "Semantics" 3); any other event (a change, a removal, a
+    receipt, a membership change) is a barrier that nothing crosses.
+    """
+    out: list[Mapping[str, Any] | Notice | MessageRun] = []
+    runs: dict[int, MessageRun] = {}
+    for event in batch:
+        if isinstance(event, Notice) or event.get("type") != "conv.message":
+            runs.clear()
+            out.append(event)
+            continue
+        message = cast(MessageEvent, event)
+        conversation_id = message["conversation"]
+        run = runs.get(conversation_id)
+        if run is not None and message["seq"] == run.events[-1]["seq"] + 1:
+            run.events.append(message)
+            continue
+        runs[conversation_id] = run = MessageRun(conversation_id, [message])
+        out.append(run)
+    return [item.events[0] if isinstance(item, MessageRun) and len(item.events) == 1 else item for item in out]

@@ -8,7 +8,6 @@ connection through the process's hub (gateway.runtime), not through a channel of
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
@@ -37,6 +36,7 @@ from receipts.watermarks import do_mark_read
 from . import runtime
 from .auth import authenticate, handshake_origin, origin_allowed
 from .connection import Connection
+from .frames import encode
 from .protocol import (
     Ack,
     Frame,
@@ -105,7 +105,8 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         # A client may close while its frame is being answered (a send in flight, a fill):
         # the answer has nowhere to go, and that is not a server error.
         try:
-            await self.send(text_data=text)
+            # Straight to the server (what AsyncWebsocketConsumer.send builds and hands on).
+            await self.base_send({"type": "websocket.send", "text": text})
         except Disconnected:
             if self.connection is not None:
                 self.connection.closing = True
@@ -118,7 +119,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         await super().close(code=code, reason=reason)
 
     async def reply(self, frame: Mapping[str, Any]) -> None:
-        await self.send_text(json.dumps(frame))
+        await self.send_text(encode(frame))
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels closes stale DB connections before every handler (a thread hop per frame);

@@ -15,7 +15,9 @@ shares its reads the same way.
 
 Invariant: **one read per (kind, conversation, after, upto or limit) in flight per process**, its result
 shared by every socket that asks while it runs and for ``RETAIN_SECONDS`` after (the sockets'
-pumps reach the gap a few loop turns apart). A shared page is what PostgreSQL held when it
+pumps reach the gap a few loop turns apart), ``RESUME_RETAIN_SECONDS`` for hello's first pages
+(a storm's hellos arrive over seconds; a socket whose page is shared does no database work, so
+it takes no replay admission slot: gateway.connection). A shared page is what PostgreSQL held when it
 was read; a change after that arrives as its own change (and, for a removal,
 ``message.removed``) with a higher ``version``, exactly as it would after a socket's own
 read, and clients keep the newest version of a message.
@@ -23,7 +25,6 @@ read, and clients keep the newest version of a message.
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any, Awaitable, Callable, cast
 
 from messaging.events import change_frame, changes_frame, message_frame, messages_frame
@@ -38,8 +39,10 @@ from messaging.replay import (
 )
 
 from .db import DatabaseThreads
+from .frames import encode
 
 RETAIN_SECONDS = 0.5
+RESUME_RETAIN_SECONDS = 5.0
 
 
 class SharedPage:
@@ -53,14 +56,14 @@ class SharedPage:
     def message_frame(self, message: MessagePayload) -> str:
         text = self._texts.get(message["seq"])
         if text is None:
-            text = self._texts[message["seq"]] = json.dumps(message_frame(message))
+            text = self._texts[message["seq"]] = encode(message_frame(message))
         return text
 
     def page_frame(self) -> str:
         """The whole page as one ``messages`` frame."""
         text = self._texts.get(-1)
         if text is None:
-            text = self._texts[-1] = json.dumps(messages_frame(self.page.conversation_id, self.page.messages,
+            text = self._texts[-1] = encode(messages_frame(self.page.conversation_id, self.page.messages,
                                                                has_more=self.page.has_more))
         return text
 
@@ -76,13 +79,13 @@ class SharedChangePage:
     def change_frame(self, record: ChangePayload) -> str:
         text = self._texts.get(record["change"])
         if text is None:
-            text = self._texts[record["change"]] = json.dumps(change_frame(record))
+            text = self._texts[record["change"]] = encode(change_frame(record))
         return text
 
     def page_frame(self) -> str:
         text = self._texts.get(-1)
         if text is None:
-            text = self._texts[-1] = json.dumps(changes_frame(self.page.conversation_id, self.page.changes,
+            text = self._texts[-1] = encode(changes_frame(self.page.conversation_id, self.page.changes,
                                                               has_more=self.page.has_more))
         return text
 
@@ -112,6 +115,14 @@ class FillReader:
         """A hello's first page of a conversation's changes after ``after``."""
         return cast(SharedChangePage, await self._shared(("change-resume", conversation_id, after, 0)))
 
+    def resume_is_shared(self, conversation_id: int, after_seq: int, change_after: int | None = None) -> bool:
+        """Whether a hello's first page here (of messages, or of changes with ``change_after``)
+        would share a read already made or in flight: no database work."""
+        self._forget_old(asyncio.get_running_loop().time())
+        key = ("resume", conversation_id, after_seq, 0) if change_after is None else (
+            "change-resume", conversation_id, change_after, 0)
+        return key in self._pages
+
     async def _shared(self, key: tuple[str, int, int, int]) -> Shared:
         loop = asyncio.get_running_loop()
         self._forget_old(loop.time())
@@ -140,6 +151,7 @@ class FillReader:
 
     def _forget_old(self, now: float) -> None:
         for key, shared in list(self._pages.items()):
+            retain = RESUME_RETAIN_SECONDS if key[0] in ("resume", "change-resume") else RETAIN_SECONDS
             if shared.done() and (shared.cancelled() or shared.exception() is not None
-                                  or now - shared.result().read_at > RETAIN_SECONDS):
+                                  or now - shared.result().read_at > retain):
                 del self._pages[key]

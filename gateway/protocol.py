@@ -5,7 +5,6 @@ an ``error`` frame (or ``send.error`` for a send it can attribute) and stays ope
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +12,8 @@ from typing import Any
 from django.conf import settings
 
 from messaging.checks import MAX_SEQ, is_json_int
+
+from .frames import decode
 
 _CONVERSATION_KEY = re.compile(r"[0-9]{1,18}")
 
@@ -119,7 +120,7 @@ def parse_frame(text: str | None) -> Frame:
     if len(text.encode("utf-8", "surrogatepass")) > settings.PARLEY_WS_MAX_FRAME_BYTES:
         raise FrameError("too_large", f"frames are limited to {settings.PARLEY_WS_MAX_FRAME_BYTES} bytes")
     try:
-        frame = json.loads(text)
+        frame = decode(text)
     except (ValueError, RecursionError):
         raise FrameError("invalid", "frames must be JSON objects") from None
     if not isinstance(frame, dict):

@@ -23,7 +23,6 @@ Degraded mode level 2 defers receipt broadcasts: flushes keep their marks pendin
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -35,6 +34,7 @@ from messaging.events import ReceiptsEvent, receipt_frame
 from messaging.layer import conversation_group, user_group
 from ops import degraded
 
+from .frames import encode
 from .notices import ReceiptText, Subscriber
 
 Clock = Callable[[], float]
@@ -71,12 +71,19 @@ class ReceiptCoalescer:
                 pending.read_seq = max(pending.read_seq, marks["read_seq"])
                 pending.acked_by &= set(marks.get("devices", ()))  # tell a device unless every
                 continue                                           # advance was its own ack
-            self.pending[key] = PendingMarks(marks["delivered_seq"], marks["read_seq"], own_only,
-                                             set(marks.get("devices", ())))
+            acked_by = set(marks.get("devices", ()))
+            if own_only and not self._anyone_to_tell(marks["user"], acked_by):
+                continue  # no socket here but the ones that acked: a timer and a frame for nobody
+            self.pending[key] = PendingMarks(marks["delivered_seq"], marks["read_seq"], own_only, acked_by)
             wait = self._sent_at.get(key, -window) + window - now
             self._call_later(max(wait, 0.0), partial(self._flush, key))
         if len(self._sent_at) > 10_000:  # forget windows long over
             self._sent_at = {k: at for k, at in self._sent_at.items() if now - at < window}
+
+    def _anyone_to_tell(self, user_id: int, acked_by: set[str]) -> bool:
+        """Whether this process holds a socket of the user other than the devices that acked
+        (a large channel's ack flush names every member; most have one device, the acker)."""
+        return any(getattr(socket, "device_key", None) not in acked_by for socket in self._sockets_of(user_group(user_id)))
 
     def _flush(self, key: tuple[int, int]) -> None:
         if degraded.sheds(degraded.RECEIPTS):
@@ -86,7 +93,7 @@ class ReceiptCoalescer:
             return
         conversation_id, user_id = key
         self._sent_at[key] = self._clock()
-        text = json.dumps(receipt_frame(conversation_id, user_id, delivered_seq=pending.delivered_seq,
+        text = encode(receipt_frame(conversation_id, user_id, delivered_seq=pending.delivered_seq,
                                         read_seq=pending.read_seq))
         if pending.own_only:
             notice = ReceiptText(conversation_id, text, own_user=user_id, except_devices=frozenset(pending.acked_by))

@@ -69,6 +69,7 @@ class GatewayRuntime:
         self.admission = ReplayAdmission()
         self.presence = PresenceAnnouncer(db=self.db)
         self.counts = ProcessCounts()
+        self.cpu_per_delivery = metrics.CpuPerDelivery(settings.PARLEY_GATEWAY_CPU_WINDOW_SECONDS)
         self.sockets: set[Socket] = set()
         self.mode = degraded.Mode()
         self.draining = False
@@ -138,6 +139,8 @@ class GatewayRuntime:
         now = time.time() if now is None else now
         monotonic = self.clock()
         self.counts.devices([s.telemetry for s in list(self.sockets)], now=monotonic)  # ack timeouts, per device
+        metrics.GATEWAY_CPU_PER_DELIVERY.set(self.cpu_per_delivery.sample(
+            at=monotonic, cpu=time.process_time(), deliveries=self.counts.delivered))
         metrics.flush()
         counts = self.counts.window.take(sockets=len(self.sockets))
         mode = await self.db.control(_share)(counts, now)

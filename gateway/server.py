@@ -23,13 +23,13 @@ ASGI application, with what a chat gateway needs at its limits and on a restart 
 
 Why the bound needs its own code (docs/operations.md, "Restarts"). A REST request runs its
 view on a thread, and whatever that thread does with the channel layer (the send's
-after-commit publish, Django's own sync-to-async middleware hops) goes through
-``async_to_sync``, which hands a coroutine to *this process's event loop* and blocks the
+after-commit publish through messaging.layer, Django's own sync-to-async middleware hops
+through ``async_to_sync``) hands a coroutine to *this process's event loop* and blocks the
 thread until the loop has run it. Daphne's own shutdown cancels every application instance
 and waits for them with no bound; Django's handler cannot finish until its view's thread
 returns; so a thread waiting on an unanswering Redis kept the reactor from ever stopping.
-And once the reactor has stopped, the loop runs nothing more: a thread that still calls
-``async_to_sync`` waits forever, and Python's exit joins every executor thread, so the
+And once the reactor has stopped, the loop runs nothing more: a thread that still hands it
+a coroutine waits forever, and Python's exit joins every executor thread, so the
 process never exits. Hence: in-flight work may finish on its own within the grace period
 (the loop still runs, so its publishes complete), then the listeners close so nothing new
 starts, what remains is cancelled, and a watchdog ends the process at the bound, abandoning
@@ -51,8 +51,12 @@ import sys
 import threading
 import time
 import traceback
+from pprint import pformat
 from typing import Any, Callable, cast
 
+from autobahn import util as autobahn_util
+from autobahn.twisted import websocket as autobahn_twisted_websocket
+from autobahn.websocket import protocol as autobahn_protocol
 from daphne.cli import CommandLineInterface
 from daphne.server import Server
 from daphne.ws_protocol import WebSocketProtocol
@@ -62,6 +66,37 @@ from messaging.events import CLOSE_RESTARTING
 
 # daphne's command line passes 1 MiB for both frame limits unless told otherwise.
 DAPHNE_DEFAULT_LIMIT = 1024 * 1024
+
+
+class _FormattedWhenLogged:
+    """``format(*args)``, computed only if a log line actually writes it."""
+
+    __slots__ = ("format", "args")
+
+    def __init__(self, format: Callable[..., str], *args: Any) -> None:
+        self.format, self.args = format, args
+
+    def __str__(self) -> str:
+        return self.format(*self.args)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+
+def _when_logged(formatter: Callable[..., str]) -> Callable[..., _FormattedWhenLogged]:
+    return lambda *args: _FormattedWhenLogged(formatter, *args)
+
+
+# autobahn builds the arguments of its debug log lines whether or not debug logging is on: it
+# pretty-prints its whole table of protocol options on every new connection (a fifth of a
+# gateway's CPU in a reconnect storm) and colours the function and values of a line on every
+# frame sent or received (click.style, several per frame). Issue 15's profiles
+# (docs/benchmarks/profiles). Its modules' formatters are replaced by ones that format only when
+# a line is written: with debug on, the lines read as before. Every use is a log argument.
+autobahn_protocol.pformat = _when_logged(pformat)  # type: ignore[assignment]
+for _module in (autobahn_protocol, autobahn_twisted_websocket):
+    _module.hltype = _when_logged(autobahn_util.hltype)  # type: ignore[attr-defined]
+    _module.hlval = _when_logged(autobahn_util.hlval)  # type: ignore[attr-defined]
 
 logger = logging.getLogger(__name__)
 

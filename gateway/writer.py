@@ -15,7 +15,6 @@ pages and each live event).
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import TYPE_CHECKING, Any, Mapping
 
 from messaging.events import BatchEvent, MessageEvent, message_frame, messages_frame
@@ -24,7 +23,7 @@ from messaging.payloads import MessagePayload
 from messaging.replay import conversation_heads, replay_page
 
 from .changes import ChangeWriter
-from .frames import Transport, frame_text
+from .frames import Transport, encode, frame_text, message_json, run_text
 from .stream import Action, ConnectionStreams
 from .telemetry import SocketTelemetry
 
@@ -61,7 +60,7 @@ class StreamWriter:
         self.large.discard(conversation_id)
 
     async def send(self, frame: Mapping[str, Any]) -> None:
-        await self.transport.send_text(json.dumps(frame))
+        await self.transport.send_text(encode(frame))
 
     # --- replay pages ----------------------------------------------------------------------
     async def page(self, conversation_id: int, after_seq: int, limit: int | None = None, *,
@@ -78,7 +77,7 @@ class StreamWriter:
         else:
             page = await self.runtime.db(replay_page)(user=self.user, conversation_id=conversation_id,
                                                       after_seq=after_seq, limit=limit)
-            text = json.dumps(messages_frame(conversation_id, page.messages, has_more=page.has_more))
+            text = encode(messages_frame(conversation_id, page.messages, has_more=page.has_more))
         self.streams.sent_run(conversation_id, [m["seq"] for m in page.messages])
         await self.transport.send_text(text)
         self.telemetry.wrote(conversation_id, page.messages, path="replay")
@@ -96,6 +95,29 @@ class StreamWriter:
                 self.telemetry.wrote(conversation_id, [event["message"]], path="direct", event=event)
         elif decision.action in (Action.SEND, Action.FILL):
             await self._fill(conversation_id, self.streams.held(conversation_id), seq)
+
+    async def live_run(self, conversation_id: int, events: list[MessageEvent]) -> None:
+        """Several live messages with consecutive seqs queued for this socket: one ``messages``
+        frame (CONTRACT: a live batch is a contiguous run), its text joined from each message's
+        JSON encoded once per process; what the client already holds is cut, a gap before the
+        run is filled from the store."""
+        decision = self.streams.on_live(conversation_id, events[-1]["seq"])
+        if decision.action not in (Action.SEND, Action.FILL):
+            return
+        held = self.streams.held(conversation_id)
+        if events[0]["seq"] > held + 1:
+            await self._fill(conversation_id, held, events[-1]["seq"])
+            return
+        fresh = self.streams.sent_run(conversation_id, [event["seq"] for event in events])
+        if not fresh:
+            return
+        run = events[len(events) - len(fresh):]
+        if len(run) == 1:
+            text = frame_text(run[0], message_frame(run[0]["message"]))
+        else:
+            text = run_text(conversation_id, [message_json(event) for event in run])
+        await self.transport.send_text(text)
+        self.telemetry.wrote(conversation_id, [event["message"] for event in run], path="direct", event=run[0])
 
     async def batch(self, event: BatchEvent) -> None:
         """A large channel's batch: a contiguous run, sent as one ``messages`` frame."""

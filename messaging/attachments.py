@@ -291,8 +291,9 @@ def take_for_send(*, sender: User, conversation_id: int, ids: list[int]) -> list
     attached (nor discarded), and free to go to this conversation.
 
     The row locks make two sends of one upload queue up: the second, once the first commits,
-    no longer finds it unattached and rolls back (taking no seq). Lock order: the send holds
-    the conversation row (allocate_seq) before these.
+    no longer finds it unattached and rolls back (taking no seq). Lock order: these before
+    the conversation row (the send's one-statement store takes it next); deletions lock only
+    attached uploads, so they never wait on these.
     """
     rows = {row.pk: row for row in Attachment.objects.select_for_update().filter(
         Q(conversation__isnull=True) | Q(conversation_id=conversation_id),

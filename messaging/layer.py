@@ -15,6 +15,14 @@ docs/architecture.md, "Live path". Invariants:
   Redis would otherwise hold the sending request's thread, and its pooled database
   connection, forever; and a gateway could not shut down while one was waiting
   (docs/operations.md, "Restarts").
+* A publish from sync code costs the sending thread almost nothing (issue 15, the send path's
+  CPU). Code running on a thread of an event loop's process (a gateway's database threads, a
+  REST view under daphne) hands the publish to that loop and waits for it, without
+  ``async_to_sync``'s per-call machinery; a process with no loop of its own (a Celery worker,
+  a script) publishes through one long-lived loop thread per process instead of
+  ``async_to_sync``'s new loop and thread per call. Either way the caller waits, bounded as
+  above. The in-memory layer (the embedded defaults, tests) keeps ``async_to_sync``: its
+  queues belong to the loop that reads them.
 
 Group shape: a conversation's group holds one channel per *gateway process* with a member
 online, not one per socket; the gateway's hub dispatches to its sockets locally. User and
@@ -25,11 +33,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import threading
 import time
-from typing import Any, Callable, Mapping
+from concurrent.futures import Future
+from typing import Any, Callable, Coroutine, Mapping
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
+from asgiref.sync import SyncToAsync, async_to_sync
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.conf import settings
 from django.db import transaction
 
@@ -72,15 +83,58 @@ def after_commit(action: Callable[[], None]) -> None:
 
 
 def publish(group: str, event: Mapping[str, Any]) -> None:
-    """Ring ``group`` now. ``published_at`` (right after commit for after-commit events) lets
-    the gateways time the fan-out dispatch."""
+    """Ring ``group`` now, from sync code (see the module's docstring for how). ``published_at``
+    (right after commit for after-commit events) lets the gateways time the fan-out dispatch."""
     stamped = {**event, "group": group, "published_at": time.time()}
     try:
-        async_to_sync(_group_send)(group, stamped)
+        if isinstance(get_channel_layer(), InMemoryChannelLayer):
+            async_to_sync(_group_send)(group, stamped)
+            return
+        loop = _callers_loop()
+        # The publish's own bound (wait_for) ends it; the extra second only guards this wait.
+        timeout = settings.PARLEY_PUBLISH_TIMEOUT_SECONDS + 1
+        if loop is not None:
+            asyncio.run_coroutine_threadsafe(_group_send(group, stamped), loop).result(timeout)
+        else:
+            _own_loop().run(_group_send(group, stamped), timeout=timeout)
     except Exception as error:  # noqa: BLE001 - the store has it; replay repairs a lost doorbell
         # One line, no traceback: during a Redis outage every send lands here.
         logger.warning("fan-out publish to %s failed (%s); gap fill and replay will repair",
                        group, _describe(error))
+
+
+def _callers_loop() -> asyncio.AbstractEventLoop | None:
+    """The running event loop whose work this thread is doing (asgiref's sync_to_async marks its
+    threads with it), or None in a process or thread without one."""
+    if getattr(SyncToAsync.threadlocal, "main_event_loop_pid", None) != os.getpid():
+        return None
+    loop: asyncio.AbstractEventLoop | None = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
+    return loop if loop is not None and loop.is_running() and not loop.is_closed() else None
+
+
+class _LoopThread:
+    """One event loop on a daemon thread, for a process that has none (Celery's children, scripts)."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, name="parley-publish", daemon=True).start()
+
+    def run(self, coroutine: Coroutine[Any, Any, None], *, timeout: float) -> None:
+        future: Future[None] = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+        future.result(timeout)
+
+
+_loop_thread: _LoopThread | None = None
+_loop_thread_lock = threading.Lock()
+
+
+def _own_loop() -> _LoopThread:
+    global _loop_thread
+    with _loop_thread_lock:
+        if _loop_thread is None or _loop_thread.pid != os.getpid():  # a forked child starts its own
+            _loop_thread = _LoopThread()
+        return _loop_thread
 
 
 def publish_after_commit(group: str, event: Mapping[str, Any]) -> None:

@@ -2,8 +2,14 @@
 task that closes it), and the sweep of uploaded files (messaging.attachments).
 
 messaging.fanout decides which conversations take this path (docs/architecture.md, "Large
-channels"). The send path pays a cache flag and, once per window, an enqueue; a worker then
-publishes the window's messages as one contiguous run.
+channels"). The send path pays a cache flag and, once per window, a look at when the last
+batch went out and an enqueue; a worker then publishes the window's messages as one
+contiguous run.
+
+The window only batches what arrives while one is in flight (issue 15): a message into a
+channel that published no batch within the last ``PARLEY_BATCH_WINDOW_MS`` is flushed at once
+(a lone message waits for no window), and one arriving sooner waits for the rest of that
+window, so a busy channel still sends at most one batch per window.
 
 Invariant: ``fanout_seq`` only moves forward, and a batch always starts right after it, so
 batches are contiguous and in order. Two workers flushing the same channel at once may
@@ -12,6 +18,7 @@ publish overlapping runs; gateways drop what a connection already holds.
 from __future__ import annotations
 
 import logging
+import time
 
 from celery import shared_task
 from django.conf import settings
@@ -31,6 +38,18 @@ def _pending_key(conversation_id: int) -> str:
     return f"parley:batch-pending:{conversation_id}"
 
 
+def _flushed_key(conversation_id: int) -> str:
+    return f"parley:batch-flushed:{conversation_id}"
+
+
+def batch_delay(last_flush: float | None, now: float, window: float) -> float:
+    """How long a newly opened window waits: nothing when the channel is idle (no batch went
+    out within the last window), else what is left of the window since the last batch."""
+    if last_flush is None:
+        return 0.0
+    return min(window, max(0.0, last_flush + window - now))
+
+
 def schedule_channel_batch(conversation_id: int) -> None:
     """Open a batch window for a large channel unless one is already open.
 
@@ -42,13 +61,14 @@ def schedule_channel_batch(conversation_id: int) -> None:
     window = settings.PARLEY_BATCH_WINDOW_MS / 1000
     try:
         opened = cache.add(_pending_key(conversation_id), 1, timeout=max(5, int(window * 20)))
+        delay = batch_delay(cache.get(_flushed_key(conversation_id)), time.time(), window) if opened else 0.0
     except Exception:  # noqa: BLE001 - cache down: send a batch for this message alone
         logger.warning("batch window flag unavailable; flushing at once", exc_info=True)
-        opened, window = True, 0
+        opened, delay = True, 0.0
     if not opened:
         return
     try:
-        flush_channel_batch.apply_async((conversation_id,), countdown=window)
+        flush_channel_batch.apply_async((conversation_id,), countdown=delay)
     except Exception:  # noqa: BLE001 - broker down: the gateways' tail check repairs
         logger.warning("could not enqueue the batch of conversation %s", conversation_id, exc_info=True)
 
@@ -58,6 +78,7 @@ def flush_channel_batch(conversation_id: int) -> int:
     """Publish what a large channel stored since its last batch, as one contiguous run;
     returns the number of messages published."""
     cache.delete(_pending_key(conversation_id))  # before reading: later messages open a new window
+    cache.set(_flushed_key(conversation_id), time.time(), timeout=max(5, int(settings.PARLEY_BATCH_WINDOW_MS / 50)))
     row = Conversation.objects.filter(pk=conversation_id).values("fanout_seq", "last_seq").first()
     if row is None or row["fanout_seq"] >= row["last_seq"]:
         return 0

@@ -6,6 +6,11 @@ resumes from cursors and dedupes by seq. Tests and benchmarks drive Parley throu
     await client.ready.wait()
     message = await client.send(conversation_id, "hello")
 
+Acks are cumulative (``ack`` N: this device holds everything up to N), so the client acks on
+a short timer, not per frame: at most one ``ack`` per conversation every ``ack_interval``
+seconds (100 ms), carrying the cursor then: a frame that arrives while an ack is due rides on
+that ack. A connection that ends with acks due leaves them to the next hello's cursors.
+
 What it checks, per connection (``violations`` collects any breach): the message frames of a
 conversation strictly increase in seq with no gap from the point the connection resumed
 from, and no seq is shown twice across connections (``shown``). With ``follow_changes`` it
@@ -43,6 +48,7 @@ class ParleyClient:
     token: str
     device_id: str
     ack: bool = True
+    ack_interval: float = 0.1  # seconds; acks are cumulative, one per conversation per interval
     on_message: Callable[[Delivery], None] | None = None
     backoff_base: float = 0.2
     backoff_cap: float = 5.0
@@ -68,6 +74,9 @@ class ParleyClient:
         self._held: dict[int, int] = {}  # per connection: resume point + what arrived since
         self._changes_held: dict[int, int] = {}  # the same for change numbers
         self._reconnect_after: float | None = None  # a restarting gateway's hint, in seconds
+        self._ack_due: set[int] = set()  # conversations whose cursor moved since their last ack
+        self._ack_timer: asyncio.TimerHandle | None = None
+        self.acks_sent = 0
 
     # --- public -------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -155,8 +164,11 @@ class ParleyClient:
             if self.follow_changes:
                 hello["changes"] = {str(k): v for k, v in self.change_cursors.items()}
             await ws.send(json.dumps(hello))
-            async for raw in ws:
-                await self._on_frame(ws, json.loads(raw))
+            try:
+                async for raw in ws:
+                    await self._on_frame(ws, json.loads(raw))
+            finally:
+                self._cancel_acks()  # the next hello carries the cursors
         self._ws = None
 
     async def _on_frame(self, ws, frame: dict[str, Any]) -> None:
@@ -258,6 +270,30 @@ class ParleyClient:
         self._keep(record["message"])
 
     async def _ack(self, ws, conversation: int) -> None:
-        if self.ack:
-            await ws.send(json.dumps({"type": "ack", "conversation": conversation,
-                                      "seq": self.cursors.get(conversation, 0)}))
+        """Ack on the timer: the conversation's cursor goes out within ``ack_interval``."""
+        if not self.ack:
+            return
+        self._ack_due.add(conversation)
+        if self._ack_timer is None:
+            self._ack_timer = asyncio.get_running_loop().call_later(self.ack_interval, self._flush_acks, ws)
+
+    def _flush_acks(self, ws) -> None:
+        self._ack_timer = None
+        due, self._ack_due = self._ack_due, set()
+        for conversation in due:
+            self.acks_sent += 1
+            frame = json.dumps({"type": "ack", "conversation": conversation, "seq": self.cursors.get(conversation, 0)})
+            asyncio.get_running_loop().create_task(self._write(ws, frame))
+
+    @staticmethod
+    async def _write(ws, text: str) -> None:
+        try:
+            await ws.send(text)
+        except websockets.ConnectionClosed:
+            pass  # the next hello carries the cursor
+
+    def _cancel_acks(self) -> None:
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
+        self._ack_due.clear()

@@ -21,11 +21,13 @@ database.
 from __future__ import annotations
 
 import glob
+import math
 import os
 import re
 import threading
 import time
 from bisect import bisect_left
+from collections import deque
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
@@ -74,6 +76,19 @@ STAGE = Histogram(
 ACKS = Counter(
     "parley_acks", "Message frames written, by how their ack came: in_time or timeout "
     "(not within PARLEY_ACK_TIMEOUT_MS).", ["outcome"],
+)
+# Acks come on the client's timer (100 ms in the reference and browser clients) plus a round
+# trip: buckets from 5 ms to the default ack timeout (PARLEY_ACK_TIMEOUT_MS, 2 s) and beyond.
+ACK_LATENCY = Histogram(
+    "parley_ack_latency_seconds", "Per message frame acked in time: frame written to a socket -> the client's "
+    "cumulative ack covering it received (the contract's ack latency; the ones past PARLEY_ACK_TIMEOUT_MS "
+    "count in parley_acks{outcome=\"timeout\"} instead).",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2, 5),
+)
+GATEWAY_CPU_PER_DELIVERY = Gauge(
+    "parley_gateway_cpu_seconds_per_delivery", "Per gateway process (pid label): its CPU seconds (every thread) "
+    "over the messages it wrote to sockets, across the last PARLEY_GATEWAY_CPU_WINDOW_SECONDS; NaN while it "
+    "delivered nothing.", multiprocess_mode="all",
 )
 ACK_TIMEOUT_RATIO = Gauge(
     "parley_ack_timeout_ratio", "Share of acks that timed out, across all gateways, over the "
@@ -192,6 +207,7 @@ class Tally:
 DELIVERED = {path: Tally(SEND_TO_DELIVER.labels(path=path)) for path in ("direct", "buffered", "replay")}
 FANOUT_DISPATCH = Tally(STAGE.labels(stage="fanout_dispatch"))
 CLIENT_ACK = Tally(STAGE.labels(stage="client_ack"))
+ACK_LATENCIES = Tally(ACK_LATENCY)
 ACKS_IN_TIME = Tally(ACKS.labels(outcome="in_time"))
 ACK_TIMEOUTS = Tally(ACKS.labels(outcome="timeout"))
 
@@ -200,6 +216,24 @@ def flush() -> None:
     """Write the tallies out (the gateway tick calls this every second)."""
     for tally in Tally._all:
         tally.flush()
+
+
+class CpuPerDelivery:
+    """CPU seconds per delivered message over a sliding window of samples (the gateway's tick
+    feeds it its process CPU time and its running count of deliveries)."""
+
+    def __init__(self, window: float) -> None:
+        self.window = window
+        self._samples: deque[tuple[float, float, int]] = deque()  # (at, cpu seconds, deliveries)
+
+    def sample(self, *, at: float, cpu: float, deliveries: int) -> float:
+        """Add a sample; the ratio over the window (NaN when nothing was delivered in it)."""
+        self._samples.append((at, cpu, deliveries))
+        while len(self._samples) > 2 and at - self._samples[1][0] >= self.window:
+            self._samples.popleft()
+        first = self._samples[0]
+        delivered = deliveries - first[2]
+        return (cpu - first[1]) / delivered if delivered > 0 else math.nan
 
 
 # --- Timers ---------------------------------------------------------------------------------

@@ -27,13 +27,19 @@ class DeviceCursorManager(models.Manager["DeviceCursor"]):
         table = self.model._meta.db_table
         device_id = self.model._meta.get_field("device").target_field
         greatest = greatest_sql()
-        rows = ", ".join(["(%s, %s, %s, CURRENT_TIMESTAMP)"] * len(cursors))
-        params: list[Any] = []
-        for (conversation_id, device), seq in sorted(cursors.items(), key=lambda item: (item[0][0], str(item[0][1]))):
-            params += [conversation_id, device_id.get_db_prep_value(device, connection), seq]
+        ordered = [(conversation_id, device_id.get_db_prep_value(device, connection), seq) for (conversation_id, device), seq
+                   in sorted(cursors.items(), key=lambda item: (item[0][0], str(item[0][1])))]
+        params: list[Any]
+        if connection.vendor == "postgresql":
+            # Arrays: one statement text whatever the batch size (see MembershipManager.raise_marks).
+            params = [[row[0] for row in ordered], [row[1] for row in ordered], [row[2] for row in ordered]]
+            rows = "SELECT c, d, s, CURRENT_TIMESTAMP FROM unnest(%s::bigint[], %s::uuid[], %s::bigint[]) AS u (c, d, s)"
+        else:
+            params = [value for row in ordered for value in row]
+            rows = "VALUES " + ", ".join(["(%s, %s, %s, CURRENT_TIMESTAMP)"] * len(ordered))
         with connection.cursor() as cursor:
             cursor.execute(
-                f"INSERT INTO {table} (conversation_id, device_id, ack_seq, updated_at) VALUES {rows} "
+                f"INSERT INTO {table} (conversation_id, device_id, ack_seq, updated_at) {rows} "
                 f"ON CONFLICT (conversation_id, device_id) DO UPDATE SET "
                 f"ack_seq = {greatest}({table}.ack_seq, excluded.ack_seq), updated_at = excluded.updated_at",
                 params,

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from django.db import transaction
+from django.db import connection, transaction
 
 from messaging import fanout, hooks
 from messaging.access import access_device, access_membership
@@ -105,9 +105,7 @@ def record_acks(acks: Mapping[tuple[int, Any, int], int]) -> list[AdvancedReceip
     conversations = {conversation_id for _, _, conversation_id in acks}
     members = {
         (user_id, conversation_id): (pk, last_seq, member_count)
-        for pk, user_id, conversation_id, last_seq, member_count in Membership.objects.filter(
-            user_id__in=users, conversation_id__in=conversations
-        ).values_list("pk", "user_id", "conversation_id", "conversation__last_seq", "conversation__member_count")
+        for pk, user_id, conversation_id, last_seq, member_count in _memberships(users, conversations)
     }
     cursors: dict[tuple[int, Any], int] = {}
     targets: dict[int, tuple[int, int]] = {}  # membership pk -> (highest clamped ack over its devices, no read)
@@ -130,3 +128,20 @@ def record_acks(acks: Mapping[tuple[int, Any, int], int]) -> list[AdvancedReceip
         AdvancedReceipt(by_pk[pk][1], by_pk[pk][0], by_pk[pk][2], delivered_seq, read_seq)
         for pk, (delivered_seq, read_seq) in sorted(advanced.items())
     ]
+
+
+def _memberships(users: set[int], conversations: set[int]) -> list[tuple[int, int, int, int, int]]:
+    """``(pk, user_id, conversation_id, last_seq, member_count)`` of the users' memberships in
+    the conversations. On PostgreSQL as arrays (``= ANY``): one statement text whatever the
+    batch, which psycopg splits once (an ack flush of a large channel names hundreds)."""
+    if connection.vendor != "postgresql":
+        return list(Membership.objects.filter(user_id__in=users, conversation_id__in=conversations).values_list(
+            "pk", "user_id", "conversation_id", "conversation__last_seq", "conversation__member_count"))
+    membership, conversation = Membership._meta.db_table, Conversation._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT m.id, m.user_id, m.conversation_id, c.last_seq, c.member_count FROM {membership} m "
+            f"JOIN {conversation} c ON c.id = m.conversation_id "
+            f"WHERE m.user_id = ANY(%s::bigint[]) AND m.conversation_id = ANY(%s::bigint[])",
+            [sorted(users), sorted(conversations)])
+        return cursor.fetchall()

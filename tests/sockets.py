@@ -35,6 +35,15 @@ class Socket:
             if frame["type"] in types:
                 return frame
 
+    async def recv_messages(self, n: int, timeout: float = 5) -> list[dict]:
+        """The next ``n`` live messages, whether they came one per ``message`` frame or several
+        to a ``messages`` frame (a socket with several queued gets them as one run)."""
+        got: list[dict] = []
+        while len(got) < n:
+            frame = await self.recv_type("message", "messages", timeout=timeout)
+            got += [frame["message"]] if frame["type"] == "message" else frame["messages"]
+        return got
+
     async def nothing(self, timeout: float = 0.3) -> bool:
         return await self.communicator.receive_nothing(timeout=timeout)
 

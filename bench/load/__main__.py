@@ -23,7 +23,7 @@ from bench.load.session import Session  # noqa: E402
 from bench.load.stack import DB_NAME, Stack, loadavg, migrate, recreate_database  # noqa: E402
 
 # Options whose default depends on the scenario (None on the command line: this table's value).
-ISSUE7 = {"ack_ms": 0.0, "drain": 10.0, "gateways": 2, "systems": "", "straggler_wait": 0.0}
+ISSUE7 = {"ack_ms": 100.0, "drain": 10.0, "gateways": 2, "systems": "", "straggler_wait": 0.0}
 DEFAULTS = {"gateway": gateway.DEFAULTS, "large-channel": largechannel.DEFAULTS}
 
 
@@ -43,8 +43,8 @@ def main() -> None:
     parser.add_argument("--drain", type=float, default=None,
                         help="seconds to wait for a phase's deliveries (10; gateway 5; large-channel 15)")
     parser.add_argument("--ack-ms", type=float, default=None,
-                        help="clients ack after every frame that brought messages (0, as the reference client), "
-                             "coalesce acks over this many ms, or never (-1); default 0, gateway 250")
+                        help="clients coalesce acks over this many ms (100, as the reference and browser clients), "
+                             "ack after every frame that brought messages (0), or never (-1); default 100")
     parser.add_argument("--systems", default=None,
                         help=f"gateway: {gateway.SYSTEMS}; large-channel: relay,buffered[:window_ms],direct"
                              "[,buffered-noack,direct-noack]")
@@ -69,6 +69,9 @@ def main() -> None:
                         help="clients connect to the gateways in turn (as the reference client with a URL list) "
                              "or through the stack's balancer")
     parser.add_argument("--quick", action="store_true", help="small versions of each scenario (a smoke test)")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                        help="record py-spy flame graphs (SVG) of the gateways during the measured phases of "
+                             "gateway, large-channel and storm into DIR (needs py-spy in .venv)")
     gateway.add_arguments(parser)
     largechannel.add_arguments(parser)
     args = parser.parse_args()
@@ -114,7 +117,7 @@ async def run(args, names: list[str], command: str) -> None:
     stack.start_all()
     stack.flush_redis()
     await asyncio.sleep(1)
-    session = Session(stack, 0.0, args.via)
+    session = Session(stack, 0.0, args.via, profile_dir=args.profile)
     session.relay.start()
     print(f"stack and relay up in {time.monotonic() - t_start:.0f}s; load average {loadavg()}", flush=True)
     # The code under test is what the stack's processes loaded when they started (now), not what

@@ -2,10 +2,10 @@
 
 A ``Device`` speaks the protocol of the reference client (ops/client.py): a ticket,
 ``hello`` with its cursors, ``messages`` pages pulled with ``replay`` while ``has_more``,
-a cumulative ``ack`` after every frame that brought messages (``ack_ms`` > 0 coalesces them
-over that many ms, < 0 never acks), dedupe by seq, reconnects with exponential backoff and
-jitter (or after a ``reconnect`` frame's ``after_ms``), and sends retried with the same
-``client_msg_id`` until ``send.ok``. It is leaner than the reference client (one
+cumulative ``ack`` frames coalesced per device over ``ack_ms`` (100 ms, as the reference and
+browser clients; 0 acks after every frame that brought messages, < 0 never acks), dedupe by
+seq, reconnects with exponential backoff and jitter (or after a ``reconnect`` frame's
+``after_ms``), and sends retried with the same ``client_msg_id`` until ``send.ok``. It is leaner than the reference client (one
 ``json.loads`` per frame, tickets issued straight into the shared cache instead of over
 HTTP, no per-message objects), so one process holds a thousand of them.
 
@@ -72,7 +72,7 @@ class Pool:
     """Runs Parley devices against a list of base URLs (the load balancer)."""
 
     def __init__(self, urls: list[str], ticket: Callable[[Device], str], recorder: Recorder,
-                 ack_ms: float = 0.0, backoff_base: float = 0.2, backoff_cap: float = 5.0) -> None:
+                 ack_ms: float = 100.0, backoff_base: float = 0.2, backoff_cap: float = 5.0) -> None:
         self.urls = urls
         self.ticket = ticket
         self.recorder = recorder

@@ -232,8 +232,9 @@ def goals(results: dict[str, dict]) -> list[tuple[str, str, str]]:
     if st:
         p = st["parley"]
         p95 = p["time_to_caught_up"]["p95_s"]
-        met = p["time_to_caught_up"]["n"] == p["clients"] and p95 < 5 and st["check"]["lost"] == 0
-        out.append((f"Reconnect storm, {p['clients']} clients x {p['missed_each']} missed: p95 time-to-ready < 5 s",
+        met = p["time_to_caught_up"]["n"] == p["clients"] and p95 < 3 and st["check"]["lost"] == 0
+        out.append((f"Reconnect storm, {p['clients']} clients x {p['missed_each']} missed: p95 time-to-ready < 3 s "
+                    "(issue 15; issue 7 asked < 5 s)",
                     f"ready p95 {p['time_to_ready']['p95_s']} s, all missed messages held p95 {p95} s "
                     f"({p['time_to_caught_up']['n']}/{p['clients']}); relay reconnect p95 "
                     f"{st['relay']['time_to_connected']['p95_s']} s with nothing replayed", "met" if met else "missed"))

@@ -128,10 +128,11 @@ async def storm(session: Session, args) -> dict[str, Any]:
     await settle(session, GATEWAYS)
     cpu0 = session.cpu_probe()
     t0 = time.time()
-    pool.come_back(stormers)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not all(d.caught_up_at for d in stormers):
-        await asyncio.sleep(0.05)
+    async with session.profiled("storm", GATEWAYS):
+        pool.come_back(stormers)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not all(d.caught_up_at for d in stormers):
+            await asyncio.sleep(0.05)
     cpu1 = session.cpu_probe()
     await asyncio.sleep(1.2)
     after = await asyncio.to_thread(session.scrape)

@@ -8,7 +8,7 @@ process, with no stack; its database is recreated by bench/load's shared functio
 
 Usage (from the repository root):
 
-  .venv/bin/python -m bench.load.send_profile [--sends 500] [--database parley_bench]
+  .venv/bin/python -m bench.load.send_profile [--sends 500] [--database parley_bench] [--redis-url URL]
 """
 from __future__ import annotations
 
@@ -31,11 +31,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sends", type=int, default=500)
     parser.add_argument("--database", default="parley_bench", help="dropped, recreated and migrated")
+    parser.add_argument("--redis-url", default=None,
+                        help="the cache and channel layer on this Redis (as deployed); default: local memory")
     args = parser.parse_args()
     recreate_database(args.database)
     os.environ["DATABASE_URL"] = database_url(args.database)
     os.environ.pop("REDIS_URL", None)
     os.environ.pop("CHANNEL_REDIS_URLS", None)
+    if args.redis_url:
+        os.environ["REDIS_URL"] = args.redis_url
     os.environ["DJANGO_SETTINGS_MODULE"] = "chatproject.settings"
     os.environ["PARLEY_RATE_SEND"] = "1000000/s"  # counted, never refused
     migrate(dict(os.environ))
@@ -46,7 +50,7 @@ def main() -> None:
 
     from messaging import layer, ratelimit, send
     from messaging.conversations import do_create_group
-    from messaging.models import Membership, Message, User
+    from messaging.models import User
 
     cpu, wall = defaultdict(float), defaultdict(float)
 
@@ -67,13 +71,11 @@ def main() -> None:
         send.do_send_message(sender=alice, conversation_id=conversation.pk, client_msg_id=f"warm-{n}", body="hi")
 
     stages = [
-        ("authorize + idempotency lookup (1 SELECT)", send, "_access_membership_for_send"),
-        ("allocate_seq (UPDATE ... RETURNING)", send, "allocate_seq"),
+        ("authorize + idempotency lookup (1 SELECT)", send, "_access_send_target"),
+        ("store: seq, INSERT, sender's watermarks (one statement on PostgreSQL)", send, "_store"),
         ("send rate limit (cache counter)", ratelimit, "enforce"),
-        ("INSERT message (ORM create)", Message.objects, "create"),
-        ("UPDATE sender's watermarks (Membership.objects.raise_marks)", Membership.objects, "raise_marks"),
         ("COMMIT", connections["default"], "commit"),
-        ("fan-out publish after commit (async_to_sync group_send)", layer, "publish"),
+        ("fan-out publish after commit (messaging.layer.publish)", layer, "publish"),
     ]
     originals = [(owner, name, getattr(owner, name)) for _, owner, name in stages]
     for stage, owner, name in stages:

@@ -9,29 +9,70 @@ histograms from /metrics before and after.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import shutil
+import signal
 import subprocess
 import time
 from collections import defaultdict
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable
 
 from bench.load import metrics
 from bench.load.clients import Device, Pool, verify
 from bench.load.recorder import Phase, Recorder
 from bench.load.relayclients import RelayPool, RelaySocket
-from bench.load.stack import GATEWAYS, Relay, Stack, machine_busy_seconds, postgres_cpu
+from bench.load.stack import GATEWAYS, ROOT, Relay, Stack, machine_busy_seconds, postgres_cpu
 
 PAD = "x" * 40
 P95_SUSTAIN_MS = 250.0
 
 
 class Session:
-    def __init__(self, stack: Stack, ack_ms: float, via: str = "direct") -> None:
+    def __init__(self, stack: Stack, ack_ms: float, via: str = "direct", profile_dir: Path | None = None) -> None:
         self.stack = stack
         self.via = via
         self.ack_ms = ack_ms
         self.relay = Relay(stack)
         self.prefix = itertools.count()
+        self.profile_dir = profile_dir
+
+    @contextlib.asynccontextmanager
+    async def profiled(self, label: str, names: list[str]) -> AsyncIterator[None]:
+        """py-spy on the named processes while the block runs: one flame graph (SVG) each, in
+        ``--profile DIR`` as ``<label>-<name>.svg``. Without ``--profile`` it does nothing.
+
+        py-spy samples from outside (``--nonblocking``: the process is never paused), 100 times a
+        second, only the thread holding the GIL (``--gil``): the graph is where the process's
+        Python CPU went, whichever thread spent it, and waits (I/O, locks, idle) are left out.
+        """
+        spy = shutil.which("py-spy", path=str(ROOT / ".venv" / "bin")) or shutil.which("py-spy")
+        if self.profile_dir is None or spy is None:
+            if self.profile_dir is not None:
+                print("  --profile: py-spy not found (pip install py-spy)", flush=True)
+            yield
+            return
+        self.profile_dir.mkdir(parents=True, exist_ok=True)
+        spies = []
+        for name in names:
+            pid = self.stack.pid(name)
+            if pid is None:
+                continue
+            out = self.profile_dir / f"{label}-{name}.svg"
+            spies.append(subprocess.Popen([spy, "record", "--pid", str(pid), "--output", str(out), "--rate", "100",
+                                           "--nonblocking", "--gil", "--format", "flamegraph"],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+        try:
+            yield
+        finally:
+            for spy_proc in spies:
+                spy_proc.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+            for spy_proc in spies:
+                try:
+                    await asyncio.to_thread(spy_proc.wait, 60)
+                except subprocess.TimeoutExpired:
+                    spy_proc.kill()
 
     def swap_relay(self, count: int = 2, layer: str = "core") -> Relay:
         """Replace the running relay with ``count`` daphne processes on ``layer``."""

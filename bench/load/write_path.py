@@ -62,8 +62,11 @@ BODY = "The durable write path: one seq, one row, one commit. " * 2
 # The raw transaction: what allocate_seq and do_send_message do, as SQL.
 RAW_TAKE_SEQ = ("UPDATE messaging_conversation SET last_seq = last_seq + 1, last_activity_at = now() "
                 "WHERE id = %s RETURNING last_seq")
-RAW_INSERT = ("INSERT INTO messaging_message (conversation_id, seq, sender_id, client_msg_id, body, created_at, state) "
-              "VALUES (%s, %s, %s, %s, %s, now(), 'visible') RETURNING id")
+# Every column the service writes (html is the service's rendering of BODY, given as is here).
+RAW_INSERT = ("INSERT INTO messaging_message (conversation_id, seq, sender_id, client_msg_id, body, created_at, state, "
+              "html, mention_ids, reactions, attachments, version) "
+              "VALUES (%s, %s, %s, %s, %s, now(), 'visible', %s, '[]', '[]', '[]', 0) RETURNING id")
+RAW_HTML = f"<p>{BODY.strip()}</p>"
 RAW_WATERMARKS = ("UPDATE messaging_membership SET delivered_seq = GREATEST(delivered_seq, %s), "
                   "read_seq = GREATEST(read_seq, %s) WHERE id = %s")
 # The two reads do_send_message makes before its transaction (access_membership, _find_prior_send).
@@ -204,7 +207,7 @@ def make_sender(path: str, spec: dict):
                 db.execute(RAW_LOOKUP, [sender, key]).fetchone()
                 db.commit()  # Django reads in autocommit: each read is its own transaction
             seq = db.execute(RAW_TAKE_SEQ, [conversation_id]).fetchone()[0]
-            db.execute(RAW_INSERT, [conversation_id, seq, sender, key, BODY]).fetchone()
+            db.execute(RAW_INSERT, [conversation_id, seq, sender, key, BODY, RAW_HTML]).fetchone()
             db.execute(RAW_WATERMARKS, [seq, seq, memberships[conversation_id]])
             db.commit()
 

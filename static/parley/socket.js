@@ -19,6 +19,10 @@ export const State = Object.freeze({
 });
 
 const PING_EVERY_MS = 25_000;
+// Acks are cumulative (CONTRACT: ack N means everything up to N), so one per conversation per
+// ACK_EVERY_MS answers every frame that arrived in between: far fewer frames for the server to
+// read when messages come fast, at most this much later for the sender's ticks.
+export const ACK_EVERY_MS = 100;
 const PONG_WITHIN_MS = 10_000;
 // Close codes (CONTRACT): the server refused us; the caller decides what to do next.
 export const CLOSE_NOT_AUTHENTICATED = 4401;
@@ -46,6 +50,7 @@ export class ParleySocket {
     this.acked = new Map(); // conversation -> highest seq acked on some connection
     this.changeCursors = new Map(); // conversation -> highest change applied, with all before it
     this.changesAsked = new Map(); // conversation -> `after` of the replay_changes in flight
+    this.ackDue = new Set(); // conversations whose cursor moved since their last ack
     window.addEventListener("online", () => this.connectNow());
     window.addEventListener("offline", () => this.goOffline());
   }
@@ -91,7 +96,7 @@ export class ParleySocket {
     }
     if (held === this.cursors.get(conversation)) return;
     this.cursors.set(conversation, held);
-    this.ack(conversation);
+    this.scheduleAck(conversation);
   }
 
   /** Ack the cursor, if it moved since the last ack (one that could not go out goes after `ready`). */
@@ -99,6 +104,22 @@ export class ParleySocket {
     const held = this.cursors.get(conversation);
     if (held === undefined || held <= (this.acked.get(conversation) ?? 0)) return;
     if (this.send({ type: "ack", conversation, seq: held })) this.acked.set(conversation, held);
+  }
+
+  /** Ack within ACK_EVERY_MS: whatever else arrives meanwhile rides on the same ack. */
+  scheduleAck(conversation) {
+    this.ackDue.add(conversation);
+    if (this.timers.ack) return;
+    this.timers.ack = setTimeout(() => {
+      delete this.timers.ack;
+      const due = [...this.ackDue];
+      this.ackDue.clear();
+      for (const id of due) {
+        const held = this.cursors.get(id);
+        if (held === undefined || held <= (this.acked.get(id) ?? 0)) continue;
+        if (this.write({ type: "ack", conversation: id, seq: held })) this.acked.set(id, held);
+      }
+    }, ACK_EVERY_MS);
   }
 
   // --- lifecycle ----------------------------------------------------------------------------
@@ -276,9 +297,9 @@ export class ParleySocket {
     this.cursors.set(conversation, held);
     if (fresh.length) {
       this.onFrame({ type: "messages", conversation, messages: fresh });
-      // Everything the device receives is acked at once, replay pages included: that is
-      // what "delivered" means (CONTRACT, "Semantics" 5).
-      if (this.write({ type: "ack", conversation, seq: held })) this.acked.set(conversation, held);
+      // Everything the device receives is acked, replay pages included, within ACK_EVERY_MS:
+      // that is what "delivered" means (CONTRACT, "Semantics" 5).
+      this.scheduleAck(conversation);
     }
     if (hasMore || gap) this.pull(conversation);
   }

@@ -34,7 +34,7 @@ async def test_a_message_sent_over_the_socket_reaches_the_other_member_in_order(
         await a.send({"type": "send", "conversation": group.pk, "client_msg_id": f"k{i}", "body": f"hi {i}"})
         ok = await a.recv_type("send.ok")
         assert ok["client_msg_id"] == f"k{i}" and ok["duplicate"] is False
-    seqs = [(await b.recv_type("message"))["message"]["seq"] for _ in range(5)]
+    seqs = [m["seq"] for m in await b.recv_messages(5)]
     assert seqs == [1, 2, 3, 4, 5]
     await a.close()
     await b.close()
@@ -105,7 +105,7 @@ async def test_live_messages_wait_until_a_replaying_client_has_caught_up(pair, o
     page = await b.recv_type("messages")
     received = [m["seq"] for m in page["messages"]]
     while max(received) < 208:
-        received.append((await b.recv_type("message"))["message"]["seq"])
+        received += [m["seq"] for m in await b.recv_messages(1)]
     assert received == list(range(201, 209))
     await b.close()
 
@@ -121,7 +121,7 @@ async def test_an_added_member_hears_of_the_conversation_and_gets_its_messages_w
     joined = await c.recv_type("conversation.joined")
     assert joined["conversation"]["id"] == group.pk
     await send_n(alice, group, 2)
-    assert [(await c.recv_type("message"))["message"]["seq"] for _ in range(2)] == [1, 2]
+    assert [m["seq"] for m in await c.recv_messages(2)] == [1, 2]
     await c.close()
 
 
@@ -146,8 +146,7 @@ async def test_reads_reach_the_senders_devices_and_the_readers_other_devices(pai
     b2 = await open_socket(bob, bob_laptop)
     await send_n(alice, group, 3)
     for socket in (b1, b2):
-        for _ in range(3):
-            await socket.recv_type("message")
+        await socket.recv_messages(3)
     await b1.send({"type": "read", "conversation": group.pk, "seq": 3})
     for socket in (a, b2):
         receipt = await socket.recv_type("receipt", timeout=3)
@@ -288,10 +287,8 @@ async def test_in_a_large_conversation_an_ack_reaches_only_the_ackers_other_devi
     b2 = await open_socket(bob, bob_laptop)
     await send_n(alice, group, 2)
     for socket in (b1, b2):
-        for _ in range(2):
-            await socket.recv_type("message")
-    await a.recv_type("message")
-    await a.recv_type("message")
+        await socket.recv_messages(2)
+    await a.recv_messages(2)
     await b1.send({"type": "ack", "conversation": group.pk, "seq": 2})
 
     receipt = await b2.recv_type("receipt", timeout=3)
@@ -337,7 +334,7 @@ async def test_a_gap_seen_by_every_socket_of_a_process_is_read_from_the_store_on
     await send(sender=alice, conversation_id=group.pk, client_msg_id="rings", body="two")
 
     for socket in sockets:
-        seqs = [(await socket.recv_type("message"))["message"]["seq"] for _ in range(2)]
+        seqs = [m["seq"] for m in await socket.recv_messages(2)]
         assert seqs == [1, 2]
     assert fills.reads - reads_before == 1
     for socket in sockets:

@@ -11,7 +11,8 @@ from tests.clock import ManualClock
 
 
 class FakeSocket:
-    def __init__(self) -> None:
+    def __init__(self, device_key: str = "") -> None:
+        self.device_key = device_key
         self.frames: list[ReceiptText] = []
 
     def deliver(self, notice: ReceiptText) -> None:
@@ -32,7 +33,8 @@ def clock() -> ManualClock:
 @pytest.fixture
 def process(settings, clock):
     settings.PARLEY_RECEIPT_COALESCE_MS = 50
-    routes = {"conv.7": {FakeSocket(), FakeSocket(), FakeSocket()}, "user.2": {FakeSocket(), FakeSocket()}}
+    routes = {"conv.7": {FakeSocket(), FakeSocket(), FakeSocket()},
+              "user.2": {FakeSocket("phone"), FakeSocket("laptop")}}
     return ReceiptCoalescer(lambda group: routes.get(group, ()), call_later=clock.call_later, clock=clock), routes
 
 
@@ -42,8 +44,8 @@ def test_crossing_events_become_one_frame_per_socket_with_the_highest_marks(proc
     coalescer.add(receipts(7, (2, 4, 3, [])))  # an older delivered mark crossing a newer read
     clock.advance(0)
     assert all(len(socket.frames) == 1 for socket in routes["conv.7"])
-    assert {socket.frames[0].text for socket in routes["conv.7"]} == {json.dumps(
-        {"type": "receipt", "conversation": 7, "user": 2, "delivered_seq": 5, "read_seq": 3})}
+    assert [json.loads(socket.frames[0].text) for socket in routes["conv.7"]] == 3 * [
+        {"type": "receipt", "conversation": 7, "user": 2, "delivered_seq": 5, "read_seq": 3}]
     # serialized once: every socket got the very same string
     assert len({id(socket.frames[0].text) for socket in routes["conv.7"]}) == 1
 
@@ -68,6 +70,20 @@ def test_in_large_conversations_only_the_users_own_sockets_get_it_minus_the_acki
     assert all(s.frames == [] for s in routes["conv.7"])
     frames = [s.frames[0] for s in routes["user.2"]]
     assert all(f.own_user == 2 and f.except_devices == {"phone"} for f in frames)
+
+
+def test_a_large_conversations_mark_makes_no_frame_where_only_the_acking_devices_are(process, clock):
+    """An ack flush names every member whose mark moved; a process that holds none of the
+    user's other devices schedules nothing for it."""
+    coalescer, routes = process
+    coalescer.add(receipts(7, (2, 9, 0, ["phone", "laptop"]), (3, 9, 0, ["tablet"]), own_only=True))
+    assert coalescer.pending == {}
+    clock.advance(1)
+    assert all(s.frames == [] for group in routes.values() for s in group)
+    coalescer.add(receipts(7, (2, 10, 0, ["phone"]), own_only=True))  # the laptop did not ack this one
+    clock.advance(1)
+    assert {s.device_key: len(s.frames) for s in routes["user.2"]} == {"phone": 1, "laptop": 1}
+    assert all(f.except_devices == {"phone"} for s in routes["user.2"] for f in s.frames)
 
 
 def test_a_deferred_receipt_is_released_with_the_latest_marks(process, clock, monkeypatch):

@@ -10,7 +10,7 @@ from messaging.conversations import do_add_members
 from messaging.layer import conversation_group
 from messaging.models import Conversation
 from messaging.send import do_send_message
-from messaging.tasks import flush_channel_batch
+from messaging.tasks import batch_delay, flush_channel_batch
 
 
 @pytest.fixture
@@ -93,6 +93,37 @@ def test_batches_continue_where_the_last_one_ended_and_a_new_window_opens_after_
     assert flush_channel_batch(channel.pk) == 0  # nothing new: a duplicate run is a no-op
     runs = [[m["seq"] for m in e["messages"]] for e in drain()]
     assert runs == [[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]]
+
+
+@pytest.fixture
+def windows(monkeypatch):
+    """Stand in for the broker, remembering each window's delay (countdown)."""
+    opened: list[float] = []
+    monkeypatch.setattr(flush_channel_batch, "apply_async", lambda args, countdown: opened.append(countdown))
+    return opened
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_message_into_an_idle_channel_is_flushed_at_once_and_one_right_after_a_batch_waits_out_the_window(
+    threshold, make_user, make_group, windows, settings
+):
+    settings.PARLEY_BATCH_WINDOW_MS = 10_000  # long enough that no test machine outlasts it
+    owner, *others = [make_user() for _ in range(threshold)]
+    channel = make_group(owner, others, kind=Conversation.Kind.CHANNEL, title="big")
+    send(owner, channel, 1, "lone")
+    assert windows == [0.0]  # idle: no window to wait for
+    send(owner, channel, 3, "burst")
+    assert windows == [0.0]  # the window in flight collects them
+    flush_channel_batch(channel.pk)
+    send(owner, channel, 1, "next")
+    assert len(windows) == 2 and 9.0 < windows[1] <= 10.0  # a batch just went out: the rest of its window
+
+
+def test_a_window_waits_only_for_what_is_left_since_the_last_batch():
+    assert batch_delay(None, now=100.0, window=0.1) == 0.0
+    assert batch_delay(99.0, now=100.0, window=0.1) == 0.0  # idle for longer than a window
+    assert batch_delay(99.96, now=100.0, window=0.1) == pytest.approx(0.06)
+    assert batch_delay(100.5, now=100.0, window=0.1) == pytest.approx(0.1)  # clocks apart: never more than one window
 
 
 @pytest.mark.django_db(transaction=True)

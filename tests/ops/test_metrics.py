@@ -41,6 +41,7 @@ def test_metrics_are_served_in_prometheus_text_format_with_every_documented_name
         ("parley_replay_admission_wait_seconds", "histogram"), ("parley_messages_stored_total", "counter"),
         ("parley_push_deliveries_total", "counter"), ("parley_degraded_level", "gauge"),
         ("parley_canary_send_to_deliver_seconds", "histogram"), ("parley_canary_runs_total", "counter"),
+        ("parley_ack_latency_seconds", "histogram"), ("parley_gateway_cpu_seconds_per_delivery", "gauge"),
     ]:
         assert f"# TYPE {name} {kind}" in text
     for path in ("direct", "buffered", "replay"):
@@ -136,6 +137,46 @@ async def test_acks_that_do_not_come_within_the_timeout_count_as_timeouts(trio, 
     assert await metrics.adelta("parley_acks_total", outcome="in_time") == 1
     assert await metrics.adelta("parley_acks_total", outcome="timeout") == 2
     assert await metrics.adelta("parley_stage_seconds_sum", stage="client_ack") == pytest.approx(0.5)
+    # The ack latency histogram: the one ack in time, 0.5 s after its frame was written.
+    assert await metrics.adelta("parley_ack_latency_seconds_count") == 1
+    assert await metrics.adelta("parley_ack_latency_seconds_sum") == pytest.approx(0.5)
+    assert await metrics.adelta("parley_ack_latency_seconds_bucket", le="0.3") == 0
+    assert await metrics.adelta("parley_ack_latency_seconds_bucket", le="0.5") == 1
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_gateway_reports_its_cpu_seconds_per_delivered_message(trio, open_socket, metrics, clock):
+    group, [(alice, _), (bob, bob_phone), (carol, carol_phone)] = trio
+    sockets = [await open_socket(bob, bob_phone), await open_socket(carol, carol_phone)]
+    await settled(*sockets)
+    await tick()  # the window's first sample
+    await send_n(alice, group, 3)
+    for socket in sockets:
+        await socket.recv_messages(3)
+    clock.advance(1)
+    await tick()
+    samples = await sync_scrape(metrics)
+    values = [v for (name, _), v in samples.items() if name == "parley_gateway_cpu_seconds_per_delivery"]
+    assert len(values) == 1 and 0 < values[0] < 1  # this process: its CPU over its 6 deliveries
+
+
+async def sync_scrape(metrics) -> dict:
+    from asgiref.sync import sync_to_async
+
+    return await sync_to_async(metrics.scrape, thread_sensitive=False)()
+
+
+def test_cpu_per_delivery_is_taken_over_the_window_and_nan_without_deliveries():
+    import math
+
+    from ops.metrics import CpuPerDelivery
+
+    window = CpuPerDelivery(window=10)
+    assert math.isnan(window.sample(at=0, cpu=1.0, deliveries=100))
+    assert window.sample(at=5, cpu=1.5, deliveries=600) == pytest.approx(0.001)  # 0.5 s over 500
+    assert window.sample(at=15, cpu=2.5, deliveries=1600) == pytest.approx(1.0 / 1000)  # the window since t=5
+    assert window.sample(at=30, cpu=3.5, deliveries=2600) == pytest.approx(1.0 / 1000)  # since t=15
+    assert math.isnan(window.sample(at=45, cpu=4.0, deliveries=2600))  # nothing delivered since t=30
 
 
 def test_metrics_need_the_bearer_token_when_one_is_set(db, settings):

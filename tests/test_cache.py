@@ -1,0 +1,55 @@
+"""The Redis cache backend (chatproject/cache.py): Django's, with its redis-py client reused."""
+from __future__ import annotations
+
+import threading
+import uuid
+
+import pytest
+from django.conf import settings
+from django.core.cache.backends.redis import RedisCache as DjangoRedisCache
+
+from chatproject.cache import RedisCache
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def backend() -> RedisCache:
+    """The backend the settings name when Redis is configured, on the same server."""
+    return RedisCache(settings.REDIS_URL or settings.CHANNEL_REDIS_URLS[0], {"KEY_PREFIX": f"t{uuid.uuid4().hex[:8]}"})
+
+
+def test_the_settings_use_it_when_redis_is_configured():
+    from chatproject import settings as configured
+
+    assert configured.CACHES["default"]["BACKEND"] == "chatproject.cache.RedisCache"
+
+
+def test_the_cache_reuses_one_client_per_connection_pool(backend):
+    client = backend._cache.get_client(write=True)
+    assert client is backend._cache.get_client(write=True)
+    assert client.connection_pool is backend._cache._pools[0]
+    assert isinstance(backend, DjangoRedisCache)  # what the rate limiter's Redis fast path checks
+
+
+def test_the_shared_client_serves_every_cache_operation_from_many_threads(backend):
+    backend.set("counter", 0, 30)
+    errors: list[BaseException] = []
+
+    def work(n: int) -> None:
+        try:
+            for i in range(50):
+                backend.incr("counter")
+                assert backend.add(f"key-{n}", i, 30) is (i == 0)
+                assert backend.get(f"key-{n}") == 0
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [], repr(errors[:1])
+    assert backend.get("counter") == 400
+    backend.delete_many(["counter", *(f"key-{n}" for n in range(8))])
