@@ -13,10 +13,20 @@ from bench.load import metrics
 from bench.load.recorder import Recorder
 from bench.load.relayclients import RelayPool, RelaySocket
 from bench.load.session import (
-    GATEWAYS, PAD, Session, connect_pool, drain, final_check, fmt, make_cohort, offer, run_relay_phases,
-    senders_round_robin, series, settle,
+    GATEWAYS,
+    PAD,
+    Session,
+    connect_pool,
+    drain,
+    final_check,
+    fmt,
+    make_cohort,
+    offer,
+    run_relay_phases,
+    senders_round_robin,
+    series,
+    settle,
 )
-
 
 # --- chaos --------------------------------------------------------------------------------------------
 
@@ -174,7 +184,9 @@ async def degraded(session: Session, args) -> dict[str, Any]:
                 metrics.gauge(snap, "parley_ack_timeout_device_share"))
 
     def shared() -> dict[str, Any]:
-        from ops import degraded as degraded_mode  # the stack's cache: what the gateways decided, and why
+        from ops import (
+            degraded as degraded_mode,  # the stack's cache: what the gateways decided, and why
+        )
         return degraded_mode.shared_state()
 
     def hot_reasons() -> tuple[str, ...]:
