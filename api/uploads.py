@@ -88,7 +88,7 @@ class UploadsView(APIView):
 
     @extend_schema(
         operation_id="uploads_create", request={"multipart/form-data": UploadSerializer},
-        responses={201: AttachmentSerializer, 400: E, 404: E, 413: E, 429: E, **AUTH_ERRORS},
+        responses={201: AttachmentSerializer, 400: E, 404: E, 413: E, 415: E, 429: E, **AUTH_ERRORS},
         description="Upload one file (multipart, field `file`) to attach to a message later; it is yours alone "
                     "until a send attaches it. Over PARLEY_UPLOAD_MAX_BYTES (25 MiB) or your quota: 413; a type "
                     "not on PARLEY_UPLOAD_ALLOWED_TYPES (detected from the bytes), a damaged image or one over "
