@@ -282,7 +282,11 @@ def test_the_keyboard_alone_mentions_edits_with_up_reacts_with_the_picker_and_de
     page.keyboard.press("Enter")
     page.keyboard.press("Tab")
     expect(confirm.get_by_role("button", name="Delete")).to_be_focused()
-    page.keyboard.press("Enter")
+    # Waiting on the DELETE itself says which half failed when this step fails (it has, rarely,
+    # under a loaded CI machine): the request never sent, refused, or its answer not shown.
+    with page.expect_response(lambda r: r.request.method == "DELETE" and "/api/v1/messages/" in r.url) as deleting:
+        page.keyboard.press("Enter")
+    assert deleting.value.status == 200, deleting.value.text()
     expect(page.locator("#message-list .message[data-state=deleted] .bubble")).to_have_text("This message was deleted.")
 
 
