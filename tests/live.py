@@ -50,6 +50,16 @@ def _read_log(log) -> str:
     return text
 
 
+def _terminate(process: subprocess.Popen, grace: float) -> None:
+    """SIGTERM, and SIGKILL if it is still there after ``grace`` seconds."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
 def service_env(redis_url: str) -> dict[str, str]:
     """What a gateway or worker process needs to share the test database and a Redis."""
     db = settings.DATABASES["default"]
@@ -133,12 +143,7 @@ class Gateway:
         """Stop and return what it wrote to stderr (server errors show up there)."""
         if self.process is None:
             return ""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        _terminate(self.process, 10)
         self.process = None
         return _read_log(self._log)
 
@@ -164,12 +169,7 @@ class CeleryWorker:
     def stop(self) -> str:
         if self.process is None:
             return ""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        _terminate(self.process, 15)
         self.process = None
         return _read_log(self._log)
 
@@ -231,12 +231,7 @@ class HAProxy:
     def stop(self) -> str:
         if self.process is None:
             return ""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        _terminate(self.process, 10)
         self.process = None
         shutil.rmtree(self.directory, ignore_errors=True)
         return _read_log(self._log)
