@@ -36,3 +36,10 @@ class RedisCache(django_redis.RedisCache):
     def __init__(self, server: str, params: dict[str, Any]) -> None:
         super().__init__(server, params)
         self._class = RedisCacheClient
+
+    def pop(self, key: Any, default: Any = None, version: int | None = None) -> Any:
+        """The value of ``key``, deleted in the same step (Redis ``GETDEL``): of two callers
+        racing for one key, exactly one gets it, in one round trip instead of a get and a delete."""
+        key = self.make_and_validate_key(key, version=version)
+        value = self._cache.get_client(key, write=True).getdel(key)
+        return default if value is None else self._cache._serializer.loads(value)

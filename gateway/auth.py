@@ -18,6 +18,7 @@ from django.contrib import auth
 from django.http.request import split_domain_port, validate_host
 
 from messaging.access import as_uuid
+from messaging.devices import device_with_user
 from messaging.events import CLOSE_FORBIDDEN, CLOSE_NOT_AUTHENTICATED
 from messaging.models import Device, User
 from messaging.tickets import redeem_ticket
@@ -80,8 +81,7 @@ def authenticate(scope: Mapping[str, Any]) -> Handshake:
         if user_id is None:
             return Handshake(CLOSE_NOT_AUTHENTICATED)
         # The device with its user in one query (a reconnect storm makes a thousand of these).
-        device = (Device.objects.select_related("user").filter(pk=device_uuid, user_id=user_id).first()
-                  if device_uuid else None)
+        device = device_with_user(device_uuid, user_id) if device_uuid else None
         user = device.user if device is not None else User.objects.filter(pk=user_id).first()
     elif "session" in scope:
         candidate = auth.get_user(SimpleNamespace(session=scope["session"]))  # type: ignore[arg-type]

@@ -39,8 +39,8 @@ from messaging.events import (
 from messaging.fanout import is_large
 from messaging.layer import conversation_group, device_group, user_group
 from messaging.models import Device, User
-from messaging.moderation import removals_to_replay
 from messaging.payloads import ConversationPayload
+from messaging.replay import removals_to_replay
 from ops import degraded
 from receipts.resume import ConversationResume, resume_points
 

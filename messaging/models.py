@@ -119,38 +119,6 @@ def greatest_sql() -> str:
     return "MAX" if connection.vendor == "sqlite" else "GREATEST"
 
 
-_INSERT_SQL: dict[tuple[type[models.Model], str], tuple[str, list[models.Field]]] = {}
-
-
-def insert_row(instance: models.Model) -> None:
-    """Store a new ``instance`` with one prebuilt INSERT and set its pk, as ``save()`` would.
-
-    The hot path's insert (a send stores a message on every call): ``objects.create`` compiles
-    its SQL anew each time, which cost more CPU than everything else in a send's transaction.
-    Values are prepared exactly as ``save()`` prepares them (each field's ``pre_save``, so
-    ``auto_now_add`` stamps the time, then ``get_db_prep_save``); no signals are sent (Parley
-    connects none to these models)."""
-    model = type(instance)
-    key = (model, connection.vendor)
-    built = _INSERT_SQL.get(key)
-    if built is None:
-        opts = model._meta
-        fields = [f for f in opts.local_concrete_fields if f is not opts.auto_field]
-        quote = connection.ops.quote_name
-        sql = (f"INSERT INTO {quote(opts.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
-               f"VALUES ({', '.join(['%s'] * len(fields))}) RETURNING {quote(opts.pk.column)}")
-        built = _INSERT_SQL[key] = (sql, fields)
-    sql, fields = built
-    values = [field.get_db_prep_save(field.pre_save(instance, True), connection) for field in fields]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, values)
-        row = cursor.fetchone()
-    assert row is not None
-    instance.pk = row[0]
-    instance._state.adding = False
-    instance._state.db = connection.alias
-
-
 class MembershipManager(models.Manager["Membership"]):
     def raise_marks(self, targets: Mapping[int, tuple[int, int]]) -> dict[int, tuple[int, int]]:
         """The receipt merge: raise memberships' watermarks, in one statement, never lowering one.
@@ -336,7 +304,7 @@ class MessageChange(models.Model):
             models.CheckConstraint(condition=Q(change__gte=1), name="change_number_positive"),
         ]
         # A hello replays the deletions and removals since the device's previous one as
-        # message.removed frames (messaging.moderation.removals_to_replay).
+        # message.removed frames (messaging.replay.removals_to_replay).
         indexes = [models.Index(fields=["conversation", "at"], condition=Q(kind__in=["deleted", "removed"]),
                                 name="change_withdrawals")]
 

@@ -11,14 +11,14 @@ the body in every serializer) means no read path, present or future (history, re
 fills, pushes, message info, the admin, a database export), can leak it; only the
 moderators' queue reads it back, from the decision. After commit the members' sockets get
 ``message.removed``; devices that were away get it at their next ``hello``
-(:func:`removals_to_replay`).
+(messaging.replay.removals_to_replay).
 
 Same prefixes as the rest of the core: ``check_*`` validates untrusted input, ``access_*``
 authorizes, ``do_*`` changes state and schedules its events after commit.
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Iterable, TypedDict
 
 from django.conf import settings
@@ -32,11 +32,10 @@ from .changes import record_change, withdraw_text
 from .checks import check_text
 from .conversations import announce_updated
 from .errors import Conflict, Forbidden, Invalid, NotFound
-from .events import CLOSE_FORBIDDEN, RemovedFrame, removed_frame
+from .events import CLOSE_FORBIDDEN
 from .models import (
     MODERATE_PERMISSION,
     Conversation,
-    Device,
     Flag,
     Membership,
     Message,
@@ -58,11 +57,7 @@ from .selectors import MESSAGE_JOINS
 
 Action = ModerationDecision.Action
 RESOLUTIONS = (Action.DISMISS.value, Action.REMOVE_MESSAGE.value)
-WITHDRAWALS = (MessageChange.Kind.DELETED.value, MessageChange.Kind.REMOVED.value)
 NOTE_MAX_LENGTH = char_limit(Flag, "note")
-# Removals are replayed from the device's previous hello, minus this, so that gateways whose
-# clocks disagree a little still miss none (a removal told twice is harmless).
-_CLOCK_SKEW = timedelta(minutes=1)
 
 
 # --- check_* ---------------------------------------------------------------------------------
@@ -252,34 +247,6 @@ def _tombstone(message: Message, decision: ModerationDecision) -> None:
     decision.save()
     record_change(message, kind=MessageChange.Kind.REMOVED, actor=decision.moderator,
                   write=lambda change: {**withdraw_text(message), "state": Message.State.REMOVED})
-
-
-def removals_to_replay(*, device: Device) -> list[RemovedFrame]:
-    """``message.removed`` frames for what was removed or deleted in the user's conversations
-    since this device's previous hello (at most a replay page, the most recent), and note
-    this hello. (Clients that follow the change stream get the same from it, exactly.)
-
-    Live ``message.removed`` frames may be lost like any doorbell; counting from the previous
-    hello (not the previous disconnect) repeats the ones of the last connection, so a lost
-    one is repaired at the next hello.
-    """
-    since, now = device.last_seen_at, timezone.now()
-    Device.objects.filter(pk=device.pk).update(last_seen_at=now)
-    device.last_seen_at = now
-    if since is None:
-        return []  # a new device holds no message that could have been removed
-    conversations = Membership.objects.filter(user_id=device.user_id).values("conversation_id")
-    rows = (MessageChange.objects
-            .filter(kind__in=WITHDRAWALS, at__gte=since - _CLOCK_SKEW, conversation__in=conversations)
-            .order_by("-at")
-            .values_list("conversation_id", "message_id", "message__seq")[:settings.PARLEY_REPLAY_PAGE_SIZE])
-    seen: set[int] = set()
-    removals = []
-    for conversation_id, message_id, seq in reversed(rows):
-        if message_id not in seen:
-            seen.add(message_id)
-            removals.append(removed_frame(conversation_id, message_id, seq))
-    return removals
 
 
 # --- What a moderator sees around a flag, and the audit trail -----------------------------------

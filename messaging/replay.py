@@ -9,12 +9,16 @@ reconnect triggers an unbounded query.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import NamedTuple
 
 from django.conf import settings
+from django.db import connection
+from django.utils import timezone
 
 from .errors import NotFound
-from .models import Conversation, Membership, User
+from .events import RemovedFrame, removed_frame
+from .models import Conversation, Device, Membership, Message, MessageChange, User
 from .payloads import ChangePayload, MessagePayload, change_payload, message_payload
 from .selectors import changes_after, messages_after
 
@@ -99,3 +103,69 @@ def conversation_heads(conversation_ids: list[int]) -> dict[int, Heads]:
                 "pk", "last_seq", "last_change"):
             result[pk] = Heads(last_seq, last_change)
     return result
+
+
+# --- message.removed frames for a device that was away ------------------------------------------
+
+WITHDRAWALS = (MessageChange.Kind.DELETED.value, MessageChange.Kind.REMOVED.value)
+# Removals are replayed from the device's previous hello, minus this, so that gateways whose
+# clocks disagree a little still miss none (a removal told twice is harmless).
+_CLOCK_SKEW = timedelta(minutes=1)
+
+
+def removals_to_replay(*, device: Device) -> list[RemovedFrame]:
+    """``message.removed`` frames for what was removed or deleted in the user's conversations
+    since this device's previous hello (at most a replay page, the most recent), and note
+    this hello. (Clients that follow the change stream get the same from it, exactly.)
+
+    Live ``message.removed`` frames may be lost like any doorbell; counting from the previous
+    hello (not the previous disconnect) repeats the ones of the last connection, so a lost
+    one is repaired at the next hello.
+
+    Every hello pays this, a reconnect storm a thousand times at once: on PostgreSQL the
+    note and the read are one prebuilt statement (the ORM's compiler cost more than both).
+    """
+    since, now = device.last_seen_at, timezone.now()
+    device.last_seen_at = now
+    if since is None:  # a new device holds no message that could have been removed
+        Device.objects.filter(pk=device.pk).update(last_seen_at=now)
+        return []
+    limit, after = settings.PARLEY_REPLAY_PAGE_SIZE, since - _CLOCK_SKEW
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(_withdrawals_sql(), [now, device.pk, after, device.user_id, limit])
+            rows = cursor.fetchall()
+    else:
+        Device.objects.filter(pk=device.pk).update(last_seen_at=now)
+        conversations = Membership.objects.filter(user_id=device.user_id).values("conversation_id")
+        rows = list(MessageChange.objects
+                    .filter(kind__in=WITHDRAWALS, at__gte=after, conversation__in=conversations)
+                    .order_by("-at").values_list("conversation_id", "message_id", "message__seq")[:limit])
+    seen: set[int] = set()
+    removals = []
+    for conversation_id, message_id, seq in reversed(rows):
+        if message_id not in seen:
+            seen.add(message_id)
+            removals.append(removed_frame(conversation_id, message_id, seq))
+    return removals
+
+
+_WITHDRAWALS_SQL: str | None = None
+
+
+def _withdrawals_sql() -> str:
+    """The hello's note and read of :func:`removals_to_replay` as one statement: the UPDATE runs
+    as a data-modifying CTE (PostgreSQL runs those whether or not the query reads them). The
+    kinds are literals so the partial index ``change_withdrawals`` matches its predicate."""
+    global _WITHDRAWALS_SQL
+    if _WITHDRAWALS_SQL is None:
+        quote = connection.ops.quote_name
+        kinds = ", ".join(f"'{kind}'" for kind in WITHDRAWALS)  # constants of the model, not input
+        _WITHDRAWALS_SQL = (
+            f"WITH seen AS (UPDATE {quote(Device._meta.db_table)} SET last_seen_at = %s WHERE id = %s RETURNING 1) "
+            f"SELECT c.conversation_id, c.message_id, m.seq FROM {quote(MessageChange._meta.db_table)} c "
+            f"JOIN {quote(Message._meta.db_table)} m ON m.id = c.message_id "
+            f"WHERE c.kind IN ({kinds}) AND c.at >= %s AND c.conversation_id IN "
+            f"(SELECT conversation_id FROM {quote(Membership._meta.db_table)} WHERE user_id = %s) "
+            f"ORDER BY c.at DESC LIMIT %s")
+    return _WITHDRAWALS_SQL

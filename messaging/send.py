@@ -20,8 +20,9 @@ from .access import as_id, require_not_suspended
 from .checks import MAX_SEQ, check_body, check_client_msg_id
 from .errors import Conflict, Invalid, NotFound
 from .mentions import render_body, store_mentions
-from .models import Conversation, Device, Membership, Message, User, insert_row
+from .models import Conversation, Device, Membership, Message, User
 from .payloads import MessagePayload, message_payload
+from .rows import insert_row
 from .selectors import MESSAGE_JOINS
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import secrets
 import uuid
+from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
@@ -35,14 +36,23 @@ def redeem_ticket(ticket: str, *, device_id: str | None = None) -> int | None:
     """
     if not isinstance(ticket, str) or not _TICKET_SHAPE.fullmatch(ticket):
         return None
-    key = _KEY_PREFIX + ticket
-    value = cache.get(key)
-    if value is None or not cache.delete(key):
+    value = _take(_KEY_PREFIX + ticket)
+    if value is None:
         return None
     bound = value["device"]
     if bound is not None and device_id is not None and _canonical(device_id) != bound:
         return None
     return value["user"]
+
+
+def _take(key: str) -> Any:
+    """The ticket's value, removed: one atomic step on Redis (chatproject.cache.RedisCache.pop);
+    elsewhere a get, then the delete that only one of two racing callers wins."""
+    pop = getattr(cache, "pop", None)
+    if pop is not None:
+        return pop(key)
+    value = cache.get(key)
+    return value if value is not None and cache.delete(key) else None
 
 
 def _canonical(device_id: object) -> str | None:

@@ -52,3 +52,17 @@ def test_tickets_need_authentication(api):
 def test_tickets_are_rate_limited_per_user(api, make_user):
     client = api.as_user(make_user())
     assert [client.post("/api/v1/ws-ticket").status_code for _ in range(3)] == [200, 200, 429]
+
+
+def test_of_many_threads_redeeming_one_ticket_exactly_one_gets_in(make_user):
+    """The gateway redeems tickets on many database threads; on Redis one GETDEL decides."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from messaging.tickets import issue_ticket
+
+    user = make_user()
+    for _ in range(20):
+        ticket, _ttl = issue_ticket(user_id=user.pk)
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            winners = [r for r in pool.map(lambda _: redeem_ticket(ticket), range(8)) if r is not None]
+        assert winners == [user.pk]

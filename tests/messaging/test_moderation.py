@@ -20,8 +20,8 @@ from messaging.moderation import (
     do_set_suspended,
     flag_payloads,
     flag_queue,
-    removals_to_replay,
 )
+from messaging.replay import removals_to_replay
 from messaging.send import do_send_message
 from tests.messaging.test_write_path import QUERIES_PER_SEND
 
@@ -289,3 +289,6 @@ def test_a_device_learns_at_its_next_hello_what_was_removed_since_its_last(flagg
     message = flagged["message"]
     assert removals_to_replay(device=device) == [
         {"type": "message.removed", "conversation": flagged["group"].pk, "id": message.pk, "seq": message.seq}]
+    noted = device.last_seen_at
+    device.refresh_from_db()
+    assert device.last_seen_at == noted  # the hello is noted in the store, next time counts from it

@@ -1,0 +1,66 @@
+"""Prebuilt SQL for the hot paths: statements built once per model and database, and rows
+turned into model instances without the ORM's query compiler.
+
+On a send, a handshake or a hello the ORM spent more CPU compiling its SQL than PostgreSQL
+spent running it (issue 15's profiles: a reconnect storm's handshakes were half compiler).
+These helpers keep the model as the one description of a table (its fields, columns and
+conversions) and skip only the compiling.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence, TypeVar
+
+from django.db import connection, models
+
+M = TypeVar("M", bound=models.Model)
+
+_INSERT_SQL: dict[tuple[type[models.Model], str], tuple[str, list[models.Field]]] = {}
+
+
+def insert_row(instance: models.Model) -> None:
+    """Store a new ``instance`` with one prebuilt INSERT and set its pk, as ``save()`` would.
+
+    The hot path's insert (a send stores a message on every call): ``objects.create`` compiles
+    its SQL anew each time, which cost more CPU than everything else in a send's transaction.
+    Values are prepared exactly as ``save()`` prepares them (each field's ``pre_save``, so
+    ``auto_now_add`` stamps the time, then ``get_db_prep_save``); no signals are sent (Parley
+    connects none to these models)."""
+    model = type(instance)
+    key = (model, connection.vendor)
+    built = _INSERT_SQL.get(key)
+    if built is None:
+        opts = model._meta
+        fields = [f for f in opts.local_concrete_fields if f is not opts.auto_field]
+        quote = connection.ops.quote_name
+        sql = (f"INSERT INTO {quote(opts.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
+               f"VALUES ({', '.join(['%s'] * len(fields))}) RETURNING {quote(opts.pk.column)}")
+        built = _INSERT_SQL[key] = (sql, fields)
+    sql, fields = built
+    values = [field.get_db_prep_save(field.pre_save(instance, True), connection) for field in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, values)
+        row = cursor.fetchone()
+    assert row is not None
+    instance.pk = row[0]
+    instance._state.adding = False
+    instance._state.db = connection.alias
+
+
+def select_list(model: type[models.Model], alias: str) -> str:
+    """The columns of ``model``'s concrete fields, in field order, as ``alias.column, ...``:
+    the select list :func:`from_row` reads back."""
+    quote = connection.ops.quote_name
+    return ", ".join(f"{alias}.{quote(field.column)}" for field in model._meta.concrete_fields)
+
+
+def field_count(model: type[models.Model]) -> int:
+    return len(model._meta.concrete_fields)
+
+
+def from_row(model: type[M], values: Sequence[Any]) -> M:
+    """An instance of ``model`` from the values of :func:`select_list`, as a queryset builds
+    it (``Model.from_db``: loaded, not adding). PostgreSQL's driver returns each column as its
+    field's Python value (UUID, aware datetime) already, so no converter runs: callers use
+    this on PostgreSQL and the ORM elsewhere."""
+    names = [field.attname for field in model._meta.concrete_fields]
+    return model.from_db(connection.alias, names, list(values))
