@@ -41,5 +41,6 @@ class RedisCache(django_redis.RedisCache):
         """The value of ``key``, deleted in the same step (Redis ``GETDEL``): of two callers
         racing for one key, exactly one gets it, in one round trip instead of a get and a delete."""
         key = self.make_and_validate_key(key, version=version)
-        value = self._cache.get_client(key, write=True).getdel(key)
-        return default if value is None else self._cache._serializer.loads(value)
+        client: Any = self._cache  # type: ignore[attr-defined]  # Django's, not in django-stubs
+        value = client.get_client(key, write=True).getdel(key)
+        return default if value is None else client._serializer.loads(value)
