@@ -121,7 +121,7 @@ CHANNEL_REDIS_URLS = env.list("CHANNEL_REDIS_URLS", default=[REDIS_URL] if REDIS
 if CHANNEL_REDIS_URLS:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "chatproject.layers.RedisChannelLayer",  # channels-redis, fewer round trips
             "CONFIG": {
                 "hosts": [{"address": url, "socket_timeout": None} for url in CHANNEL_REDIS_URLS],
                 "capacity": env.int("PARLEY_CHANNEL_CAPACITY", default=1000),
