@@ -10,6 +10,8 @@ repeats a push, never loses a message):
 """
 from __future__ import annotations
 
+import time
+
 from django.conf import settings
 from django.core.cache import cache
 
@@ -36,19 +38,36 @@ def _shown_key(conversation_id: int, user_id: int) -> str:
     return f"parley:push:shown:{conversation_id}:{user_id}"
 
 
+# Bursts this process opened, by conversation: when (time.monotonic()). Until the burst task
+# can run (its countdown, less a margin for clocks) the key is certainly there, so a busy
+# conversation's later sends from this process need not ask the cache (a round trip per send).
+_opened_here: dict[int, float] = {}
+_CLOCK_MARGIN_SECONDS = 1.0
+
+
 def open_burst(conversation_id: int) -> bool:
     """Open the conversation's burst; False if one is already open.
 
     The key outlives the window so a slow queue does not start a second burst; a lost task
     leaves it to expire, and the sweep has caught up by then.
     """
+    now = time.monotonic()
+    opened = _opened_here.get(conversation_id)
+    if opened is not None and now - opened < settings.PARLEY_PUSH_BURST_SECONDS - _CLOCK_MARGIN_SECONDS:
+        return False
     timeout = settings.PARLEY_PUSH_BURST_SECONDS + settings.PARLEY_PUSH_SWEEP_INTERVAL_SECONDS
-    return bool(cache.add(_burst_key(conversation_id), 1, timeout=timeout))
+    if not cache.add(_burst_key(conversation_id), 1, timeout=timeout):
+        return False
+    if len(_opened_here) > 10_000:  # forget bursts long closed
+        _opened_here.clear()
+    _opened_here[conversation_id] = now
+    return True
 
 
 def close_burst(conversation_id: int) -> None:
     """Called before the burst reads the store: a message committing from now on starts the
     next burst, and every one committed before is in what this burst reads."""
+    _opened_here.pop(conversation_id, None)  # run early here (Celery eager): the memo is over too
     cache.delete(_burst_key(conversation_id))
 
 

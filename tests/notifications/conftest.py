@@ -20,6 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from django.core.cache import cache
 from django.db.models import F
 
+from notifications import markers
+
 from .push_service import LocalPushService, b64url, public_point
 
 SUBJECT = "mailto:ops@parley.test"
@@ -44,10 +46,13 @@ def offline_path(settings, vapid_keys):
     settings.PARLEY_PUSH_BACKOFF_MAX_SECONDS = 60.0
     settings.PARLEY_PUSH_STALE_AFTER_SECONDS = 900
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    # Burst doorbells, presence counts and shown-notification markers live in the cache.
+    # Burst doorbells, presence counts and shown-notification markers live in the cache (and
+    # the bursts this process opened in its memo of them).
     cache.clear()
+    markers._opened_here.clear()
     yield
     cache.clear()
+    markers._opened_here.clear()
 
 
 @pytest.fixture

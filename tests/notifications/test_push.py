@@ -82,6 +82,23 @@ def test_a_deleted_mention_is_not_pushed(team, subscribe, send, worker, push_ser
     assert [(p["title"], p["body"]) for p in push_service.delivered(phone)] == [("Team", "Alice: later")]
 
 
+def test_a_busy_conversation_asks_the_cache_once_per_burst_from_one_process(team, subscribe, send, worker,
+                                                                           push_service, monkeypatch):
+    from notifications import markers
+
+    alice, bob, conversation = team
+    subscribe(bob)
+    asked = []
+    add = markers.cache.add
+    monkeypatch.setattr(markers.cache, "add", lambda *a, **k: asked.append(a[0]) or add(*a, **k))
+    for n in range(5):
+        send(alice, conversation, body=f"m{n}")
+    assert len(asked) == 1  # the burst this process opened is open until its task can run
+    worker.run()  # the burst ran (here, in this process): the next send opens the next one
+    send(alice, conversation, body="after")
+    assert len(asked) == 2 and worker.names() == ["parley.push.burst"]
+
+
 def test_a_message_after_the_burst_starts_the_next_burst(team, subscribe, send, worker, push_service):
     alice, bob, conversation = team
     phone = subscribe(bob)
