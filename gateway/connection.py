@@ -45,7 +45,7 @@ from ops import degraded
 from receipts.resume import ConversationResume, resume_points
 
 from .frames import Transport, encode, frame_text
-from .notices import Degraded, Notice, ReceiptText, Resync
+from .notices import Degraded, Notice, ReceiptBatch, ReceiptText, Resync
 from .protocol import FrameError
 from .writer import StreamWriter
 
@@ -68,6 +68,7 @@ class Connection:
         self.events: asyncio.Queue[Mapping[str, Any] | Notice] = asyncio.Queue()
         self.typing_sent_at: dict[int, float] = {}
         self.helloed = False
+        self.batch_receipts = False  # the client's hello asked for ``receipts`` frames (docs/api.md)
         self.closing = False
         self._closed = False
         self._pump: asyncio.Task[None] | None = None
@@ -119,9 +120,11 @@ class Connection:
         if not self.writer.follows(conversation_id):
             raise FrameError("not_found", "conversation not found")
 
-    async def hello(self, cursors: dict[int, int], change_cursors: dict[int, int] | None = None) -> None:
+    async def hello(self, cursors: dict[int, int], change_cursors: dict[int, int] | None = None, *,
+                    batch_receipts: bool = False) -> None:
         if self.helloed:
             raise FrameError("invalid", "hello was already received on this connection")
+        self.batch_receipts = batch_receipts
         db, hub, writer = self.runtime.db, self.runtime.hub, self.writer
         points, removals = await db(_where_to_resume)(user=self.user, device=self.device, cursors=cursors,
                                                       change_cursors=change_cursors)
@@ -228,7 +231,11 @@ class Connection:
                     logger.exception("gateway failed to handle %s", item)
 
     async def _handle(self, event: Mapping[str, Any] | Notice) -> None:
-        if isinstance(event, ReceiptText):
+        if isinstance(event, ReceiptBatch):
+            if self.writer.follows(event.conversation_id):
+                for text in event.frames(batched=self.batch_receipts):
+                    await self.transport.send_text(text)
+        elif isinstance(event, ReceiptText):
             await self._on_receipt(event)
         elif isinstance(event, Resync):
             if self.helloed:

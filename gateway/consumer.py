@@ -164,7 +164,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
     async def _handle(self, connection: Connection, frame: Frame) -> None:
         match frame:
             case Hello():
-                await connection.hello(frame.cursors, frame.changes)
+                await connection.hello(frame.cursors, frame.changes, batch_receipts=frame.batch_receipts)
             case Send():
                 await self._send_message(connection, frame)
             case Ack():

@@ -22,6 +22,20 @@ class ReceiptText:
 
 
 @dataclass(frozen=True)
+class ReceiptBatch:
+    """A conversation's coalesced marks for every socket following it (gateway.receipts): a
+    socket that asked for batches in its hello writes ``batch_text`` (one ``receipts`` frame),
+    any other writes ``texts`` (a ``receipt`` frame per user), each serialized once."""
+
+    conversation_id: int
+    texts: tuple[str, ...]
+    batch_text: str
+
+    def frames(self, *, batched: bool) -> tuple[str, ...]:
+        return (self.batch_text,) if batched else self.texts
+
+
+@dataclass(frozen=True)
 class Resync:
     """The layer lost events (a Redis restart): compare with the store and fill what is missing."""
 
@@ -33,7 +47,7 @@ class Degraded:
     shed: tuple[str, ...]
 
 
-Notice = ReceiptText | Resync | Degraded
+Notice = ReceiptText | ReceiptBatch | Resync | Degraded
 
 
 class Subscriber(Protocol):

@@ -41,6 +41,7 @@ def _conversation(frame: dict[str, Any]) -> int:
 class Hello:
     cursors: dict[int, int]
     changes: dict[int, int] | None = None  # None: the client follows no change cursors (no replay)
+    batch_receipts: bool = False  # one ``receipts`` frame per conversation per window (docs/api.md)
 
 
 @dataclass(frozen=True)
@@ -127,9 +128,11 @@ def parse_frame(text: str | None) -> Frame:
         raise FrameError("invalid", "frames must be JSON objects")
     kind = frame.get("type")
     if kind == "hello":
-        changes = frame.get("changes")
+        changes, batch_receipts = frame.get("changes"), frame.get("batch_receipts", False)
+        if not isinstance(batch_receipts, bool):
+            raise FrameError("invalid", "batch_receipts must be true or false")
         return Hello(cursors=_cursors(frame.get("cursors")),
-                     changes=None if changes is None else _cursors(changes, "changes"))
+                     changes=None if changes is None else _cursors(changes, "changes"), batch_receipts=batch_receipts)
     if kind == "send":
         client_msg_id = frame.get("client_msg_id")
         echo = client_msg_id if isinstance(client_msg_id, str) else None

@@ -245,6 +245,14 @@ def receipt_frame(conversation_id: int, user_id: int, *, delivered_seq: int, rea
             "delivered_seq": delivered_seq, "read_seq": read_seq}
 
 
+def receipts_frame(conversation_id: int, marks: list[ReceiptMarks]) -> dict[str, Any]:
+    """Several users' marks in one conversation, for a socket that asked for batched receipts
+    (an extension: docs/api.md, "Batched receipts")."""
+    return {"type": "receipts", "conversation": conversation_id,
+            "receipts": [{"user": m["user"], "delivered_seq": m["delivered_seq"], "read_seq": m["read_seq"]}
+                         for m in marks]}
+
+
 def removed_frame(conversation_id: int, message_id: int, seq: int) -> RemovedFrame:
     return {"type": "message.removed", "conversation": conversation_id, "id": message_id, "seq": seq}
 

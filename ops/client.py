@@ -160,7 +160,8 @@ class ParleyClient:
             self.connections += 1
             self._held = dict(self.cursors)
             self._changes_held = dict(self.change_cursors)
-            hello: dict[str, Any] = {"type": "hello", "cursors": {str(k): v for k, v in self.cursors.items()}}
+            hello: dict[str, Any] = {"type": "hello", "cursors": {str(k): v for k, v in self.cursors.items()},
+                                     "batch_receipts": True}  # a "receipts" frame per window, not one per member
             if self.follow_changes:
                 hello["changes"] = {str(k): v for k, v in self.change_cursors.items()}
             await ws.send(json.dumps(hello))

@@ -47,9 +47,9 @@ class Socket:
     async def nothing(self, timeout: float = 0.3) -> bool:
         return await self.communicator.receive_nothing(timeout=timeout)
 
-    async def hello(self, cursors: dict | None = None) -> tuple[list[dict], dict]:
-        """Send hello; return the replay pages and the ready frame."""
-        await self.send({"type": "hello", "cursors": {str(k): v for k, v in (cursors or {}).items()}})
+    async def hello(self, cursors: dict | None = None, **options: object) -> tuple[list[dict], dict]:
+        """Send hello (``options``: more of its fields); return the replay pages and the ready frame."""
+        await self.send({"type": "hello", "cursors": {str(k): v for k, v in (cursors or {}).items()}, **options})
         pages = []
         while True:
             frame = await self.recv_type("messages", "ready")

@@ -171,7 +171,9 @@ class Pool:
             dev.ws = ws
             dev.connections += 1
             dev.held = dict(dev.cursors)
-            await ws.send(json.dumps({"type": "hello", "cursors": {str(k): v for k, v in dev.cursors.items()}}))
+            # As the browser and the reference client: receipts batched per conversation and window.
+            await ws.send(json.dumps({"type": "hello", "cursors": {str(k): v for k, v in dev.cursors.items()},
+                                      "batch_receipts": True}))
             async for raw in ws:
                 self._frame(dev, ws, raw)
 

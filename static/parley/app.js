@@ -143,6 +143,13 @@ store.subscribe((change) => {
 // unread_mentions the page can't work out itself (store.unreadMentions): asked for again,
 // once per conversation at a time.
 const recounting = new Set();
+// One user's marks in a conversation, from a "receipt" frame or an entry of a "receipts" frame.
+function applyReceipt(conversationId, marks) {
+  store.setReceipt(conversationId, marks.user, { delivered_seq: marks.delivered_seq, read_seq: marks.read_seq });
+  // Read on another device: mentions read there may be ones this page never loaded.
+  if (marks.user === config.me.id && store.get(conversationId)?.mentionBase?.count) recountMentions(conversationId);
+}
+
 function recountMentions(id) {
   if (recounting.has(id)) return;
   recounting.add(id);
@@ -257,9 +264,10 @@ async function onFrame(frame) {
       sendFailed(frame);
       break;
     case "receipt":
-      store.setReceipt(frame.conversation, frame.user, { delivered_seq: frame.delivered_seq, read_seq: frame.read_seq });
-      // Read on another device: mentions read there may be ones this page never loaded.
-      if (frame.user === config.me.id && store.get(frame.conversation)?.mentionBase?.count) recountMentions(frame.conversation);
+      applyReceipt(frame.conversation, frame);
+      break;
+    case "receipts":
+      for (const marks of frame.receipts) applyReceipt(frame.conversation, marks);
       break;
     case "typing":
       store.setTyping(frame.conversation, frame.user);

@@ -162,7 +162,8 @@ export class ParleySocket {
       const changes = Object.fromEntries([...this.changeCursors].map(([c, change]) => [String(c), change]));
       this.replayAsked.clear();
       this.changesAsked.clear();
-      this.write({ type: "hello", cursors, changes });
+      // batch_receipts: one "receipts" frame per conversation and window instead of one per member.
+      this.write({ type: "hello", cursors, changes, batch_receipts: true });
       this.schedulePing();
     };
     ws.onmessage = (event) => this.receive(JSON.parse(event.data));

@@ -157,6 +157,51 @@ async def test_reads_reach_the_senders_devices_and_the_readers_other_devices(pai
         await s.close()
 
 
+async def test_a_socket_that_asks_for_batches_gets_members_marks_in_receipts_frames_and_no_receipt(
+        pair, open_socket, make_user, settings):
+    """The hello's ``batch_receipts`` (docs/api.md): a frame per conversation per window (the
+    unit tests count them), the same marks a plain socket gets as a ``receipt`` per user."""
+    from messaging.models import Device
+
+    settings.PARLEY_RECEIPT_COALESCE_MS = 300
+    alice, bob, group, alice_phone, bob_phone = pair
+    carol = await database_sync_to_async(make_user)("carol")
+    await database_sync_to_async(do_add_members)(actor=alice, conversation_id=group.pk, user_ids=[carol.pk])
+    carol_phone = await database_sync_to_async(Device.objects.create)(user=carol, name="phone")
+    batching = await open_socket(alice, alice_phone, hello=False)
+    await batching.hello(batch_receipts=True)
+    plain = await open_socket(alice, await database_sync_to_async(Device.objects.create)(user=alice, name="laptop"))
+    b = await open_socket(bob, bob_phone)
+    c = await open_socket(carol, carol_phone)
+    await send_n(alice, group, 1)
+    await b.recv_messages(1)
+    await c.recv_messages(1)
+    await batching.nothing(0.4)  # the window after alice's own marks (sending raised them) is over
+    await b.send({"type": "read", "conversation": group.pk, "seq": 1})
+    await c.send({"type": "read", "conversation": group.pk, "seq": 1})
+
+    async def marks_of(socket, kind):
+        got = {}
+        while set(got) != {bob.pk, carol.pk}:
+            frame = await socket.recv_type(kind, timeout=3)
+            for mark in frame["receipts"] if kind == "receipts" else [frame]:
+                if mark["user"] != alice.pk:
+                    got[mark["user"]] = (mark["delivered_seq"], mark["read_seq"])
+        return got
+
+    assert await marks_of(batching, "receipts") == {bob.pk: (1, 1), carol.pk: (1, 1)}
+    assert await marks_of(plain, "receipt") == {bob.pk: (1, 1), carol.pk: (1, 1)}
+    assert not [f for f in await drain(batching) if f["type"] == "receipt"]
+
+
+async def test_batch_receipts_must_be_a_boolean(pair, open_socket):
+    alice, _, _, alice_phone, _ = pair
+    socket = await open_socket(alice, alice_phone, hello=False)
+    await socket.send({"type": "hello", "cursors": {}, "batch_receipts": "yes"})
+    assert (await socket.recv_type("error"))["code"] == "invalid"
+    await socket.hello(batch_receipts=True)  # the connection stays open; a good hello works
+
+
 async def test_acks_out_of_order_never_lower_the_watermark(pair, open_socket, settings):
     from messaging.models import Membership
     from receipts.models import DeviceCursor

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from gateway.notices import ReceiptText
+from gateway.notices import ReceiptBatch, ReceiptText
 from gateway.receipts import ReceiptCoalescer
 from tests.clock import ManualClock
 
@@ -13,10 +13,17 @@ from tests.clock import ManualClock
 class FakeSocket:
     def __init__(self, device_key: str = "") -> None:
         self.device_key = device_key
-        self.frames: list[ReceiptText] = []
+        self.frames: list[ReceiptText | ReceiptBatch] = []
 
-    def deliver(self, notice: ReceiptText) -> None:
+    def deliver(self, notice: ReceiptText | ReceiptBatch) -> None:
         self.frames.append(notice)
+
+    def written(self, *, batched: bool = False) -> list[dict]:
+        """The frames this socket would write: a ``receipt`` per user, or with ``batched`` (its
+        hello asked for batches) one ``receipts`` frame per flush."""
+        texts = [t for n in self.frames
+                 for t in (n.frames(batched=batched) if isinstance(n, ReceiptBatch) else (n.text,))]
+        return [json.loads(text) for text in texts]
 
 
 def receipts(conversation: int, *marks: tuple[int, int, int, list[str]], own_only: bool = False) -> dict:
@@ -43,24 +50,23 @@ def test_crossing_events_become_one_frame_per_socket_with_the_highest_marks(proc
     coalescer.add(receipts(7, (2, 5, 1, [])))
     coalescer.add(receipts(7, (2, 4, 3, [])))  # an older delivered mark crossing a newer read
     clock.advance(0)
-    assert all(len(socket.frames) == 1 for socket in routes["conv.7"])
-    assert [json.loads(socket.frames[0].text) for socket in routes["conv.7"]] == 3 * [
-        {"type": "receipt", "conversation": 7, "user": 2, "delivered_seq": 5, "read_seq": 3}]
+    assert [socket.written() for socket in routes["conv.7"]] == 3 * [
+        [{"type": "receipt", "conversation": 7, "user": 2, "delivered_seq": 5, "read_seq": 3}]]
     # serialized once: every socket got the very same string
-    assert len({id(socket.frames[0].text) for socket in routes["conv.7"]}) == 1
+    assert len({id(socket.frames[0].texts[0]) for socket in routes["conv.7"]}) == 1
 
 
 def test_a_later_advance_waits_out_the_window_of_the_last_frame(process, clock):
     coalescer, routes = process
     coalescer.add(receipts(7, (2, 1, 0, [])))
     clock.advance(0.01)
-    assert all(len(s.frames) == 1 for s in routes["conv.7"])  # the first goes out at once
+    assert all(len(s.written()) == 1 for s in routes["conv.7"])  # the first goes out at once
     coalescer.add(receipts(7, (2, 2, 0, [])))
     clock.advance(0.039)
-    assert all(len(s.frames) == 1 for s in routes["conv.7"])  # inside the window: held
+    assert all(len(s.written()) == 1 for s in routes["conv.7"])  # inside the window: held
     clock.advance(0.002)
-    assert all(json.loads(s.frames[-1].text)["delivered_seq"] == 2 for s in routes["conv.7"])
-    assert all(len(s.frames) == 2 for s in routes["conv.7"])
+    assert all(s.written()[-1]["delivered_seq"] == 2 for s in routes["conv.7"])
+    assert all(len(s.written()) == 2 for s in routes["conv.7"])
 
 
 def test_in_large_conversations_only_the_users_own_sockets_get_it_minus_the_acking_device(process, clock):
@@ -97,4 +103,33 @@ def test_a_deferred_receipt_is_released_with_the_latest_marks(process, clock, mo
     assert all(s.frames == [] for s in routes["conv.7"])
     monkeypatch.setattr(degraded, "sheds", lambda kind: False)
     coalescer.release()
-    assert [json.loads(s.frames[0].text)["read_seq"] for s in routes["conv.7"]] == [2, 2, 2]
+    assert [s.written()[0]["read_seq"] for s in routes["conv.7"]] == [2, 2, 2]
+
+
+def test_one_window_of_many_members_marks_is_one_receipts_frame_for_a_batching_socket(process, clock):
+    coalescer, routes = process
+    coalescer.add(receipts(7, (2, 5, 1, [])))
+    coalescer.add(receipts(7, (3, 5, 0, []), (4, 4, 4, [])))
+    clock.advance(0)
+    coalescer.add(receipts(7, (3, 6, 6, [])))  # inside the window: the next flush, with the latest
+    clock.advance(0.05)
+    socket = next(iter(routes["conv.7"]))
+    assert socket.written(batched=True) == [
+        {"type": "receipts", "conversation": 7, "receipts": [
+            {"user": 2, "delivered_seq": 5, "read_seq": 1}, {"user": 3, "delivered_seq": 5, "read_seq": 0},
+            {"user": 4, "delivered_seq": 4, "read_seq": 4}]},
+        {"type": "receipts", "conversation": 7, "receipts": [{"user": 3, "delivered_seq": 6, "read_seq": 6}]},
+    ]
+    # the same flushes, for a socket that did not ask: a receipt per user, the same marks
+    assert [(f["user"], f["delivered_seq"], f["read_seq"]) for f in socket.written()] == [
+        (2, 5, 1), (3, 5, 0), (4, 4, 4), (3, 6, 6)]
+
+
+def test_a_conversation_flushes_at_most_once_per_window_whoever_advanced(process, clock):
+    coalescer, routes = process
+    for user in range(2, 12):
+        coalescer.add(receipts(7, (user, 1, 0, [])))
+        clock.advance(0.004)  # ten members' acks spread over 40 ms: inside one window
+    clock.advance(0.05)
+    # the first at once (the conversation was idle), the other nine together at the window's end
+    assert all([len(n.texts) for n in s.frames] == [1, 9] for s in routes["conv.7"])
