@@ -9,7 +9,8 @@ publish):
 * ``group_send``: ZREMRANGEBYSCORE and ZRANGE on the group, a pipeline of ZREMRANGEBYSCORE on
   each channel, then an EVAL carrying its script's text;
 * ``receive``: an EVAL (the backup queue's cleanup, its text again), BZPOPMIN, a ZADD to the
-  backup queue, and after the message is handed on a ZPOPMIN of the backup queue.
+  backup queue, and after the message is handed on a ZPOPMIN of the backup queue;
+* ``group_add``: a ZADD, then an EXPIRE (one pipeline here).
 
 Here the group's two commands go in one pipeline and the channels' expiry cleanup moves into
 the send script, which runs by its SHA (``EVALSHA``; redis-py loads it on a ``NOSCRIPT``): two
@@ -74,6 +75,18 @@ class RedisChannelLayer(core.RedisChannelLayer):
         if script is None:
             script = self._scripts[source] = connection.register_script(source)
         return script
+
+    async def group_add(self, group: str, channel: str) -> None:
+        """channels-redis' ZADD and EXPIRE, in one round trip (a reconnect storm's sockets each
+        add their device's and often their user's group)."""
+        assert self.require_valid_group_name(group), "Group name not valid"
+        assert self.require_valid_channel_name(channel), "Channel name not valid"
+        key = self._group_key(group)
+        connection = self.connection(self.consistent_hash(group))
+        async with connection.pipeline(transaction=False) as pipe:
+            pipe.zadd(key, {channel: time.time()})
+            pipe.expire(key, self.group_expiry)
+            await pipe.execute()
 
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
         assert self.require_valid_group_name(group), "Group name not valid"

@@ -76,8 +76,7 @@ class Connection:
     # --- lifecycle ---------------------------------------------------------------------------
     async def open(self) -> None:
         self._pump = asyncio.get_running_loop().create_task(self._drain_events())
-        await self._join(user_group(self.user.pk))
-        await self._join(device_group(self.device.pk))
+        await asyncio.gather(self._join(user_group(self.user.pk)), self._join(device_group(self.device.pk)))
 
     async def close(self, code: int) -> None:
         """The socket ended (any way): leave the hub, store the acks, count the user offline."""
