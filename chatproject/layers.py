@@ -15,8 +15,9 @@ publish):
 Here the group's two commands go in one pipeline and the channels' expiry cleanup moves into
 the send script, which runs by its SHA (``EVALSHA``; redis-py loads it on a ``NOSCRIPT``): two
 round trips. A receive whose channel already holds a message (the hub under load) takes it
-with one script that does the cleanup, the pop and the backup in one step, and waits with
-channels-redis' own BZPOPMIN path only when the channel is empty. What is stored, where, with
+with one script that does the cleanup, the pop and the backup in one step; on an empty
+channel the same script's cleanup stands for channels-redis' own, then BZPOPMIN and the
+backup ZADD as it does them (three round trips, as before). What is stored, where, with
 which scores, expiries and capacities is exactly channels-redis' (its tests of the semantics,
 ours of delivery and repair, run on this class).
 """
@@ -111,9 +112,19 @@ class RedisChannelLayer(core.RedisChannelLayer):
                                  len(channel_names), group)
 
     async def _brpop_with_clean(self, index: int, channel: str, timeout: Any) -> Any:
+        """channels-redis' receive step: what an interrupted receive left in the backup queue
+        goes back first, then the oldest message moves to the backup queue until it has been
+        handed on. One round trip when a message is waiting; otherwise the wait, as
+        channels-redis does it, minus its cleanup (the script just did that, and only this
+        receiver, under channels-redis' per-channel lock, touches the backup queue)."""
         connection = self.connection(index)
-        taken = await self._script(connection, _TAKE)(keys=[channel, self._backup_channel_name(channel)],
-                                                      client=connection)
+        backup = self._backup_channel_name(channel)
+        taken = await self._script(connection, _TAKE)(keys=[channel, backup], client=connection)
         if taken:
             return taken
-        return await super()._brpop_with_clean(index, channel, timeout)
+        result = await connection.bzpopmin(channel, timeout=timeout)
+        if result is None:
+            return None
+        _, member, score = result
+        await connection.zadd(backup, {member: float(score)})
+        return member

@@ -121,7 +121,9 @@ CHANNEL_REDIS_URLS = env.list("CHANNEL_REDIS_URLS", default=[REDIS_URL] if REDIS
 if CHANNEL_REDIS_URLS:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "chatproject.layers.RedisChannelLayer",  # channels-redis, fewer round trips
+            # channels-redis with fewer round trips (chatproject/layers.py); the stock class
+            # (channels_redis.core.RedisChannelLayer) stores and reads the same keys.
+            "BACKEND": env("PARLEY_CHANNEL_LAYER_BACKEND", default="chatproject.layers.RedisChannelLayer"),
             "CONFIG": {
                 "hosts": [{"address": url, "socket_timeout": None} for url in CHANNEL_REDIS_URLS],
                 "capacity": env.int("PARLEY_CHANNEL_CAPACITY", default=1000),

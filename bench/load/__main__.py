@@ -130,7 +130,8 @@ async def run(args, names: list[str], command: str) -> None:
         for name in names:
             meta = {"started": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"),
                     "commit": f"{commit} (the tree when the stack started, {stack_started} UTC)",
-                    "dirty_note": (f" plus uncommitted changes in {', '.join(l[3:] for l in dirty.splitlines())}"
+                    # porcelain lines are "XY path"; git() stripped the first line's leading blank
+                    "dirty_note": (f" plus uncommitted changes in {', '.join(l[2:].strip() for l in dirty.splitlines())}"
                                    if dirty else ""),
                     "loadavg_start": loadavg(), "command": command, "cores": os.cpu_count()}
             print(f"== {name} (load average {meta['loadavg_start']})", flush=True)
