@@ -8,6 +8,7 @@ environment variable of the same name overrides.
 from pathlib import Path
 
 import environ
+import redis
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
@@ -118,6 +119,11 @@ REDIS_URL = env("REDIS_URL", default="")
 # Several Redis servers may carry the channel layer (channels-redis shards by channel name).
 CHANNEL_REDIS_URLS = env.list("CHANNEL_REDIS_URLS", default=[REDIS_URL] if REDIS_URL else [])
 
+# redis-py reads its own package metadata (files, an email-format parse) for every new
+# connection unless told its name and version: milliseconds each time a pool grows, which a
+# reconnect storm's database threads all do at once.
+REDIS_CLIENT_INFO = {"lib_name": "redis-py", "lib_version": redis.__version__}
+
 if CHANNEL_REDIS_URLS:
     CHANNEL_LAYERS = {
         "default": {
@@ -125,7 +131,7 @@ if CHANNEL_REDIS_URLS:
             # (channels_redis.core.RedisChannelLayer) stores and reads the same keys.
             "BACKEND": env("PARLEY_CHANNEL_LAYER_BACKEND", default="chatproject.layers.RedisChannelLayer"),
             "CONFIG": {
-                "hosts": [{"address": url, "socket_timeout": None} for url in CHANNEL_REDIS_URLS],
+                "hosts": [{"address": url, "socket_timeout": None, **REDIS_CLIENT_INFO} for url in CHANNEL_REDIS_URLS],
                 "capacity": env.int("PARLEY_CHANNEL_CAPACITY", default=1000),
                 "expiry": 60,
                 "group_expiry": 86400,
@@ -138,6 +144,7 @@ if CHANNEL_REDIS_URLS:
             # Django's, reusing its redis-py clients (chatproject/cache.py).
             "BACKEND": "chatproject.cache.RedisCache",
             "LOCATION": REDIS_URL or CHANNEL_REDIS_URLS[0],
+            "OPTIONS": REDIS_CLIENT_INFO,
         }
     }
 else:

@@ -53,3 +53,21 @@ def test_the_shared_client_serves_every_cache_operation_from_many_threads(backen
     assert errors == [], repr(errors[:1])
     assert backend.get("counter") == 400
     backend.delete_many(["counter", *(f"key-{n}" for n in range(8))])
+
+
+def test_a_new_redis_connection_does_not_read_package_metadata(monkeypatch):
+    """redis-py reads its own metadata for each connection unless told its version; a pool
+    growing under a reconnect storm paid that for every connection."""
+    import redis.utils
+
+    from chatproject import settings as configured
+
+    reads = []
+    monkeypatch.setattr(redis.utils, "get_lib_version", lambda: reads.append(1) or "0")
+    cache = RedisCache(configured.CACHES["default"]["LOCATION"], {"OPTIONS": configured.CACHES["default"]["OPTIONS"]})
+    cache.set("metadata-probe", 1)
+    assert cache.get("metadata-probe") == 1
+    host = configured.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"][0]
+    client = redis.Redis.from_url(host["address"], **{k: v for k, v in host.items() if k != "address"})
+    assert client.ping()
+    assert reads == []
