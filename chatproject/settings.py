@@ -11,6 +11,7 @@ import environ
 import redis
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
+from redis.driver_info import DriverInfo
 
 from ops.checks import PUBLISHED_SECRET_KEY
 from ops.logs import configure_logging
@@ -122,7 +123,7 @@ CHANNEL_REDIS_URLS = env.list("CHANNEL_REDIS_URLS", default=[REDIS_URL] if REDIS
 # redis-py reads its own package metadata (files, an email-format parse) for every new
 # connection unless told its name and version: milliseconds each time a pool grows, which a
 # reconnect storm's database threads all do at once.
-REDIS_CLIENT_INFO = {"lib_name": "redis-py", "lib_version": redis.__version__}
+REDIS_CLIENT_INFO = {"driver_info": DriverInfo(lib_version=redis.__version__)}
 
 if CHANNEL_REDIS_URLS:
     CHANNEL_LAYERS = {

@@ -66,6 +66,7 @@ export class Lightbox {
     this.download = dialog.querySelector("[data-lightbox-download]");
     this.opener = null;
     dialog.addEventListener("close", () => {
+      if (dialog.open) return; // a queued close of an earlier showing, arriving after a reopen
       this.image.removeAttribute("src");
       this.opener?.focus();
       this.opener = null;

@@ -40,6 +40,7 @@ export class DetailsPanel {
     $("details-mute").addEventListener("change", (event) => this.saveMute(event.target.value));
     $("leave-conversation").addEventListener("click", () => this.leave());
     this.dialog.addEventListener("close", () => {
+      if (this.dialog.open) return; // a queued close of an earlier showing, arriving after a reopen
       this.conversation = null;
       this.members.reset();
     });

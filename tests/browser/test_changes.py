@@ -351,3 +351,25 @@ def test_a_history_page_read_before_an_edit_but_arriving_after_it_does_not_bring
     route.fulfill(response=stale)
     expect(page.locator("#message-list .message[data-seq='5'] .bubble")).to_have_text("line 5, corrected")
     expect(page.locator("#message-list .message[data-seq='5'] .edited")).to_be_visible()
+
+
+def test_a_confirmation_reopened_at_once_is_not_answered_by_the_previous_close(people, signed_in, trip):
+    """A dialog's "close" event is queued: Esc, then the same dialog opened again before that
+    event ran, must not take the old close for the new answer (the keyboard delete test caught
+    it under a loaded machine: the second Delete did nothing)."""
+    page = open_app(signed_in("alice"), f"/c/{trip.pk}")
+    answers = page.evaluate("""async () => {
+        const { confirmAction } = await import("/static/parley/confirm.js");
+        const dialog = document.getElementById("confirm-dialog");
+        const what = { title: "Delete message?", text: "Sure?", action: "Delete" };
+        const answers = [];
+        confirmAction(dialog, what).then((sure) => answers.push(["first", sure]));
+        dialog.close();                       // Esc: its close event is queued, not yet fired
+        confirmAction(dialog, what).then((sure) => answers.push(["second", sure]));
+        await new Promise((resolve) => setTimeout(resolve, 50));  // the queued close runs now
+        const pending = answers.length;
+        dialog.querySelector("button[value=confirm]").click();
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        return { pending, answers };
+    }""")
+    assert answers == {"pending": 1, "answers": [["first", False], ["second", True]]}
