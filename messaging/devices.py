@@ -4,6 +4,7 @@ Every WebSocket connection belongs to a device; removing a device closes its soc
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from django.conf import settings
@@ -63,15 +64,10 @@ def device_with_user(device_id: Any, user_id: int) -> Device | None:
     return device
 
 
-_DEVICE_WITH_USER_SQL: str | None = None
-
-
+@functools.cache
 def _device_with_user_sql() -> str:
-    global _DEVICE_WITH_USER_SQL
-    if _DEVICE_WITH_USER_SQL is None:
-        quote = connection.ops.quote_name
-        _DEVICE_WITH_USER_SQL = (
-            f"SELECT {rows.select_list(Device, 'd')}, {rows.select_list(User, 'u')} "
-            f"FROM {quote(Device._meta.db_table)} d JOIN {quote(User._meta.db_table)} u ON u.id = d.user_id "
-            f"WHERE d.id = %s AND d.user_id = %s")
-    return _DEVICE_WITH_USER_SQL
+    quote = connection.ops.quote_name
+    return (
+        f"SELECT {rows.select_list(Device, 'd')}, {rows.select_list(User, 'u')} "
+        f"FROM {quote(Device._meta.db_table)} d JOIN {quote(User._meta.db_table)} u ON u.id = d.user_id "
+        f"WHERE d.id = %s AND d.user_id = %s")

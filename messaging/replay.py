@@ -8,6 +8,7 @@ reconnect triggers an unbounded query.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import NamedTuple
@@ -150,22 +151,17 @@ def removals_to_replay(*, device: Device) -> list[RemovedFrame]:
     return removals
 
 
-_WITHDRAWALS_SQL: str | None = None
-
-
+@functools.cache
 def _withdrawals_sql() -> str:
     """The hello's note and read of :func:`removals_to_replay` as one statement: the UPDATE runs
     as a data-modifying CTE (PostgreSQL runs those whether or not the query reads them). The
     kinds are literals so the partial index ``change_withdrawals`` matches its predicate."""
-    global _WITHDRAWALS_SQL
-    if _WITHDRAWALS_SQL is None:
-        quote = connection.ops.quote_name
-        kinds = ", ".join(f"'{kind}'" for kind in WITHDRAWALS)  # constants of the model, not input
-        _WITHDRAWALS_SQL = (
-            f"WITH seen AS (UPDATE {quote(Device._meta.db_table)} SET last_seen_at = %s WHERE id = %s RETURNING 1) "
-            f"SELECT c.conversation_id, c.message_id, m.seq FROM {quote(MessageChange._meta.db_table)} c "
-            f"JOIN {quote(Message._meta.db_table)} m ON m.id = c.message_id "
-            f"WHERE c.kind IN ({kinds}) AND c.at >= %s AND c.conversation_id IN "
-            f"(SELECT conversation_id FROM {quote(Membership._meta.db_table)} WHERE user_id = %s) "
-            f"ORDER BY c.at DESC LIMIT %s")
-    return _WITHDRAWALS_SQL
+    quote = connection.ops.quote_name
+    kinds = ", ".join(f"'{kind}'" for kind in WITHDRAWALS)  # constants of the model, not input
+    return (
+        f"WITH seen AS (UPDATE {quote(Device._meta.db_table)} SET last_seen_at = %s WHERE id = %s RETURNING 1) "
+        f"SELECT c.conversation_id, c.message_id, m.seq FROM {quote(MessageChange._meta.db_table)} c "
+        f"JOIN {quote(Message._meta.db_table)} m ON m.id = c.message_id "
+        f"WHERE c.kind IN ({kinds}) AND c.at >= %s AND c.conversation_id IN "
+        f"(SELECT conversation_id FROM {quote(Membership._meta.db_table)} WHERE user_id = %s) "
+        f"ORDER BY c.at DESC LIMIT %s")

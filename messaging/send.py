@@ -7,6 +7,7 @@ REST, the WebSocket ``send`` frame, the demo data and the benchmarks all call
 """
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -64,22 +65,19 @@ class _SendTarget:
 
 
 _CONVERSATION_COLUMNS = ("id", "kind", "member_count", "slow_mode_seconds")
-_SEND_TARGET_SQL: str | None = None
 
 
+@functools.cache
 def _send_target_sql() -> str:
-    global _SEND_TARGET_SQL
-    if _SEND_TARGET_SQL is None:
-        quote = connection.ops.quote_name
-        membership, conversation = Membership._meta.db_table, Conversation._meta.db_table
-        columns = ", ".join(f"c.{quote(name)}" for name in _CONVERSATION_COLUMNS)  # plain fields: column = name
-        _SEND_TARGET_SQL = (
-            f"SELECT m.id, {columns}, "
-            f"(SELECT p.id FROM {quote(Message._meta.db_table)} p WHERE p.sender_id = %s AND p.client_msg_id = %s "
-            f"LIMIT 1) "
-            f"FROM {quote(membership)} m JOIN {quote(conversation)} c ON c.id = m.conversation_id "
-            f"WHERE m.conversation_id = %s AND m.user_id = %s")
-    return _SEND_TARGET_SQL
+    quote = connection.ops.quote_name
+    membership, conversation = Membership._meta.db_table, Conversation._meta.db_table
+    columns = ", ".join(f"c.{quote(name)}" for name in _CONVERSATION_COLUMNS)  # plain fields: column = name
+    return (
+        f"SELECT m.id, {columns}, "
+        f"(SELECT p.id FROM {quote(Message._meta.db_table)} p WHERE p.sender_id = %s AND p.client_msg_id = %s "
+        f"LIMIT 1) "
+        f"FROM {quote(membership)} m JOIN {quote(conversation)} c ON c.id = m.conversation_id "
+        f"WHERE m.conversation_id = %s AND m.user_id = %s")
 
 
 def _store(message: Message, *, membership_id: int) -> bool:
@@ -113,33 +111,28 @@ def _store(message: Message, *, membership_id: int) -> bool:
     return bool(advanced)
 
 
-_STORE_SQL: tuple[str, list[Any]] | None = None
-
-
+@functools.cache
 def _store_sql() -> tuple[str, list[Any]]:
     """The statement of :func:`_store` on PostgreSQL, built once; and the message fields whose
     values it takes, in order (the seq comes from the UPDATE)."""
-    global _STORE_SQL
-    if _STORE_SQL is None:
-        quote = connection.ops.quote_name
-        opts = Message._meta
-        conversations, messages, memberships = (quote(Conversation._meta.db_table), quote(opts.db_table),
-                                                quote(Membership._meta.db_table))
-        columns = [f for f in opts.local_concrete_fields if f is not opts.auto_field]
-        fields = [f for f in columns if f.name != "seq"]
-        values = ", ".join("taken.last_seq" if f.name == "seq" else "%s" for f in columns)
-        _STORE_SQL = (
-            f"WITH taken AS (UPDATE {conversations} SET last_seq = last_seq + 1, last_activity_at = %s "
-            f"WHERE id = %s RETURNING last_seq), "
-            f"stored AS (INSERT INTO {messages} ({', '.join(quote(f.column) for f in columns)}) "
-            f"SELECT {values} FROM taken RETURNING id, seq), "
-            f"marks AS (UPDATE {memberships} SET delivered_seq = GREATEST({memberships}.delivered_seq, stored.seq), "
-            f"read_seq = GREATEST({memberships}.read_seq, stored.seq) FROM stored WHERE {memberships}.id = %s "
-            f"RETURNING {memberships}.id) "
-            f"SELECT stored.id, stored.seq, (SELECT count(*) FROM marks) FROM stored",
-            fields,
-        )
-    return _STORE_SQL
+    quote = connection.ops.quote_name
+    opts = Message._meta
+    conversations, messages, memberships = (quote(Conversation._meta.db_table), quote(opts.db_table),
+                                            quote(Membership._meta.db_table))
+    columns = [f for f in opts.local_concrete_fields if f is not opts.auto_field]
+    fields = [f for f in columns if f.name != "seq"]
+    values = ", ".join("taken.last_seq" if f.name == "seq" else "%s" for f in columns)
+    return (
+        f"WITH taken AS (UPDATE {conversations} SET last_seq = last_seq + 1, last_activity_at = %s "
+        f"WHERE id = %s RETURNING last_seq), "
+        f"stored AS (INSERT INTO {messages} ({', '.join(quote(f.column) for f in columns)}) "
+        f"SELECT {values} FROM taken RETURNING id, seq), "
+        f"marks AS (UPDATE {memberships} SET delivered_seq = GREATEST({memberships}.delivered_seq, stored.seq), "
+        f"read_seq = GREATEST({memberships}.read_seq, stored.seq) FROM stored WHERE {memberships}.id = %s "
+        f"RETURNING {memberships}.id) "
+        f"SELECT stored.id, stored.seq, (SELECT count(*) FROM marks) FROM stored",
+        fields,
+    )
 
 
 def _access_send_target(sender: User, conversation_id: Any, client_msg_id: str) -> _SendTarget:

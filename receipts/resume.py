@@ -11,6 +11,7 @@ none of it, or did not ask (the messages it is sent carry their current state an
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,20 +58,15 @@ def resume_points(*, user: User, device_id: Any, cursors: dict[int, int],
     return points
 
 
-_RESUME_SQL: str | None = None
-
-
+@functools.cache
 def _resume_sql() -> str:
     """The user's memberships with their conversations' heads and this device's stored ack
     cursor (NULL where it has none)."""
-    global _RESUME_SQL
-    if _RESUME_SQL is None:
-        quote = connection.ops.quote_name
-        _RESUME_SQL = (
-            f"SELECT m.conversation_id, m.delivered_seq, c.last_seq, c.last_change, c.member_count, d.ack_seq "
-            f"FROM {quote(Membership._meta.db_table)} m "
-            f"JOIN {quote(Conversation._meta.db_table)} c ON c.id = m.conversation_id "
-            f"LEFT JOIN {quote(DeviceCursor._meta.db_table)} d "
-            f"ON d.conversation_id = m.conversation_id AND d.device_id = %s "
-            f"WHERE m.user_id = %s ORDER BY m.conversation_id")
-    return _RESUME_SQL
+    quote = connection.ops.quote_name
+    return (
+        f"SELECT m.conversation_id, m.delivered_seq, c.last_seq, c.last_change, c.member_count, d.ack_seq "
+        f"FROM {quote(Membership._meta.db_table)} m "
+        f"JOIN {quote(Conversation._meta.db_table)} c ON c.id = m.conversation_id "
+        f"LEFT JOIN {quote(DeviceCursor._meta.db_table)} d "
+        f"ON d.conversation_id = m.conversation_id AND d.device_id = %s "
+        f"WHERE m.user_id = %s ORDER BY m.conversation_id")
