@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterable
 
 from django.conf import settings
 
-from messaging.events import ReceiptMarks, ReceiptsEvent, receipt_frame, receipts_frame
+from messaging.events import ReceiptFrame, ReceiptsEvent, receipt_frame, receipts_frame
 from messaging.layer import conversation_group, user_group
 from ops import degraded
 
@@ -104,7 +104,7 @@ class ReceiptCoalescer:
         if not pending:
             return
         self._sent_at[conversation_id] = self._clock()
-        broadcast: list[ReceiptMarks] = []
+        broadcast: list[ReceiptFrame] = []
         for user_id, marks in pending.items():
             frame = receipt_frame(conversation_id, user_id, delivered_seq=marks.delivered_seq, read_seq=marks.read_seq)
             if marks.own_only:
@@ -113,7 +113,7 @@ class ReceiptCoalescer:
                 for socket in list(self._sockets_of(user_group(user_id))):
                     socket.deliver(own)
             else:
-                broadcast.append(frame)  # type: ignore[arg-type]  # a receipt frame carries the marks
+                broadcast.append(frame)
         if broadcast:
             batch = ReceiptBatch(conversation_id, tuple(encode(frame) for frame in broadcast),
                                  encode(receipts_frame(conversation_id, broadcast)))

@@ -245,12 +245,12 @@ def receipt_frame(conversation_id: int, user_id: int, *, delivered_seq: int, rea
             "delivered_seq": delivered_seq, "read_seq": read_seq}
 
 
-def receipts_frame(conversation_id: int, marks: list[ReceiptMarks]) -> dict[str, Any]:
-    """Several users' marks in one conversation, for a socket that asked for batched receipts
-    (an extension: docs/api.md, "Batched receipts")."""
+def receipts_frame(conversation_id: int, receipts: list[ReceiptFrame]) -> dict[str, Any]:
+    """The marks of several ``receipt`` frames of one conversation as one frame, for a socket
+    that asked for batched receipts (an extension: docs/api.md, "Batched receipts")."""
     return {"type": "receipts", "conversation": conversation_id,
-            "receipts": [{"user": m["user"], "delivered_seq": m["delivered_seq"], "read_seq": m["read_seq"]}
-                         for m in marks]}
+            "receipts": [{"user": r["user"], "delivered_seq": r["delivered_seq"], "read_seq": r["read_seq"]}
+                         for r in receipts]}
 
 
 def removed_frame(conversation_id: int, message_id: int, seq: int) -> RemovedFrame:
