@@ -242,12 +242,8 @@ def do_update_conversation(*, actor: User, conversation_id: Any, title: Any = UN
         changes["title"] = check_title(title, required=conversation.is_channel)
     if topic is not UNSET:
         changes["topic"] = check_topic(topic)
-    changes = {field: value for field, value in changes.items() if getattr(conversation, field) != value}
-    if changes:
-        with transaction.atomic():
-            Conversation.objects.filter(pk=conversation.pk).update(**changes)
-            for field, value in changes.items():
-                setattr(conversation, field, value)
+    with transaction.atomic():
+        if _write_changed(conversation, changes):
             announce_updated(conversation, to_large=True)
     return conversation, membership
 
@@ -279,12 +275,19 @@ def do_update_my_settings(*, user: User, conversation_id: Any, notify: Any = UNS
         changes["notify"] = check_notify(notify)
     if muted_until is not UNSET:
         changes["muted_until"] = check_muted_until(muted_until)
-    changes = {field: value for field, value in changes.items() if getattr(membership, field) != value}
-    if changes:
-        with transaction.atomic():
-            Membership.objects.filter(pk=membership.pk).update(**changes)
-            for field, value in changes.items():
-                setattr(membership, field, value)
+    with transaction.atomic():
+        if _write_changed(membership, changes):
             fanout.membership_changed(user_id=user.pk, change="updated",
                                       conversation=conversation_payload(membership.conversation, membership))
     return membership_state(membership.conversation, membership)
+
+
+def _write_changed(instance: Conversation | Membership, changes: dict[str, Any]) -> bool:
+    """Store the fields of ``changes`` whose values differ from ``instance``'s, in one UPDATE,
+    and set them on it; whether any did (an edit that changes nothing announces nothing)."""
+    changed = {field: value for field, value in changes.items() if getattr(instance, field) != value}
+    if changed:
+        type(instance)._default_manager.filter(pk=instance.pk).update(**changed)
+        for field, value in changed.items():
+            setattr(instance, field, value)
+    return bool(changed)
