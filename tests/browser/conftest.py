@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import BrowserContext, Page, expect
+from playwright.sync_api import BrowserContext, Locator, Page, expect
 
 from tests.live import Gateway, RedisServer
 
@@ -139,6 +139,15 @@ def open_conversation(page: Page, title: str, attempts: int = 3) -> None:
         except AssertionError:
             if attempt == attempts - 1:
                 raise
+
+
+def tab_to(page: Page, target: Locator, *, backwards: bool = False, at_most: int = 40) -> int:
+    """Press Tab (or Shift+Tab) until ``target`` has the focus; returns how many presses it took."""
+    for presses in range(1, at_most + 1):
+        page.keyboard.press("Shift+Tab" if backwards else "Tab")
+        if target.evaluate("el => el === document.activeElement"):
+            return presses
+    raise AssertionError(f"{target} not reached in {at_most} Tab presses")
 
 
 def send(page: Page, text: str) -> None:

@@ -26,6 +26,7 @@ from .conftest import (
     screenshot,
     seed,
     send,
+    tab_to,
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.postgres]
@@ -251,8 +252,7 @@ def test_the_keyboard_alone_mentions_edits_with_up_reacts_with_the_picker_and_de
     carols = page.locator("#message-list .message[data-seq='1']")
     expect(carols).to_be_focused()
     react = carols.get_by_role("button", name="React", exact=True)
-    while not react.evaluate("el => el === document.activeElement"):
-        page.keyboard.press("Tab")
+    tab_to(page, react)
     page.keyboard.press("Enter")
     picker = page.get_by_role("dialog", name="Add a reaction")
     expect(picker.get_by_role("button", name="thumbs up")).to_be_focused()
@@ -271,8 +271,7 @@ def test_the_keyboard_alone_mentions_edits_with_up_reacts_with_the_picker_and_de
     mine = row(page, "Thanks @carol for asking!")
     mine.focus()
     delete = mine.get_by_role("button", name="Delete", exact=True)
-    while not delete.evaluate("el => el === document.activeElement"):
-        page.keyboard.press("Tab")
+    tab_to(page, delete)
     page.keyboard.press("Enter")
     confirm = page.get_by_role("dialog", name="Delete message?")
     expect(confirm.get_by_role("button", name="Cancel")).to_be_focused()

@@ -12,18 +12,9 @@ from messaging.models import Message
 from messaging.moderation import do_flag_message
 from receipts.watermarks import do_mark_read
 
-from .conftest import direct, message_with, open_app, seed
+from .conftest import direct, message_with, open_app, seed, tab_to
 
 pytestmark = [pytest.mark.browser, pytest.mark.postgres]
-
-
-def tab_to(page: Page, target: Locator, *, backwards: bool = False, at_most: int = 40) -> int:
-    """Press Tab (or Shift+Tab) until ``target`` has the focus; returns how many presses it took."""
-    for presses in range(1, at_most + 1):
-        page.keyboard.press("Shift+Tab" if backwards else "Tab")
-        if target.evaluate("el => el === document.activeElement"):
-            return presses
-    raise AssertionError(f"{target} not reached in {at_most} Tab presses")
 
 
 def focused(page: Page) -> Locator:
