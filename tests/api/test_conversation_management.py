@@ -14,11 +14,6 @@ from messaging.roles import ALLOWED, Action
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def team(make_user, make_group):
     owner, admin, member, outsider = (make_user(n) for n in ("olga", "adam", "mia", "otto"))

@@ -36,11 +36,6 @@ from receipts.watermarks import do_mark_read
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def chat(make_user, make_group):
     alice, bob, carol = make_user("alice"), make_user("bob"), make_user("carol")

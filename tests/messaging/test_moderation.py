@@ -35,11 +35,6 @@ def fresh_cache():
     cache.clear()
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def flagged(make_user, make_group, make_moderator):
     """A group of three, a message of the sender's flagged by both others, and a moderator."""
