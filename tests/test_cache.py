@@ -1,6 +1,7 @@
 """The Redis cache backend (chatproject/cache.py): Django's, with its redis-py client reused."""
 from __future__ import annotations
 
+import contextvars
 import threading
 import uuid
 
@@ -30,6 +31,34 @@ def test_the_cache_reuses_one_client_per_connection_pool(backend):
     assert client is backend._cache.get_client(write=True)
     assert client.connection_pool is backend._cache._pools[0]
     assert isinstance(backend, DjangoRedisCache)  # what the rate limiter's Redis fast path checks
+
+
+def test_cache_objects_of_one_configuration_share_one_client(backend):
+    """Django builds a cache object per context; they must not each build a pool."""
+    twin = RedisCache(settings.REDIS_URL or settings.CHANNEL_REDIS_URLS[0], {"KEY_PREFIX": "another-prefix"})
+    assert twin._cache is backend._cache
+    elsewhere = RedisCache("redis://127.0.0.1:1/0", {})
+    assert elsewhere._cache is not backend._cache
+
+
+def test_a_thousand_handshakes_reuse_the_pool_s_connections():
+    """Each WebSocket consumer runs in a context of its own, where Django's ``caches`` gives a
+    new cache object: each used to open its own Redis connection (a reconnect storm opened one
+    per ticket). The shared pool keeps one connection for calls made one after another."""
+    from django.core.cache import caches
+
+    pools = set()
+
+    def handshake(n: int) -> None:
+        cache = caches["default"]
+        cache.set(f"handshake-{n}", n, 5)
+        assert cache.pop(f"handshake-{n}") == n
+        pools.add(cache._cache.get_client(write=True).connection_pool)
+
+    for n in range(1000):
+        contextvars.copy_context().run(handshake, n)
+    (pool,) = pools
+    assert pool._created_connections == 1
 
 
 def test_the_shared_client_serves_every_cache_operation_from_many_threads(backend):
