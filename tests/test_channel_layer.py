@@ -9,6 +9,7 @@ import asyncio
 import uuid
 
 import pytest
+import redis
 from channels_redis.core import RedisChannelLayer as StockLayer
 from django.conf import settings
 
@@ -86,3 +87,44 @@ async def test_a_receive_waits_for_a_message_sent_after_it_began(layer_class):
     await layer.group_send("conv.2", {"type": "conv.message", "n": 7})
     assert (await asyncio.wait_for(waiting, 3))["n"] == 7
     await layer.flush()
+
+
+@BOTH
+async def test_groups_added_at_once_each_reach_their_channels(layer_class):
+    layer = make(layer_class)
+    channels = [await layer.new_channel("gateway.") for _ in range(3)]
+    await asyncio.gather(*(layer.group_add(f"device.{n}", channel)
+                           for n in range(200) for channel in channels[: 1 + n % 3]))
+    for n in (0, 1, 2, 199):
+        await layer.group_send(f"device.{n}", {"type": "conv.message", "n": n})
+    got = {channel: [] for channel in channels}
+    for channel in channels:
+        while True:
+            try:
+                got[channel].append((await asyncio.wait_for(layer.receive(channel), 0.3))["n"])
+            except asyncio.TimeoutError:
+                break
+    assert got == {channels[0]: [0, 1, 2, 199], channels[1]: [1, 2, 199], channels[2]: [2]}
+    ttl = await layer.connection(0).ttl(layer._group_key("device.7"))
+    assert 0 < ttl <= layer.group_expiry
+    await layer.flush()
+
+
+async def test_a_storm_of_group_adds_shares_a_few_connections_instead_of_one_each():
+    """A reconnect storm's sockets add their groups at once; each add on a connection of its
+    own grew the pool by hundreds of connections."""
+    layer = make(RedisChannelLayer)
+    channel = await layer.new_channel("gateway.")
+    await asyncio.gather(*(layer.group_add(f"device.{n}", channel) for n in range(500)))
+    pool = layer.connection(0).connection_pool
+    assert len(pool._available_connections) + len(pool._in_use_connections) <= 2
+    assert await layer.connection(0).zscore(layer._group_key("device.499"), channel) is not None
+    await layer.flush()
+
+
+async def test_every_caller_of_a_failed_group_add_pipeline_hears_the_error():
+    layer = RedisChannelLayer(hosts=["redis://127.0.0.1:1/0"], prefix="t-unreachable")
+    results = await asyncio.gather(*(layer.group_add(f"device.{n}", "gateway.x!y") for n in range(5)),
+                                   return_exceptions=True)
+    assert all(isinstance(result, redis.ConnectionError) for result in results), results
+    assert layer._pending_adds == {}
