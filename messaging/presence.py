@@ -18,6 +18,8 @@ from datetime import datetime, timezone
 from django.conf import settings
 from django.core.cache import cache
 
+from messaging.ratelimit import default_redis_client
+
 
 def ttl() -> int:
     return int(settings.PARLEY_PRESENCE_REFRESH_SECONDS * 3)
@@ -33,6 +35,45 @@ def _seen_key(user_id: int) -> str:
 
 def change_count(user_id: int, delta: int) -> int:
     """Add ``delta`` to the user's socket count; returns the new count (never below 0)."""
+    return change_counts({user_id: delta})[user_id][1]
+
+
+def change_counts(deltas: dict[int, int]) -> dict[int, tuple[int, int]]:
+    """Add each user's delta to their socket count: ``{user: (count before, count after)}``.
+
+    Counts never go below 0, and every count touched lives another :func:`ttl`. On Redis this
+    is one round trip for any number of users (a reconnect storm greets hundreds at once);
+    other caches take the portable path, a few calls per user.
+    """
+    client = default_redis_client()
+    if client is None:
+        counts = {user_id: _change_portably(user_id, delta) for user_id, delta in deltas.items()}
+    else:
+        keys = {user_id: cache.make_and_validate_key(_key(user_id)) for user_id in deltas}
+        pipe = client.pipeline(transaction=False)
+        for user_id, delta in deltas.items():
+            pipe.incrby(keys[user_id], delta)
+            pipe.expire(keys[user_id], ttl())
+        raised = pipe.execute()[::2]
+        counts = {user_id: (value - delta, max(value, 0))
+                  for (user_id, delta), value in zip(deltas.items(), map(int, raised))}
+        below_zero = [keys[user_id] for user_id, value in zip(deltas, raised) if int(value) < 0]
+        if below_zero:  # more closes counted than greetings (a count that expired meanwhile)
+            pipe = client.pipeline(transaction=False)
+            for key in below_zero:
+                pipe.set(key, 0, ex=ttl())
+            pipe.execute()
+    # "Last seen": when the user's last socket closed. As lossy as presence (a crashed
+    # gateway's users simply expire, unrecorded), and kept only
+    # PARLEY_PRESENCE_LAST_SEEN_SECONDS: it is a courtesy, not a record.
+    now = datetime.now(timezone.utc).timestamp()
+    seen = {_seen_key(user_id): now for user_id, (_, after) in counts.items() if after == 0 and deltas[user_id] < 0}
+    if seen:
+        cache.set_many(seen, settings.PARLEY_PRESENCE_LAST_SEEN_SECONDS)
+    return counts
+
+
+def _change_portably(user_id: int, delta: int) -> tuple[int, int]:
     key = _key(user_id)
     cache.add(key, 0, ttl())
     try:
@@ -40,17 +81,12 @@ def change_count(user_id: int, delta: int) -> int:
     except ValueError:  # expired between add and incr
         cache.add(key, max(delta, 0), ttl())
         value = max(delta, 0)
+    before = value - delta
     if value < 0:
         cache.set(key, 0, ttl())
         value = 0
     cache.touch(key, ttl())
-    if value == 0:
-        # "Last seen": when the user's last socket closed. As lossy as presence (a crashed
-        # gateway's users simply expire, unrecorded), and kept only
-        # PARLEY_PRESENCE_LAST_SEEN_SECONDS: it is a courtesy, not a record.
-        cache.set(_seen_key(user_id), datetime.now(timezone.utc).timestamp(),
-                  settings.PARLEY_PRESENCE_LAST_SEEN_SECONDS)
-    return value
+    return before, value
 
 
 def online_user_ids(user_ids: list[int]) -> set[int]:

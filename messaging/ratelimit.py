@@ -207,7 +207,7 @@ def _count(current_key: str, previous_key: str, *, timeout: int) -> tuple[int, i
     serializer stores integers as plain numbers, so the counters stay readable through the
     cache API. Other caches (local memory on the embedded defaults) take the portable path.
     """
-    client = _redis_client()
+    client = default_redis_client()
     if client is None:
         return _increment(current_key, timeout=timeout), cache.get(previous_key, 0)
     current_raw = cache.make_and_validate_key(current_key)
@@ -221,8 +221,9 @@ def _count(current_key: str, previous_key: str, *, timeout: int) -> tuple[int, i
     return int(current), int(previous or 0)
 
 
-def _redis_client() -> Any:
-    """The default cache's redis-py client, or None when the cache is not Redis."""
+def default_redis_client() -> Any:
+    """The default cache's redis-py client, or None when the cache is not Redis (the embedded
+    defaults' local memory): for counters that want one round trip (here, messaging.presence)."""
     backend = caches["default"]
     if not isinstance(backend, RedisCache):
         return None

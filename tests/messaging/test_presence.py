@@ -61,3 +61,24 @@ def test_last_seen_is_when_the_last_socket_closed_and_is_remembered_only_while_o
     presence.change_count(7, -1)
     seen = presence.last_seen([7, 8])
     assert list(seen) == [7] and seen[7].tzinfo is not None
+
+
+@pytest.fixture(params=["configured cache", "local memory"])
+def either_cache(request, settings):
+    """Redis takes one round trip for a batch; other caches (the embedded defaults) the portable path."""
+    if request.param == "local memory":
+        settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+                                       "LOCATION": "presence-batches"}}
+    cache.clear()
+    yield request.param
+    caches["default"].clear()
+
+
+def test_a_batch_of_count_changes_gives_each_user_s_count_before_and_after(either_cache):
+    presence.change_count(1, +1)
+    assert presence.change_counts({1: +1, 2: +1, 3: -1, 4: +2}) == {1: (1, 2), 2: (0, 1), 3: (0, 0), 4: (0, 2)}
+    assert presence.online_user_ids([1, 2, 3, 4]) == {1, 2, 4}
+    assert presence.change_counts({1: -2, 4: -1}) == {1: (2, 0), 4: (2, 1)}
+    assert presence.online_user_ids([1, 2, 3, 4]) == {2, 4}
+    assert set(presence.last_seen([1, 2, 3, 4])) == {1, 3}  # whose count a close left at zero
+    assert presence.change_count(3, +1) == 1  # the close before did not leave it below zero
