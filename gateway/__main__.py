@@ -1,4 +1,4 @@
-"""``python -m gateway [daphne's options] chatproject.asgi:application`` (gateway.server)."""
-from gateway.server import main
+"""``python -m gateway [daphne's options] chatproject.asgi:application`` (gateway.launch)."""
+from gateway.launch import main
 
 main()

@@ -1,4 +1,5 @@
-"""Daphne as Parley runs it: ``parley-gateway`` (or ``python -m gateway``) takes daphne's arguments and serves the same
+"""Daphne as Parley runs it: ``parley-gateway`` (or ``python -m gateway``; gateway.launch picks the event loop
+first) takes daphne's arguments and serves the same
 ASGI application, with what a chat gateway needs at its limits and on a restart (docs/operations.md,
 "Graceful restarts"):
 
@@ -273,5 +274,6 @@ class GatewayCommandLine(CommandLineInterface):
 
 
 def main() -> None:
-    """``parley-gateway`` / ``python -m gateway``: daphne's command line, Parley's server."""
+    """daphne's command line, Parley's server: what ``parley-gateway`` and ``python -m gateway``
+    run once gateway.launch has chosen the event loop."""
     GatewayCommandLine.entrypoint()
