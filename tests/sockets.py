@@ -80,12 +80,13 @@ async def open_socket():
     from messaging.tickets import issue_ticket
 
     async def open_(user, device, *, hello: bool = True, origin: str | None = None, ticket: str | None = "auto",
-                    cursors: dict | None = None) -> Socket:
+                    cursors: dict | None = None, cookie: str | None = None) -> Socket:
         if ticket == "auto":
             ticket, _ = await database_sync_to_async(issue_ticket)(user_id=user.pk)
         query = f"device={device.pk}" + (f"&ticket={ticket}" if ticket else "")
         # ws://localhost:8000, as a browser on this site's pages would reach it.
         headers = [(b"host", b"localhost:8000")] + ([(b"origin", origin.encode())] if origin else [])
+        headers += [(b"cookie", cookie.encode())] if cookie else []
         communicator = WebsocketCommunicator(application, f"/ws/v1/?{query}", headers=headers)
         connected, _ = await communicator.connect()
         assert connected

@@ -269,6 +269,29 @@ async def test_handshakes_without_credentials_with_a_foreign_origin_or_anothers_
     assert (await socket.communicator.receive_output(timeout=3))["code"] == 4403
 
 
+def session_cookie(user, key: str | None = None) -> str:
+    """The cookie header of a browser logged in as ``user`` (or naming the session ``key``)."""
+    from django.conf import settings
+    from django.test import Client
+
+    if key is None:
+        client = Client()
+        client.force_login(user)
+        key = client.cookies[settings.SESSION_COOKIE_NAME].value
+    return f"{settings.SESSION_COOKIE_NAME}={key}"
+
+
+async def test_a_browser_s_session_cookie_opens_its_socket_without_a_ticket(pair, open_socket):
+    alice, _, _, alice_phone, _ = pair
+    cookie = await database_sync_to_async(session_cookie)(alice)
+    socket = await open_socket(alice, alice_phone, ticket=None, origin="http://localhost:8000", cookie=cookie)
+    await socket.send({"type": "ping"})
+    assert (await socket.recv_type("pong"))["type"] == "pong"
+    await socket.close()
+    forged = await open_socket(alice, alice_phone, ticket=None, hello=False, cookie=session_cookie(alice, "x" * 32))
+    assert (await forged.communicator.receive_output(timeout=3))["code"] == 4401
+
+
 async def test_a_ticket_works_once(pair, open_socket):
     from messaging.tickets import issue_ticket
 
