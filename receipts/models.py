@@ -7,6 +7,7 @@ the one writer, and it writes ``GREATEST``.
 from __future__ import annotations
 
 from typing import Any, Mapping
+from uuid import UUID
 
 from django.db import connection, models
 from django.db.models import Q
@@ -28,7 +29,7 @@ class DeviceCursorManager(models.Manager["DeviceCursor"]):
         device_id = self.model._meta.get_field("device").target_field
         greatest = greatest_sql()
         ordered = [(conversation_id, device_id.get_db_prep_value(device, connection), seq) for (conversation_id, device), seq
-                   in sorted(cursors.items(), key=lambda item: (item[0][0], str(item[0][1])))]
+                   in sorted(cursors.items(), key=_key_order)]
         params: list[Any]
         if connection.vendor == "postgresql":
             # Arrays: one statement text whatever the batch size (see MembershipManager.raise_marks).
@@ -67,3 +68,10 @@ class DeviceCursor(models.Model):
 
     def __str__(self) -> str:
         return f"device {self.device_id} at {self.ack_seq} in {self.conversation_id}"
+
+
+def _key_order(item: tuple[tuple[int, Any], int]) -> tuple[int, int]:
+    """(conversation, device) in the order of the device's UUID text, which is its number's
+    order; comparing numbers spares formatting every UUID of a large channel's ack batch."""
+    (conversation_id, device), _ = item
+    return conversation_id, (device if isinstance(device, UUID) else UUID(str(device))).int
