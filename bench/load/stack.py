@@ -164,6 +164,11 @@ class Processes:
     def __init__(self, env: dict[str, str] | None = None, log_dir: Path | None = None) -> None:
         self.env = {**os.environ, **(env or {})}
         self.env["PATH"] = f"{ROOT / '.venv' / 'bin'}:{self.env.get('PATH', '')}"
+        # The tree the benchmark runs from, ahead of the editable install's: a "before" run from
+        # a clone whose .venv is linked to another tree's must serve the clone's code. Without
+        # it a console script (parley-gateway) imported its first packages from the installed
+        # tree and the rest from its working directory.
+        self.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), self.env.get("PYTHONPATH")]))
         self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="bench-logs-"))
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.commands: dict[str, str] = {}
