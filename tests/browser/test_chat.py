@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.postgres]
 
 
 def test_two_people_chat_both_ways_in_real_time_and_ticks_reach_read(people, signed_in, make_user):
-    alice_user, bob_user = people["alice"], people["bob"]
+    alice_user = people["alice"]
     carol, dan = make_user("carol", display_name="Carol Chen"), make_user("dan", display_name="Dan Diaz")
     hike = do_create_group(creator=carol, title="Weekend hike", member_ids=[alice_user.pk, dan.pk]).conversation
     seed(hike, (carol, "Saturday 8am at the trailhead?"), (dan, "I'll bring snacks"), (alice_user, "Count me in!"))
