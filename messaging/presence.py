@@ -50,18 +50,18 @@ def change_counts(deltas: dict[int, int]) -> dict[int, tuple[int, int]]:
         counts = {user_id: _change_portably(user_id, delta) for user_id, delta in deltas.items()}
     else:
         keys = {user_id: cache.make_and_validate_key(_key(user_id)) for user_id in deltas}
+        lifetime = ttl()
         pipe = client.pipeline(transaction=False)
         for user_id, delta in deltas.items():
             pipe.incrby(keys[user_id], delta)
-            pipe.expire(keys[user_id], ttl())
-        raised = pipe.execute()[::2]
-        counts = {user_id: (value - delta, max(value, 0))
-                  for (user_id, delta), value in zip(deltas.items(), map(int, raised))}
-        below_zero = [keys[user_id] for user_id, value in zip(deltas, raised) if int(value) < 0]
+            pipe.expire(keys[user_id], lifetime)
+        raised = dict(zip(deltas, map(int, pipe.execute()[::2])))
+        counts = {user_id: (value - deltas[user_id], max(value, 0)) for user_id, value in raised.items()}
+        below_zero = [keys[user_id] for user_id, value in raised.items() if value < 0]
         if below_zero:  # more closes counted than greetings (a count that expired meanwhile)
             pipe = client.pipeline(transaction=False)
             for key in below_zero:
-                pipe.set(key, 0, ex=ttl())
+                pipe.set(key, 0, ex=lifetime)
             pipe.execute()
     # "Last seen": when the user's last socket closed. As lossy as presence (a crashed
     # gateway's users simply expire, unrecorded), and kept only
