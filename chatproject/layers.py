@@ -22,7 +22,7 @@ which scores, expiries and capacities is exactly channels-redis' (its tests of t
 ours of delivery and repair, run on this class).
 
 The ``group_add`` calls a shard gets while one of its pipelines is in flight (or in the same
-turn of the event loop) go to it together in the next pipeline. A reconnect storm's thousand
+turn of the event loop) go to it together in the next pipeline (messaging.inflight). A reconnect storm's thousand
 sockets each add their device's and their user's group at once; each add on a connection of
 its own grew a gateway's pool by hundreds of connections (opening them was 12 % of a gateway's
 CPU in the storm).
@@ -30,11 +30,14 @@ CPU in the storm).
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections import defaultdict
 from typing import Any
 
 from channels_redis import core
+
+from messaging.inflight import InFlightBatches
 
 # ARGV: the serialized messages, one per key; the capacities, one per key; then now, the
 # channel expiry in seconds, and the score below which a message has expired.
@@ -72,20 +75,12 @@ return popped[1]
 """
 
 
-class _PendingAdds:
-    """The ``group_add`` calls waiting for a shard's next pipeline, on one event loop."""
-
-    def __init__(self) -> None:
-        self.entries: list[tuple[str, str]] = []      # (group key, channel)
-        self.done: asyncio.Future[None] | None = None  # resolved when they are stored
-        self.flusher: asyncio.Task[None] | None = None
-
-
 class RedisChannelLayer(core.RedisChannelLayer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._scripts: dict[str, Any] = {}
-        self._pending_adds: dict[tuple[asyncio.AbstractEventLoop, int], _PendingAdds] = {}
+        # The group_add batches, one per event loop and shard, each gone when it is idle.
+        self._pending_adds: dict[tuple[asyncio.AbstractEventLoop, int], InFlightBatches[tuple[str, str]]] = {}
 
     def _script(self, connection: Any, source: str) -> Any:
         """The script as redis-py's EVALSHA caller (bound to a client per call, so one object
@@ -99,48 +94,25 @@ class RedisChannelLayer(core.RedisChannelLayer):
         """channels-redis' ZADD and EXPIRE, in the shard's next pipeline (see the module's doc)."""
         assert self.require_valid_group_name(group), "Group name not valid"
         assert self.require_valid_channel_name(channel), "Channel name not valid"
-        loop = asyncio.get_running_loop()
-        index = self.consistent_hash(group)
-        pending = self._pending_adds.get((loop, index))
-        if pending is None:
-            pending = self._pending_adds[(loop, index)] = _PendingAdds()
-        if pending.done is None:
-            pending.done = loop.create_future()
-        pending.entries.append((self._group_key(group), channel))
-        done = pending.done
-        if pending.flusher is None:
-            pending.flusher = loop.create_task(self._flush_adds(loop, index, pending))
-        await asyncio.shield(done)  # a caller's cancellation leaves the others' pipeline alone
+        place = (asyncio.get_running_loop(), self.consistent_hash(group))
+        adds = self._pending_adds.get(place)
+        if adds is None:
+            adds = self._pending_adds[place] = InFlightBatches(
+                functools.partial(self._store_adds, place[1]),
+                on_idle=functools.partial(self._pending_adds.pop, place, None))
+        await adds.submit((self._group_key(group), channel))
 
-    async def _flush_adds(self, loop: asyncio.AbstractEventLoop, index: int, pending: _PendingAdds) -> None:
-        """One pipeline at a time per shard, each with every add that arrived before it began."""
-        done: asyncio.Future[None] | None = None
-        try:
-            await asyncio.sleep(0)  # the adds of this turn of the loop join the first pipeline
-            while pending.entries:
-                entries, done = pending.entries, pending.done
-                pending.entries, pending.done = [], None
-                channels_by_key: defaultdict[str, list[str]] = defaultdict(list)
-                for key, channel in entries:
-                    channels_by_key[key].append(channel)
-                try:
-                    now = time.time()
-                    async with self.connection(index).pipeline(transaction=False) as pipe:
-                        for key, channels in channels_by_key.items():
-                            pipe.zadd(key, dict.fromkeys(channels, now))
-                            pipe.expire(key, self.group_expiry)
-                        await pipe.execute()
-                except Exception as error:  # noqa: BLE001 - every caller of this pipeline hears it
-                    _settle(done, error)
-                else:
-                    _settle(done, None)
-        finally:
-            for unsettled in (done, pending.done):  # cancelled (the loop is closing): release the callers
-                if unsettled is not None and not unsettled.done():
-                    unsettled.cancel()
-            pending.flusher = None
-            if not pending.entries and self._pending_adds.get((loop, index)) is pending:
-                del self._pending_adds[(loop, index)]
+    async def _store_adds(self, index: int, entries: list[tuple[str, str]]) -> None:
+        """One pipeline: each group's new channels, and the group's expiry renewed once."""
+        channels_by_key: defaultdict[str, list[str]] = defaultdict(list)
+        for key, channel in entries:
+            channels_by_key[key].append(channel)
+        now = time.time()
+        async with self.connection(index).pipeline(transaction=False) as pipe:
+            for key, channels in channels_by_key.items():
+                pipe.zadd(key, dict.fromkeys(channels, now))
+                pipe.expire(key, self.group_expiry)
+            await pipe.execute()
 
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
         assert self.require_valid_group_name(group), "Group name not valid"
@@ -182,12 +154,3 @@ class RedisChannelLayer(core.RedisChannelLayer):
         await connection.zadd(backup, {member: float(score)})
         return member
 
-
-def _settle(done: asyncio.Future[None] | None, error: BaseException | None) -> None:
-    if done is None or done.done():
-        return
-    if error is None:
-        done.set_result(None)
-    else:
-        done.set_exception(error)
-        done.add_done_callback(lambda future: future.exception())  # heard even if every caller left

@@ -8,7 +8,7 @@ thousands). The counts are kept even while presence is shed, because the offline
 them to decide who gets a push.
 
 Greetings and closes that arrive while a batch of count changes is being applied go together
-in the next batch: one database thread call and one Redis round trip for all of them, and one
+in the next batch (messaging.inflight): one database thread call and one Redis round trip for all of them, and one
 query for the conversations of the users who came online or went offline. A reconnect storm
 greets hundreds of sockets at once, and three cache calls and a query each, every one a
 thread hop, were a sixth of a gateway's CPU in the storm's profile. With nothing in flight a
@@ -16,7 +16,6 @@ change is applied at once, so a lone socket's presence is not delayed.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import Counter, defaultdict
 
@@ -24,6 +23,7 @@ from django.conf import settings
 
 from messaging import presence
 from messaging.events import presence_event, typing_event
+from messaging.inflight import InFlightBatches
 from messaging.layer import apublish, conversation_group
 from messaging.models import Membership
 from ops import degraded
@@ -62,47 +62,23 @@ def _apply(deltas: dict[int, int], *, announce: bool) -> list[tuple[int, bool, l
 class PresenceAnnouncer:
     def __init__(self, *, db: DatabaseThreads) -> None:
         self.db = db
-        self._deltas: Counter[int] = Counter()         # changes waiting for the next batch
-        self._applied: asyncio.Future[None] | None = None  # resolved when that batch is applied
-        self._applying: asyncio.Task[None] | None = None
-        self.batches = 0  # batches applied (tests compare it with the changes made)
+        self._changes: InFlightBatches[tuple[int, int]] = InFlightBatches(self._apply)
+        self.batches = 0  # batches that changed a count (tests compare it with the changes made)
 
     async def came_online(self, user_id: int) -> None:
-        await self._change(user_id, +1)
+        await self._changes.submit((user_id, +1))
 
     async def went_offline(self, user_id: int) -> None:
-        await self._change(user_id, -1)
+        await self._changes.submit((user_id, -1))
 
-    async def _change(self, user_id: int, delta: int) -> None:
-        """Returns once the change is counted (and announced, if it flips the user)."""
-        loop = asyncio.get_running_loop()
-        self._deltas[user_id] += delta
-        if self._applied is None:
-            self._applied = loop.create_future()
-        applied = self._applied
-        if self._applying is None:
-            self._applying = loop.create_task(self._apply_batches())
-        await asyncio.shield(applied)  # a closing socket must not cancel the others' batch
-
-    async def _apply_batches(self) -> None:
-        try:
-            await asyncio.sleep(0)  # the changes of this turn of the loop join the first batch
-            while self._applied is not None:
-                deltas = {user_id: delta for user_id, delta in self._deltas.items() if delta}
-                applied, self._applied = self._applied, None
-                self._deltas.clear()
-                try:
-                    if deltas:  # a user who left and came back within one batch changed nothing
-                        await self._apply(deltas)
-                finally:
-                    if not applied.done():
-                        applied.set_result(None)
-        finally:
-            self._applying = None
-            if self._applied is not None and not self._applied.done():  # cancelled: the loop is closing
-                self._applied.cancel()
-
-    async def _apply(self, deltas: dict[int, int]) -> None:
+    async def _apply(self, changes: list[tuple[int, int]]) -> None:
+        """Returns once the changes are counted (and announced, for the users they flip)."""
+        summed: Counter[int] = Counter()
+        for user_id, delta in changes:
+            summed[user_id] += delta
+        deltas = {user_id: delta for user_id, delta in summed.items() if delta}
+        if not deltas:  # a user who left and came back within one batch changed nothing
+            return
         self.batches += 1
         try:
             flips = await self.db(_apply)(deltas, announce=not degraded.sheds(degraded.PRESENCE))
