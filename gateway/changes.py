@@ -46,7 +46,8 @@ class ChangeWriter:
         first page, shared by the sockets of the process resuming from the same number."""
         self.streams.client_holds(conversation_id, after)
         if resuming:
-            shared = await self.runtime.fills.change_resume_page(conversation_id, after)
+            behind = max(self.runtime.hub.announced_changes.get(conversation_id, 0) - after, 1)
+            shared = await self.runtime.fills.change_resume_page(conversation_id, after, behind=behind)
             page, text = shared.page, shared.page_frame()
         else:
             page = await self.runtime.db(change_replay_page)(user=self.user, conversation_id=conversation_id,

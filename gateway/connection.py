@@ -135,23 +135,15 @@ class Connection:
                               changes_held=point.change_after, changes_behind=point.change_after < point.last_change)
                 hub.note_heads(point.conversation_id, point.last_seq, point.last_change)
                 await self._join(conversation_group(point.conversation_id))
-            # A reconnect storm waits here for the process's replay budget, small gaps first;
-            # live events queue behind the writer's lock meanwhile.
-            behind = sum(p.last_seq - p.resume_after + p.last_change - p.change_after for p in points)
-            # Pages another socket of this process just read (a storm's members of one
-            # conversation come back with the same cursor) cost no database work: no slot.
-            fills = self.runtime.fills
-            reads = any((p.resume_after < p.last_seq and not fills.resume_is_shared(p.conversation_id, p.resume_after))
-                        or (p.change_after < p.last_change
-                            and not fills.resume_is_shared(p.conversation_id, 0, change_after=p.change_after))
-                        for p in points)
-            async with self.runtime.admission.slot(behind=behind if reads else 0):
-                for point in points:
-                    if point.resume_after < point.last_seq:
-                        await writer.page(point.conversation_id, point.resume_after, resuming=True)
-                for point in points:
-                    if point.change_after < point.last_change:
-                        await writer.changes.page(point.conversation_id, point.change_after, resuming=True)
+            # The pages' reads run within the process's replay budget, small gaps first, and a
+            # storm's members of one conversation share one read (gateway.fills); live events
+            # queue behind the writer's lock meanwhile.
+            for point in points:
+                if point.resume_after < point.last_seq:
+                    await writer.page(point.conversation_id, point.resume_after, resuming=True)
+            for point in points:
+                if point.change_after < point.last_change:
+                    await writer.changes.page(point.conversation_id, point.change_after, resuming=True)
             for removal in removals:
                 await self.send(removal)
             await self.send(ready_frame({p.conversation_id: p.last_seq for p in points},

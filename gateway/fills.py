@@ -16,8 +16,13 @@ shares its reads the same way.
 Invariant: **one read per (kind, conversation, after, upto or limit) in flight per process**, its result
 shared by every socket that asks while it runs and for ``RETAIN_SECONDS`` after (the sockets'
 pumps reach the gap a few loop turns apart), ``RESUME_RETAIN_SECONDS`` for hello's first pages
-(a storm's hellos arrive over seconds; a socket whose page is shared does no database work, so
-it takes no replay admission slot: gateway.connection). A shared page is what PostgreSQL held when it
+(a storm's hellos arrive over seconds).
+
+A hello's first page is replay, so its read runs within the process's replay budget
+(ops.admission): the read takes the slot, not the sockets. The first socket to ask queues
+the read; every socket that asks for the same page meanwhile waits for that read, and none
+takes a slot of its own (each taking one had queued a storm's sockets one by one behind a
+page already read for them). A shared page is what PostgreSQL held when it
 was read; a change after that arrives as its own change (and, for a removal,
 ``message.removed``) with a higher ``version``, exactly as it would after a socket's own
 read, and clients keep the newest version of a message.
@@ -37,6 +42,7 @@ from messaging.replay import (
     fill_range,
     resume_page,
 )
+from ops.admission import ReplayAdmission
 
 from .db import DatabaseThreads
 from .frames import encode
@@ -94,8 +100,9 @@ Shared = SharedPage | SharedChangePage
 
 
 class FillReader:
-    def __init__(self, *, db: DatabaseThreads) -> None:
+    def __init__(self, *, db: DatabaseThreads, admission: ReplayAdmission) -> None:
         self.db = db
+        self.admission = admission
         self._pages: dict[tuple[str, int, int, int], asyncio.Task[Any]] = {}
         self.reads = 0  # database reads made (tests compare it with the sockets that asked)
 
@@ -103,38 +110,32 @@ class FillReader:
         """The live path's gap fill (after_seq, upto_seq]."""
         return cast(SharedPage, await self._shared(("fill", conversation_id, after_seq, upto_seq)))
 
-    async def resume_page(self, conversation_id: int, after_seq: int) -> SharedPage:
-        """A hello's first page of a conversation after ``after_seq``."""
-        return cast(SharedPage, await self._shared(("resume", conversation_id, after_seq, 0)))
+    async def resume_page(self, conversation_id: int, after_seq: int, *, behind: int) -> SharedPage:
+        """A hello's first page of a conversation after ``after_seq``, read within the replay
+        budget (``behind``: how many messages the first socket to ask is missing)."""
+        return cast(SharedPage, await self._shared(("resume", conversation_id, after_seq, 0), behind=behind))
 
     async def change_fill(self, conversation_id: int, after: int, upto: int) -> SharedChangePage:
         """The change stream's gap fill (after, upto]."""
         return cast(SharedChangePage, await self._shared(("change-fill", conversation_id, after, upto)))
 
-    async def change_resume_page(self, conversation_id: int, after: int) -> SharedChangePage:
-        """A hello's first page of a conversation's changes after ``after``."""
-        return cast(SharedChangePage, await self._shared(("change-resume", conversation_id, after, 0)))
+    async def change_resume_page(self, conversation_id: int, after: int, *, behind: int) -> SharedChangePage:
+        """A hello's first page of a conversation's changes after ``after``, within the budget."""
+        return cast(SharedChangePage, await self._shared(("change-resume", conversation_id, after, 0), behind=behind))
 
-    def resume_is_shared(self, conversation_id: int, after_seq: int, change_after: int | None = None) -> bool:
-        """Whether a hello's first page here (of messages, or of changes with ``change_after``)
-        would share a read already made or in flight: no database work."""
-        self._forget_old(asyncio.get_running_loop().time())
-        key = ("resume", conversation_id, after_seq, 0) if change_after is None else (
-            "change-resume", conversation_id, change_after, 0)
-        return key in self._pages
-
-    async def _shared(self, key: tuple[str, int, int, int]) -> Shared:
+    async def _shared(self, key: tuple[str, int, int, int], *, behind: int = 0) -> Shared:
         loop = asyncio.get_running_loop()
         self._forget_old(loop.time())
         shared = self._pages.get(key)
         if shared is None:
-            shared = self._pages[key] = loop.create_task(self._read(key))
+            shared = self._pages[key] = loop.create_task(self._read(key, behind=behind))
         # shield: a socket closing mid-read must not cancel the read the others wait for.
         return await asyncio.shield(shared)
 
-    async def _read(self, key: tuple[str, int, int, int]) -> Shared:
+    async def _read(self, key: tuple[str, int, int, int], *, behind: int) -> Shared:
+        """The read, once; a hello's page (``behind`` > 0) first waits for a replay slot. Gap fills
+        never wait: they are the live path."""
         kind, conversation_id, after, upto = key
-        self.reads += 1
         reads: dict[str, Callable[[], Awaitable[Any]]] = {
             "fill": lambda: self.db(fill_range)(conversation_id=conversation_id, after_seq=after, upto_seq=upto),
             "resume": lambda: self.db(resume_page)(conversation_id=conversation_id, after_seq=after),
@@ -142,7 +143,9 @@ class FillReader:
             "change-resume": lambda: self.db(change_page)(conversation_id=conversation_id, after=after),
         }
         try:
-            page = await reads[kind]()
+            async with self.admission.slot(behind=behind):
+                self.reads += 1
+                page = await reads[kind]()
         except BaseException:
             self._pages.pop(key, None)  # the next ask reads again
             raise

@@ -72,7 +72,8 @@ class StreamWriter:
         """
         self.streams.client_holds(conversation_id, after_seq)
         if resuming:
-            shared = await self.runtime.fills.resume_page(conversation_id, after_seq)
+            behind = max(self.runtime.hub.announced.get(conversation_id, 0) - after_seq, 1)
+            shared = await self.runtime.fills.resume_page(conversation_id, after_seq, behind=behind)
             page, text = shared.page, shared.page_frame()
         else:
             page = await self.runtime.db(replay_page)(user=self.user, conversation_id=conversation_id,

@@ -3,8 +3,9 @@
 docs/operations.md, "Admission control". When a gateway restarts or a network blip drops
 thousands of sockets at once, they all come back with ``hello`` and each one reads what it
 missed from PostgreSQL. Unbounded, those reads fill the gateway's database threads, sends
-queue behind them, and everyone becomes ready late. So the replay part of a hello (its
-pages), and every later ``replay`` page, first takes a slot of this process's budget:
+queue behind them, and everyone becomes ready late. So the replay part of a hello (the read
+of each first page, shared by every socket of the process that asks for the same page:
+gateway.fills), and every later ``replay`` page, first takes a slot of this process's budget:
 
 * at most ``PARLEY_REPLAY_CONCURRENCY`` replays run at once per gateway process, leaving the
   rest of the database threads to sends, acks and live gap fills (which never wait here);

@@ -72,6 +72,9 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
                         help="record py-spy flame graphs (SVG) of the gateways during the measured phases of "
                              "gateway, large-channel and storm into DIR (needs py-spy in .venv)")
+    parser.add_argument("--profile-rate", type=int, default=100, metavar="HZ",
+                        help="py-spy's samples per second with --profile (a short phase, such as the storm's "
+                             "few seconds, needs more than the default for a readable graph)")
     gateway.add_arguments(parser)
     largechannel.add_arguments(parser)
     args = parser.parse_args()
@@ -117,7 +120,7 @@ async def run(args, names: list[str], command: str) -> None:
     stack.start_all()
     stack.flush_redis()
     await asyncio.sleep(1)
-    session = Session(stack, 0.0, args.via, profile_dir=args.profile)
+    session = Session(stack, 0.0, args.via, profile_dir=args.profile, profile_rate=args.profile_rate)
     session.relay.start()
     print(f"stack and relay up in {time.monotonic() - t_start:.0f}s; load average {loadavg()}", flush=True)
     # The code under test is what the stack's processes loaded when they started (now), not what

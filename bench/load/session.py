@@ -30,13 +30,15 @@ P95_SUSTAIN_MS = 250.0
 
 
 class Session:
-    def __init__(self, stack: Stack, ack_ms: float, via: str = "direct", profile_dir: Path | None = None) -> None:
+    def __init__(self, stack: Stack, ack_ms: float, via: str = "direct", profile_dir: Path | None = None,
+                 profile_rate: int = 100) -> None:
         self.stack = stack
         self.via = via
         self.ack_ms = ack_ms
         self.relay = Relay(stack)
         self.prefix = itertools.count()
         self.profile_dir = profile_dir
+        self.profile_rate = profile_rate
 
     @contextlib.asynccontextmanager
     async def profiled(self, label: str, names: list[str]) -> AsyncIterator[None]:
@@ -44,7 +46,7 @@ class Session:
         ``--profile DIR`` as ``<label>-<name>.svg``. Without ``--profile`` it does nothing.
 
         py-spy samples from outside (``--nonblocking``: the process is never paused), 100 times a
-        second, only the thread holding the GIL (``--gil``): the graph is where the process's
+        second (``--profile-rate``), only the thread holding the GIL (``--gil``): the graph is where the process's
         Python CPU went, whichever thread spent it, and waits (I/O, locks, idle) are left out.
         """
         spy = shutil.which("py-spy", path=str(ROOT / ".venv" / "bin")) or shutil.which("py-spy")
@@ -60,7 +62,7 @@ class Session:
             if pid is None:
                 continue
             out = self.profile_dir / f"{label}-{name}.svg"
-            spies.append(subprocess.Popen([spy, "record", "--pid", str(pid), "--output", str(out), "--rate", "100",
+            spies.append(subprocess.Popen([spy, "record", "--pid", str(pid), "--output", str(out), "--rate", str(self.profile_rate),
                                            "--nonblocking", "--gil", "--format", "flamegraph"],
                                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
         try:
