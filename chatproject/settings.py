@@ -449,6 +449,13 @@ PARLEY_GATEWAY_DB_THREADS = env.int("PARLEY_GATEWAY_DB_THREADS", default=16)
 # Connections a gateway's listening socket holds before daphne accepts them (Twisted's default,
 # 50, resets a burst of new clients; the kernel caps it at net.core.somaxconn).
 PARLEY_GATEWAY_LISTEN_BACKLOG = env.int("PARLEY_GATEWAY_LISTEN_BACKLOG", default=1024)
+# The gateway's garbage collector (gateway.heap): collect the youngest generation after this
+# many new tracked objects, the next after this many of its collections, the oldest likewise
+# (Python's defaults: 700, 10, 10; a storm then paused a gateway 150-340 ms per full collection).
+_gc_thresholds = env.list("PARLEY_GATEWAY_GC_THRESHOLDS", default=["20000", "20", "20"])
+if len(_gc_thresholds) != 3 or not all(v.isdigit() and int(v) > 0 for v in _gc_thresholds):
+    raise ImproperlyConfigured("PARLEY_GATEWAY_GC_THRESHOLDS is three positive integers, e.g. 20000,20,20")
+PARLEY_GATEWAY_GC_THRESHOLDS = tuple(int(v) for v in _gc_thresholds)
 # Each gateway process ticks this often: ack timeouts, metrics, degraded-mode signals.
 PARLEY_GATEWAY_TICK_SECONDS = env.float("PARLEY_GATEWAY_TICK_SECONDS", default=1.0)
 # parley_gateway_cpu_seconds_per_delivery is the CPU over the deliveries of this many seconds.

@@ -37,6 +37,7 @@ from messaging.events import CLOSE_RESTARTING
 from ops import degraded, metrics
 from ops.admission import ReplayAdmission
 
+from . import heap
 from .ackbatch import AckBatcher
 from .db import DatabaseThreads
 from .fills import FillReader
@@ -141,6 +142,7 @@ class GatewayRuntime:
         self.counts.devices([s.telemetry for s in list(self.sockets)], now=monotonic)  # ack timeouts, per device
         metrics.GATEWAY_CPU_PER_DELIVERY.set(self.cpu_per_delivery.sample(
             at=monotonic, cpu=time.process_time(), deliveries=self.counts.delivered))
+        heap.observe_pauses()
         metrics.flush()
         counts = self.counts.window.take(sockets=len(self.sockets))
         mode = await self.db.control(_share)(counts, now)

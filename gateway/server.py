@@ -154,7 +154,10 @@ class GatewayServer(Server):
             # shutdown trigger (which cancels the application instances).
             from twisted.internet import reactor
 
+            from . import heap  # imported once Django is set up, as _drain's imports
+
             cast(Any, reactor).addSystemEventTrigger("before", "shutdown", _drain)
+            heap.settle()  # everything is loaded: freeze it
             if ready is not None:
                 ready()
 

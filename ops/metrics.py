@@ -122,6 +122,11 @@ GATEWAY_LAG = Histogram(
     "wait for a database thread, and how long clients' frames waited to be handled (across sockets).",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+GC_PAUSE = Histogram(
+    "parley_gc_pause_seconds", "Each garbage collection in a gateway process (gateway.heap), by "
+    "generation: the process runs nothing else meanwhile.", ["generation"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+)
 REPLAYED = Counter("parley_replayed_messages", "Messages sent in replay pages (hello and replay frames).")
 ADMISSION_WAIT = Histogram(
     "parley_replay_admission_wait_seconds", "Time a replay waited for the admission budget.",

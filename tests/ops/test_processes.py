@@ -64,6 +64,21 @@ async def test_metrics_of_every_gateway_process_add_up_on_any_of_them(pair, gate
     await ws.close()
 
 
+async def test_a_real_gateway_times_its_garbage_collections_on_metrics(pair, gateways):
+    """gateway.heap, wired into parley-gateway: thresholds this low make collections at once."""
+    group, tokens, devices = pair
+    (gateway,) = await asyncio.to_thread(gateways, 1, PARLEY_GATEWAY_GC_THRESHOLDS="50,2,2")
+    ws = await open_ws(gateway.url, tokens["bob"], devices["bob"])
+    for i in range(3):
+        await asyncio.to_thread(post, f"{gateway.url}/api/v1/conversations/{group.pk}/messages", tokens["alice"],
+                                {"client_msg_id": f"gc{i}", "body": "hi"})
+    await asyncio.sleep(1.5)  # the tick hands the recorded pauses to the histogram
+    samples = await asyncio.to_thread(scrape, gateway.url)
+    assert samples['parley_gc_pause_seconds_count{generation="0"}'] > 0
+    assert samples['parley_gc_pause_seconds_count{generation="2"}'] > 0
+    await ws.close()
+
+
 async def test_a_gateway_shutting_down_spreads_its_clients_with_a_reconnect_hint_and_1012(pair, gateways):
     group, tokens, devices = pair
     [gateway] = await asyncio.to_thread(gateways, 1, PARLEY_RESTART_RECONNECT_RATE="1")
