@@ -8,6 +8,7 @@ conversions) and skip only the compiling.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Sequence, TypeVar
 
 from django.db import connection, models
@@ -59,8 +60,20 @@ def field_count(model: type[models.Model]) -> int:
 
 def from_row(model: type[M], values: Sequence[Any]) -> M:
     """An instance of ``model`` from the values of :func:`select_list`, as a queryset builds
-    it (``Model.from_db``: loaded, not adding). PostgreSQL's driver returns each column as its
-    field's Python value (UUID, aware datetime) already, so no converter runs: callers use
-    this on PostgreSQL and the ORM elsewhere."""
-    names = [field.attname for field in model._meta.concrete_fields]
-    return model.from_db(connection.alias, names, list(values))
+    it (``Model.from_db``: loaded, not adding). PostgreSQL's driver returns most columns as
+    their field's Python value (UUID, aware datetime) already; the fields with a converter of
+    their own (JSON, which Django has the driver hand over as text) get it, as the ORM would
+    apply it. Callers use this on PostgreSQL and the ORM elsewhere."""
+    names, converted = _loading(model)
+    values = list(values)
+    for index, field in converted:
+        values[index] = field.from_db_value(values[index], field.cached_col, connection)
+    return model.from_db(connection.alias, names, values)
+
+
+@functools.cache
+def _loading(model: type[models.Model]) -> tuple[list[str], list[tuple[int, Any]]]:
+    """The attribute names :func:`from_row` loads, and the fields whose values it converts."""
+    fields = model._meta.concrete_fields
+    return ([field.attname for field in fields],
+            [(index, field) for index, field in enumerate(fields) if hasattr(field, "from_db_value")])
