@@ -66,6 +66,8 @@ from django.conf import settings
 
 from messaging.events import CLOSE_RESTARTING
 
+from . import inbound
+
 # daphne's command line passes 1 MiB for both frame limits unless told otherwise.
 DAPHNE_DEFAULT_LIMIT = 1024 * 1024
 
@@ -119,6 +121,15 @@ class GatewayWebSocketProtocol(WebSocketProtocol):
         else:
             message["text"] = payload.decode("utf8")
         self.application_queue.put_nowait(message)
+
+    def onOpen(self) -> None:  # noqa: N802 - autobahn's name
+        super().onOpen()
+        inbound.watch(self.application_queue)  # its waiting frames count as lag (gateway.inbound)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:  # noqa: N802, N803
+        if hasattr(self, "application_queue"):
+            inbound.forget(self.application_queue)  # what it still holds is never read
+        super().onClose(wasClean, code, reason)
 
     def serverClose(self, code: int | None = None) -> None:  # noqa: N802 - daphne's name
         if code == CLOSE_RESTARTING:

@@ -22,6 +22,8 @@ from messaging.payloads import MessagePayload
 from ops import degraded, metrics
 from ops.acktiming import AckTracker
 
+from . import inbound
+
 
 def _created_at(message: MessagePayload) -> float:
     return _timestamp(message["created_at"])
@@ -31,6 +33,16 @@ def _created_at(message: MessagePayload) -> float:
 def _timestamp(created_at: str) -> float:
     """Parsed once per process, not once per socket the message reaches."""
     return datetime.fromisoformat(created_at).timestamp()
+
+
+def _ranked(waits: Iterable[float]) -> float:
+    """The wait ranked as :meth:`ProcessCounts.take_inbound_wait` says; 0 with too few sockets."""
+    waits = list(waits)
+    rank = max(settings.PARLEY_DEGRADED_INBOUND_MIN_SOCKETS,
+               math.ceil(settings.PARLEY_DEGRADED_INBOUND_SOCKET_SHARE * len(waits)))
+    if len(waits) < rank:
+        return 0.0
+    return heapq.nlargest(rank, waits)[-1]
 
 
 class ProcessCounts:
@@ -47,17 +59,15 @@ class ProcessCounts:
             self._inbound_waits[socket] = seconds
 
     def take_inbound_wait(self) -> float:
-        """How long clients' frames waited to be handled since the last call, as the server's
-        lag: the wait of the socket ranked ``PARLEY_DEGRADED_INBOUND_MIN_SOCKETS`` (or
-        ``PARLEY_DEGRADED_INBOUND_SOCKET_SHARE`` of the sockets that sent frames, if more)
-        from the longest. A socket's frames also wait behind its own earlier ones, so one
-        client sending a burst waits on itself; many sockets waiting at once is the server."""
+        """How long clients' frames waited to be handled, as the server's lag: the longer of
+        the waits of frames handled since the last call and the ages of the frames still
+        queued now (gateway.inbound: a backlog counts as it builds, not once it is served).
+        Each is the wait of the socket ranked ``PARLEY_DEGRADED_INBOUND_MIN_SOCKETS`` (or
+        ``PARLEY_DEGRADED_INBOUND_SOCKET_SHARE`` of the sockets concerned, if more) from the
+        longest. A socket's frames also wait behind its own earlier ones, so one client
+        sending a burst waits on itself; many sockets waiting at once is the server."""
         waits, self._inbound_waits = self._inbound_waits, {}
-        rank = max(settings.PARLEY_DEGRADED_INBOUND_MIN_SOCKETS,
-                   math.ceil(settings.PARLEY_DEGRADED_INBOUND_SOCKET_SHARE * len(waits)))
-        if len(waits) < rank:
-            return 0.0
-        return heapq.nlargest(rank, waits.values())[-1]
+        return max(_ranked(waits.values()), _ranked(inbound.queued_ages(time.monotonic())))
 
     def acks(self, *, in_time: int, timeouts: int) -> None:
         if in_time:
