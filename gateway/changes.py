@@ -46,7 +46,7 @@ class ChangeWriter:
         first page, shared by the sockets of the process resuming from the same number."""
         self.streams.client_holds(conversation_id, after)
         if resuming:
-            behind = max(self.runtime.hub.announced_changes.get(conversation_id, 0) - after, 1)
+            behind = self.runtime.hub.changes_behind(conversation_id, after)
             shared = await self.runtime.fills.change_resume_page(conversation_id, after, behind=behind)
             page, text = shared.page, shared.page_frame()
         else:

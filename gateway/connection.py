@@ -155,13 +155,13 @@ class Connection:
 
     async def replay(self, conversation_id: int, after_seq: int, limit: int) -> None:
         self.require_follow(conversation_id)
-        behind = max(self.runtime.hub.announced.get(conversation_id, 0) - after_seq, 1)
+        behind = self.runtime.hub.messages_behind(conversation_id, after_seq)
         async with self.runtime.admission.slot(behind=behind), self.writer.lock:
             await self.writer.page(conversation_id, after_seq, limit)
 
     async def replay_changes(self, conversation_id: int, after: int, limit: int) -> None:
         self.require_follow(conversation_id)
-        behind = max(self.runtime.hub.announced_changes.get(conversation_id, 0) - after, 1)
+        behind = self.runtime.hub.changes_behind(conversation_id, after)
         async with self.runtime.admission.slot(behind=behind), self.writer.lock:
             await self.writer.changes.page(conversation_id, after, limit)
 

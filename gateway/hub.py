@@ -115,6 +115,15 @@ class GatewayHub:
         self.note_seq(conversation_id, seq)
         self.note_change(conversation_id, change)
 
+    def messages_behind(self, conversation_id: int, after_seq: int) -> int:
+        """How many messages a reader holding ``after_seq`` misses, as far as this process knows
+        (at least 1: a replay's weight in the admission budget, ops.admission)."""
+        return max(self.announced.get(conversation_id, 0) - after_seq, 1)
+
+    def changes_behind(self, conversation_id: int, after: int) -> int:
+        """The same for the change stream."""
+        return max(self.announced_changes.get(conversation_id, 0) - after, 1)
+
     def _behind(self, conversation_id: int, heads: tuple[int, int]) -> bool:
         return (heads[0] > self.announced.get(conversation_id, 0)
                 or heads[1] > self.announced_changes.get(conversation_id, 0))

@@ -72,7 +72,7 @@ class StreamWriter:
         """
         self.streams.client_holds(conversation_id, after_seq)
         if resuming:
-            behind = max(self.runtime.hub.announced.get(conversation_id, 0) - after_seq, 1)
+            behind = self.runtime.hub.messages_behind(conversation_id, after_seq)
             shared = await self.runtime.fills.resume_page(conversation_id, after_seq, behind=behind)
             page, text = shared.page, shared.page_frame()
         else:

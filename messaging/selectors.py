@@ -74,7 +74,7 @@ def _message_with_joins(row: Sequence[Any]) -> Message:
     Message.sender.field.set_cached_value(message, rows.from_row(User, row[message_width:message_width + user_width]))
     reply_start = message_width + user_width
     reply: Message | None = None
-    if message.reply_to_id is not None and row[reply_start] is not None:  # the original may be gone (SET_NULL races)
+    if row[reply_start] is not None:  # the LEFT JOIN found the message this one answers
         reply = rows.from_row(Message, row[reply_start:reply_start + message_width])
         Message.sender.field.set_cached_value(reply, rows.from_row(User, row[reply_start + message_width:]))
     Message.reply_to.field.set_cached_value(message, reply)
