@@ -136,6 +136,16 @@ class RedisChannelLayer(core.RedisChannelLayer):
                 core.logger.info("%s of %s channels over capacity in group %s", over_capacity,
                                  len(channel_names), group)
 
+    async def waiting_since(self, channel: str) -> float | None:
+        """When the oldest message still waiting on ``channel`` was sent (time.time() of the
+        sender), or None when nothing waits. A process-specific channel's messages all wait
+        under its process's key, scored by their send time (channels-redis' layout); one
+        round trip, read-only."""
+        name = self.non_local_name(channel)
+        oldest = await self.connection(self.consistent_hash(name)).zrange(self.prefix + name, 0, 0,
+                                                                         withscores=True)
+        return float(oldest[0][1]) if oldest else None
+
     async def _brpop_with_clean(self, index: int, channel: str, timeout: Any) -> Any:
         """channels-redis' receive step: what an interrupted receive left in the backup queue
         goes back first, then the oldest message moves to the backup queue until it has been

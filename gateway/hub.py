@@ -176,6 +176,27 @@ class GatewayHub:
         if published_at is not None:
             self._event_lag = max(self._event_lag, time.time() - published_at)
 
+    async def layer_backlog(self, *, timeout: float) -> float:
+        """How long the oldest event still waiting for this process in the layer has waited,
+        in seconds (0 when none waits, the layer cannot tell, or Redis failed to answer: the
+        receive loop reports and repairs outages).
+
+        The handled-event lag counts an event only once the receive loop has taken it, so
+        while a flood outruns the receive loop the backlog piles up in Redis unseen: under a
+        typing flood, message events waited 3-7 s there before any tick saw them (issue 15,
+        goal 5). Asked at each tick, this sees the backlog as it forms. An answer that takes
+        longer than ``timeout`` counts as that much lag: the layer is at least that slow."""
+        waiting_since = getattr(self.layer, "waiting_since", None)  # chatproject.layers, not in-memory
+        if waiting_since is None or self.channel is None:
+            return 0.0
+        try:
+            sent_at = await asyncio.wait_for(waiting_since(self.channel), timeout)
+        except asyncio.TimeoutError:
+            return timeout
+        except Exception:  # noqa: BLE001 - Redis gone: the receive loop backs off and repairs
+            return 0.0
+        return max(time.time() - sent_at, 0.0) if sent_at is not None else 0.0
+
     def take_event_lag(self) -> float:
         """The age of the oldest event a socket handled since the last call, publish to
         handling (0 if none carried its publish time); other hosts' clocks are taken as in sync."""

@@ -121,10 +121,14 @@ class GatewayRuntime:
             asleep = self.loop.time()
             await asyncio.sleep(interval)
             # How late the loop woke us, how old the oldest event the hub got since, how long a
-            # call waited for a database thread, how long clients' frames waited to be handled:
-            # what work on this process waited (degraded mode's gateway-lag signal).
-            self.counts.tick(max(self.loop.time() - asleep - interval, self.hub.take_event_lag(),
-                                 self.db.take_queue_wait(), self.counts.take_inbound_wait()))
+            # call waited for a database thread, how long clients' frames waited to be handled,
+            # how long events have waited in the layer for the hub: what work on this process
+            # waited (degraded mode's gateway-lag signal).
+            late = self.loop.time() - asleep - interval
+            backlog = await self.hub.layer_backlog(timeout=interval)
+            metrics.LAYER_BACKLOG.set(backlog)
+            self.counts.tick(max(late, self.hub.take_event_lag(), self.db.take_queue_wait(),
+                                 self.counts.take_inbound_wait(), backlog))
             try:
                 await self.tick()
                 self._tick_failing = False

@@ -22,12 +22,14 @@ Signals, shared through the cache by every gateway process, per second. Two kind
   ``PARLEY_DEGRADED_GATEWAY_LAG_MS``. A tick's lag is the longest of: how late its event
   loop woke it, how old the oldest message event a socket handled since the last tick was
   (publish to handling, so the sockets' own queues count), how long a call waited for a
-  database thread, and how long clients' frames waited in their sockets' inbound queues to
-  be handled (gateway.telemetry: many sockets, not one client's own burst). Hot when, over
+  database thread, how long clients' frames waited in their sockets' inbound queues to
+  be handled (gateway.telemetry: many sockets, not one client's own burst), and how long the
+  oldest event still waiting for the process in the channel layer has waited there (a
+  flood that outruns the hub's receive piles up in Redis, where nothing else sees it). Hot when, over
   the last ``PARLEY_DEGRADED_LAG_WINDOW_SECONDS`` (the second in progress included), at
   least ``PARLEY_DEGRADED_MIN_LATE_TICKS`` ticks were late and they were more than
   ``PARLEY_DEGRADED_LATE_TICK_RATIO`` of the ticks: a flood (typing, say) queues ahead of
-  messages on the loop, in the layer channel, in the thread pool or in the inbound queues,
+  messages on the loop, in the layer's channel, in the thread pool or in the inbound queues,
   and two late ticks say so within about two seconds, one stall (a pause of the collector)
   does not;
 * queue lag: the age of the oldest waiting task in the queues ``PARLEY_DEGRADED_QUEUES``

@@ -90,6 +90,11 @@ GATEWAY_CPU_PER_DELIVERY = Gauge(
     "over the messages it wrote to sockets, across the last PARLEY_GATEWAY_CPU_WINDOW_SECONDS; NaN while it "
     "delivered nothing.", multiprocess_mode="all",
 )
+LAYER_BACKLOG = Gauge(
+    "parley_layer_backlog_seconds", "Per gateway process (pid label), at its last tick: how long the oldest "
+    "event waiting for it in the channel layer has waited (0 when none waits): how far its hub's receive is "
+    "behind.", multiprocess_mode="all",
+)
 ACK_TIMEOUT_RATIO = Gauge(
     "parley_ack_timeout_ratio", "Share of acks that timed out, across all gateways, over the "
     "degraded-mode window.", multiprocess_mode="mostrecent",
@@ -119,7 +124,8 @@ RECONNECTS = Counter(
 GATEWAY_LAG = Histogram(
     "parley_gateway_lag_seconds", "Per gateway tick: the longest of how late the event loop woke the "
     "tick, the age of the oldest message event a socket handled since the last one, the longest "
-    "wait for a database thread, and how long clients' frames waited to be handled (across sockets).",
+    "wait for a database thread, how long clients' frames waited to be handled (across sockets), and "
+    "the age of the oldest event still waiting for the process in the channel layer.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 GC_PAUSE = Histogram(

@@ -6,6 +6,7 @@ and expects the same outcome.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 import pytest
@@ -128,3 +129,24 @@ async def test_every_caller_of_a_failed_group_add_pipeline_hears_the_error():
                                    return_exceptions=True)
     assert all(isinstance(result, redis.ConnectionError) for result in results), results
     assert layer._pending_adds == {}
+
+
+async def test_waiting_since_is_the_send_time_of_the_oldest_message_not_yet_received():
+    """Degraded mode's layer backlog (gateway.hub.layer_backlog): what waits for a process in
+    Redis, seen without receiving it; the stock layer's key layout and scores, read."""
+    layer = make(RedisChannelLayer)
+    channel, other = await layer.new_channel("gateway."), await layer.new_channel("gateway.")
+    assert await layer.waiting_since(channel) is None
+    await layer.group_add("conv.1", channel)
+    before = time.time()
+    await layer.group_send("conv.1", {"type": "conv.message", "n": 1})
+    await asyncio.sleep(0.05)
+    await layer.group_send("conv.1", {"type": "conv.message", "n": 2})
+    first_sent = await layer.waiting_since(channel)
+    assert first_sent is not None and before <= first_sent < before + 0.05
+    assert await layer.waiting_since(other) == first_sent  # one process's channels share its key
+    assert (await layer.receive(channel))["n"] == 1
+    assert await layer.waiting_since(channel) > first_sent  # now the second one's
+    assert (await layer.receive(channel))["n"] == 2
+    assert await layer.waiting_since(channel) is None
+    await layer.flush()

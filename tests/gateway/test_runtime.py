@@ -6,7 +6,6 @@ import asyncio
 from unittest import mock
 
 import pytest
-
 from django.db import OperationalError, connection
 from psycopg_pool import PoolTimeout
 
@@ -94,3 +93,33 @@ async def test_a_database_call_gives_its_pooled_connection_back_even_with_channe
         assert lent_out() == before
     finally:
         db.shutdown()
+
+
+async def test_each_tick_counts_the_layers_backlog_as_the_processs_lag(settings, monkeypatch):
+    """Events waiting for the hub in Redis make a tick late even when the loop, the sockets'
+    queues and the database threads are all on time (a flood that outruns the receive loop)."""
+    from ops import metrics
+
+    settings.PARLEY_GATEWAY_TICK_SECONDS = 0.05
+    settings.PARLEY_DEGRADED_GATEWAY_LAG_MS = 500
+    gateway = runtime.GatewayRuntime()
+    asked = []
+
+    async def backlog(*, timeout: float) -> float:
+        asked.append(timeout)
+        return 0.8
+
+    async def shared_tick(**kwargs):  # the shared window's part is ops.degraded's (tested there)
+        return gateway.mode
+
+    monkeypatch.setattr(gateway.hub, "layer_backlog", backlog)
+    monkeypatch.setattr(gateway, "tick", shared_tick)
+    ticking = asyncio.get_running_loop().create_task(gateway._tick_loop())
+    await asyncio.sleep(0.3)
+    ticking.cancel()
+    await asyncio.gather(ticking, return_exceptions=True)
+    gateway.db.shutdown()
+    counts = gateway.counts.window.take(sockets=0)
+    assert counts["ticks"] >= 2 and counts["late_ticks"] == counts["ticks"]
+    assert asked and all(timeout == 0.05 for timeout in asked)  # bounded by the tick
+    assert metrics.LAYER_BACKLOG._value.get() == 0.8
