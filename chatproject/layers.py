@@ -136,6 +136,13 @@ class RedisChannelLayer(core.RedisChannelLayer):
                 core.logger.info("%s of %s channels over capacity in group %s", over_capacity,
                                  len(channel_names), group)
 
+    async def ping(self) -> None:
+        """Every Redis server of the layer answers (``/readyz``): readiness asks the servers, not
+        a message through the process's own channel, which waits behind whatever the hub has
+        not received yet."""
+        for index in range(self.ring_size):
+            await self.connection(index).ping()
+
     async def waiting_since(self, channel: str) -> float | None:
         """When the oldest message still waiting on ``channel`` was sent (time.time() of the
         sender), or None when nothing waits. A process-specific channel's messages all wait

@@ -1,8 +1,11 @@
 """Probes for load balancers and orchestrators (CONTRACT, "Operations").
 
 ``/healthz`` answers while the process can serve HTTP (liveness). ``/readyz`` also proves the
-two things a request needs: the database answers a query and the channel layer carries a
-message (readiness); a probe that fails says which check failed, with 503. A gateway that
+two things a request needs: the database answers a query and every Redis server of the channel
+layer answers (readiness); a probe that fails says which check failed, with 503. How far behind
+a busy gateway is, is degraded mode's business, not the balancer's: a readiness probe that
+waited behind the hub's backlog took busy gateways out of rotation and sent their load to the
+others (ops.degraded sheds instead). A gateway that
 is shutting down (SIGTERM: it sends its sockets away with 1012) answers 503 ``draining``,
 so a load balancer routing on ``/readyz`` stops sending it new clients.
 """
@@ -53,10 +56,20 @@ async def _layer_round_trip(timeout: float) -> None:
         raise RuntimeError("the channel layer returned another message")
 
 
+async def _layer_answers(timeout: float) -> None:
+    layer = get_channel_layer()
+    ping = getattr(layer, "ping", None)  # chatproject.layers: each Redis server of the layer
+    if ping is None:
+        await _layer_round_trip(timeout)  # another layer (in memory): a message there and back
+    else:
+        await asyncio.wait_for(ping(), timeout)
+
+
 def check_channel_layer() -> None:
-    """Send a message to a fresh channel and receive it back."""
+    """Every Redis server of the layer answers; for a layer that cannot say, a message sent to
+    a fresh channel comes back."""
     timeout = getattr(settings, "PARLEY_READYZ_TIMEOUT_SECONDS", DEFAULT_READYZ_TIMEOUT_SECONDS)
-    async_to_sync(_layer_round_trip)(timeout)
+    async_to_sync(_layer_answers)(timeout)
 
 
 CHECKS: dict[str, Callable[[], None]] = {"database": check_database, "channel_layer": check_channel_layer}

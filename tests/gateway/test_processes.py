@@ -175,8 +175,8 @@ async def test_a_large_channel_reaches_every_member_in_contiguous_batches_built_
 
 
 async def test_a_gateway_serving_sockets_is_ready(people, gateways):
-    """/readyz's layer round trip must not wait behind the hub's receive (a load balancer
-    routing on /readyz would otherwise take every busy gateway out)."""
+    """/readyz must not wait behind the hub's receive (a load balancer routing on /readyz would
+    otherwise take every busy gateway out)."""
     group, devices, tokens = people
     (gateway,) = await asyncio.to_thread(gateways, 1)
     client = ParleyClient([gateway.url], token=tokens["bob"], device_id=devices["bob"][0])
