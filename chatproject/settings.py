@@ -464,8 +464,9 @@ PARLEY_GATEWAY_CPU_WINDOW_SECONDS = env.float("PARLEY_GATEWAY_CPU_WINDOW_SECONDS
 # a threshold, leave once every signal stays below its (lower) exit threshold for CALM seconds.
 PARLEY_DEGRADED_WINDOW_SECONDS = env.int("PARLEY_DEGRADED_WINDOW_SECONDS", default=10)
 # Server-side lag, enough alone. Gateway lag: a tick is late when it lagged more than
-# GATEWAY_LAG_MS (the loop woke it that late, a message event arrived that old, or a call waited
-# that long for a database thread); hot when, over the last LAG_WINDOW seconds, at least
+# GATEWAY_LAG_MS (the loop woke it that late, a message event arrived that old, a call waited
+# that long for a database thread, frames waited that long to be handled, or an event has waited
+# that long in the channel layer); hot when, over the last LAG_WINDOW seconds, at least
 # MIN_LATE_TICKS ticks were late and more than LATE_TICK_RATIO of them; calm below the exit
 # ratio over the whole window.
 PARLEY_DEGRADED_GATEWAY_LAG_MS = env.int("PARLEY_DEGRADED_GATEWAY_LAG_MS", default=500)
