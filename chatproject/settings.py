@@ -463,6 +463,11 @@ PARLEY_GATEWAY_CPU_WINDOW_SECONDS = env.float("PARLEY_GATEWAY_CPU_WINDOW_SECONDS
 # Degraded mode (ops.degraded; docs/operations.md): signals summed over the window; enter above
 # a threshold, leave once every signal stays below its (lower) exit threshold for CALM seconds.
 PARLEY_DEGRADED_WINDOW_SECONDS = env.int("PARLEY_DEGRADED_WINDOW_SECONDS", default=10)
+# Between its ticks each gateway reads the shared level this often (one cache read), so a level
+# another gateway decided reaches its sockets within this rather than at its next tick.
+PARLEY_DEGRADED_FOLLOW_SECONDS = env.float("PARLEY_DEGRADED_FOLLOW_SECONDS", default=0.25)
+if not PARLEY_DEGRADED_FOLLOW_SECONDS > 0:  # 0 would read the cache in a busy loop
+    raise ImproperlyConfigured("PARLEY_DEGRADED_FOLLOW_SECONDS is a positive number of seconds, e.g. 0.25")
 # Server-side lag, enough alone. Gateway lag: a tick is late when it lagged more than
 # GATEWAY_LAG_MS (the loop woke it that late, a message event arrived that old, a call waited
 # that long for a database thread, frames waited that long to be handled, or an event has waited

@@ -18,6 +18,10 @@ the gateway is a module-level singleton. The runtime owns:
   4. adopts the shared degraded level and, when it changed, tells every greeted socket
      (a ``degraded`` frame; leaving level 2 releases the receipts it deferred);
 
+  and between ticks, every ``PARLEY_DEGRADED_FOLLOW_SECONDS``, reads the shared level alone
+  and adopts it the same way: a level another gateway decided reaches this one's sockets
+  within that, not at this process's next tick (up to a second later);
+
   and the drain on shutdown: every socket gets ``{"type": "reconnect", "after_ms": N}`` and
   close code 1012 (gateway.server), N drawn at random over a spread that grows with the
   number of sockets (``PARLEY_RESTART_RECONNECT_RATE`` per second, at most
@@ -74,17 +78,18 @@ class GatewayRuntime:
         self.sockets: set[Socket] = set()
         self.mode = degraded.Mode()
         self.draining = False
-        self._tick_task: asyncio.Task[None] | None = None
+        self._duties: list[asyncio.Task[None]] = []
         self._tick_failing = False
 
     async def start(self) -> None:
         await self.hub.start()
-        self._tick_task = self.loop.create_task(self._tick_loop(), name="parley-gateway-tick")
+        self._duties = [self.loop.create_task(self._tick_loop(), name="parley-gateway-tick"),
+                        self.loop.create_task(self._follow_loop(), name="parley-gateway-follow")]
 
     async def stop(self) -> None:
-        if self._tick_task is not None:
-            self._tick_task.cancel()
-            await asyncio.gather(self._tick_task, return_exceptions=True)
+        for duty in self._duties:
+            duty.cancel()
+        await asyncio.gather(*self._duties, return_exceptions=True)
         await self.hub.stop()
         metrics.OPEN_CONNECTIONS.dec(len(self.sockets))
         self.sockets.clear()
@@ -149,7 +154,20 @@ class GatewayRuntime:
         heap.observe_pauses()
         metrics.flush()
         counts = self.counts.window.take(sockets=len(self.sockets))
-        mode = await self.db.control(_share)(counts, now)
+        return self._adopt(await self.db.control(_share)(counts, now))
+
+    async def _follow_loop(self) -> None:
+        while True:
+            await asyncio.sleep(settings.PARLEY_DEGRADED_FOLLOW_SECONDS)
+            try:
+                self._adopt(await self.db.control(degraded.refresh)())
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the cache may be down; the tick says so, once
+                pass
+
+    def _adopt(self, mode: degraded.Mode) -> degraded.Mode:
+        """This process acts on ``mode`` from now on; the sockets hear of a change."""
         if mode != self.mode:
             self.mode = mode
             notice = Degraded(mode.shed)

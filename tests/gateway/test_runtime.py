@@ -3,16 +3,22 @@ gone when stopped."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from unittest import mock
 
 import pytest
+from django.core.cache import cache
 from django.db import OperationalError, connection
 from psycopg_pool import PoolTimeout
 
 from gateway import runtime
 from gateway.db import DatabaseThreads
+from gateway.notices import Degraded
 from messaging.errors import Unavailable
 from messaging.models import User
+from ops import degraded, metrics
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -98,8 +104,6 @@ async def test_a_database_call_gives_its_pooled_connection_back_even_with_channe
 async def test_each_tick_counts_the_layers_backlog_as_the_processs_lag(settings, monkeypatch):
     """Events waiting for the hub in Redis make a tick late even when the loop, the sockets'
     queues and the database threads are all on time (a flood that outruns the receive loop)."""
-    from ops import metrics
-
     settings.PARLEY_GATEWAY_TICK_SECONDS = 0.05
     settings.PARLEY_DEGRADED_GATEWAY_LAG_MS = 500
     gateway = runtime.GatewayRuntime()
@@ -123,3 +127,44 @@ async def test_each_tick_counts_the_layers_backlog_as_the_processs_lag(settings,
     assert counts["ticks"] >= 2 and counts["late_ticks"] == counts["ticks"]
     assert asked and all(timeout == 0.05 for timeout in asked)  # bounded by the tick
     assert metrics.LAYER_BACKLOG._value.get() == 0.8
+
+
+class _Socket:
+    def __init__(self) -> None:
+        self.notices: list = []
+
+    def deliver(self, event) -> None:
+        self.notices.append(event)
+
+
+async def test_a_level_another_gateway_decided_reaches_this_ones_sockets_between_its_ticks(settings):
+    """Each gateway follows the shared state every PARLEY_DEGRADED_FOLLOW_SECONDS: under a
+    flood the first gateway to see it decides, and the others' sockets hear it within that,
+    not at their next tick (their own tick is an hour away here)."""
+    settings.PARLEY_GATEWAY_TICK_SECONDS = 3600
+    settings.PARLEY_DEGRADED_FOLLOW_SECONDS = 0.05
+    gateway = runtime.GatewayRuntime()
+    socket = _Socket()
+    gateway.sockets.add(socket)  # type: ignore[arg-type]
+    following = asyncio.get_running_loop().create_task(gateway._follow_loop())
+    try:
+        await asyncio.sleep(0.2)
+        assert socket.notices == []  # nothing changed
+        await asyncio.to_thread(cache.set, degraded.STATE_KEY, {"level": 1, "forced": False}, None)
+        await asyncio.sleep(0.3)
+        assert socket.notices == [Degraded(("typing", "presence"))]
+        assert gateway.mode == degraded.Mode(level=1)
+    finally:
+        following.cancel()
+        await asyncio.gather(following, return_exceptions=True)
+        gateway.db.shutdown()
+        await asyncio.to_thread(cache.delete, degraded.STATE_KEY)
+        await asyncio.to_thread(degraded.refresh)
+
+
+def test_a_follow_interval_that_would_read_the_cache_in_a_busy_loop_is_refused_at_start():
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "chatproject.settings", "PARLEY_DEGRADED_FOLLOW_SECONDS": "0"}
+    result = subprocess.run([sys.executable, "-c", "import django; django.setup()"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "PARLEY_DEGRADED_FOLLOW_SECONDS is a positive number" in result.stderr
