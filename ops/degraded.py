@@ -63,7 +63,8 @@ Who decides: each gateway process ticks once a second (gateway.runtime). It adds
 to the shared window and evaluates at once (a lock of up to 2 s in the cache keeps two
 gateways from stepping the state together; the one that finds it taken leaves it to the
 other), so the first gateway to see a flood decides without waiting for the next second.
-Every gateway adopts the stored state at its tick and tells its sockets when the level
+Every gateway adopts the stored state at its tick, and between ticks every
+``PARLEY_DEGRADED_FOLLOW_SECONDS`` (:func:`refresh` alone), and tells its sockets when the level
 changes. An admin override (ops.models.DegradedModeOverride) forces a level; the automatic
 state keeps being tracked underneath and takes over again on "auto".
 """
