@@ -9,6 +9,8 @@ import { startPendingCount } from "./pending.js";
 import { CLOSE_FORBIDDEN, CLOSE_NOT_AUTHENTICATED, ParleySocket } from "./socket.js";
 import { installShortcuts } from "./keyboard.js";
 import { MessageView } from "./messageview.js";
+import { installMessageDialogs, showFlag, showInfo } from "./messagedialogs.js";
+import { installNewChatDialogs } from "./newchat.js";
 import { EmojiPicker, react } from "./reactions.js";
 import { InTabNotifier, isQuiet } from "./notify.js";
 import { ReadTracker } from "./reads.js";
@@ -18,7 +20,7 @@ import { Store } from "./store.js";
 import { Switcher } from "./switcher.js";
 import { AttachmentTray, Lightbox, acceptDrops, acceptPastes } from "./attachments.js";
 import {
-  announce, el, pickRow, renderConnection, renderConversationList, renderTyping, replaceChildren, subtitleText, toast,
+  announce, renderConnection, renderConversationList, renderTyping, subtitleText, toast,
 } from "./ui.js";
 
 const config = JSON.parse(document.getElementById("parley-config").textContent);
@@ -745,159 +747,8 @@ $("composer-input").addEventListener("input", (event) => {
 });
 
 // --- dialogs -----------------------------------------------------------------------------------------
-function debounce(fn, ms) {
-  let timer;
-  return (...args) => { clearTimeout(timer); timer = setTimeout(() => fn(...args), ms); };
-}
-
-async function searchUsers(text) {
-  if (!text.trim()) return [];
-  return (await api.get("users", { search: text.trim() })).results;
-}
-
-async function startDirect(user) {
-  try {
-    const info = await api.post("conversations", { kind: "direct", members: [user.id] });
-    store.upsertConversation(info);
-    $("direct-dialog").close();
-    await loadMembers(store.get(info.id)).catch(() => {});
-    openConversation(info.id);
-  } catch (error) {
-    toast(error.message_for_people || error.message);
-  }
-}
-
-$("new-direct").addEventListener("click", () => {
-  $("direct-search").value = "";
-  replaceChildren($("direct-results"), []);
-  $("direct-dialog").showModal();
-});
-$("direct-search").addEventListener("input", debounce(async (event) => {
-  const users = await searchUsers(event.target.value).catch(() => []);
-  replaceChildren($("direct-results"), users.length
-    ? users.map((u) => pickRow(u.display_name, `@${u.username}`, "Chat", () => startDirect(u), { label: `Chat with ${u.display_name}` }))
-    : [el("li", { cls: "pick-sub", text: event.target.value.trim() ? "Nobody found." : "" })]);
-}, 250));
-
-const groupPicks = new Map();
-function renderGroupPicks() {
-  $("group-picked").textContent = groupPicks.size ? [...groupPicks.values()].map((u) => u.display_name).join(", ") : "nobody yet";
-}
-$("new-group").addEventListener("click", () => {
-  groupPicks.clear();
-  renderGroupPicks();
-  $("group-title").value = "";
-  $("group-search").value = "";
-  $("group-error").hidden = true;
-  replaceChildren($("group-results"), []);
-  $("group-dialog").showModal();
-});
-$("group-search").addEventListener("input", debounce(async (event) => {
-  const users = await searchUsers(event.target.value).catch(() => []);
-  replaceChildren($("group-results"), users.map((u) => pickRow(u.display_name, `@${u.username}`, groupPicks.has(u.id) ? "Added" : "Add", (e) => {
-    groupPicks.set(u.id, u);
-    e.target.textContent = "Added";
-    e.target.disabled = true;
-    renderGroupPicks();
-  }, { disabled: groupPicks.has(u.id) })));
-}, 250));
-$("group-form").addEventListener("submit", async (event) => {
-  if (event.submitter?.value !== "create") return;
-  event.preventDefault();
-  try {
-    const info = await api.post("conversations", { kind: "group", title: $("group-title").value.trim(), members: [...groupPicks.keys()] });
-    store.upsertConversation(info);
-    $("group-dialog").close();
-    openConversation(info.id);
-  } catch (error) {
-    $("group-error").textContent = error.message_for_people || error.message;
-    $("group-error").hidden = false;
-  }
-});
-
-async function listChannels(text = "") {
-  try {
-    const page = await api.get("channels", { search: text.trim() || undefined });
-    replaceChildren($("channel-results"), page.results.length ? page.results.map((info) => pickRow(
-      info.title, `${info.member_count} member${info.member_count === 1 ? "" : "s"}`,
-      info.me ? "Open" : "Join", () => joinChannel(info))) : [el("li", { cls: "pick-sub", text: "No public channels found." })]);
-  } catch (error) {
-    replaceChildren($("channel-results"), [el("li", { cls: "pick-sub", text: error.message })]);
-  }
-}
-
-async function joinChannel(info) {
-  try {
-    const joined = info.me ? info : await api.post(`conversations/${info.id}/join`);
-    store.upsertConversation(joined);
-    $("channels-dialog").close();
-    openConversation(joined.id);
-  } catch (error) {
-    toast(error.message);
-  }
-}
-
-$("browse-channels").addEventListener("click", () => {
-  $("channel-search").value = "";
-  listChannels();
-  $("channels-dialog").showModal();
-});
-$("channel-search").addEventListener("input", debounce((event) => listChannels(event.target.value), 250));
-$("channel-create").addEventListener("click", async () => {
-  try {
-    const info = await api.post("conversations", { kind: "channel", title: $("channel-title").value.trim(), public: $("channel-public").checked });
-    store.upsertConversation(info);
-    $("channels-dialog").close();
-    openConversation(info.id);
-  } catch (error) {
-    toast(error.message_for_people || error.message);
-  }
-});
-
-const GONE = { deleted: "This message was deleted.", removed: "This message was removed by a moderator." };
-
-async function showInfo(conversation, message) {
-  try {
-    const info = await api.get(`messages/${message.id}/info`);
-    $("info-body").textContent = GONE[info.message.state] || info.message.body;
-    const { read, delivered, sent } = info.counts;
-    $("info-counts").textContent = `Read by ${read} · Delivered to ${delivered} · Not yet delivered to ${sent}`;
-    const labels = { read: "Read", delivered: "Delivered", sent: "Sent" };
-    replaceChildren($("info-recipients"), info.recipients.map((r) => el("li", {},
-      el("span", { text: r.user.display_name }),
-      el("span", { cls: "state-label", text: labels[r.state], attrs: { "data-state": r.state } }))));
-    $("info-dialog").showModal();
-  } catch (error) {
-    toast(error.message);
-  }
-}
-
-let flagging = null;
-function showFlag(conversation, message) {
-  flagging = message;
-  $("flag-body").textContent = message.body;
-  $("flag-form").reset();
-  $("flag-error").hidden = true;
-  $("flag-dialog").showModal();
-}
-$("flag-form").addEventListener("submit", async (event) => {
-  if (event.submitter?.value !== "report") return;
-  event.preventDefault();
-  const reason = new FormData($("flag-form")).get("reason");
-  if (!reason) {
-    $("flag-error").textContent = "Pick a reason.";
-    $("flag-error").hidden = false;
-    return;
-  }
-  try {
-    await api.post(`messages/${flagging.id}/flag`, { reason, note: $("flag-note").value.trim() });
-    $("flag-dialog").close();
-    toast("Reported. A moderator will look at it.");
-  } catch (error) {
-    $("flag-error").textContent = error.status === 409 ? "You have already reported this message." : error.message_for_people;
-    $("flag-error").hidden = false;
-  }
-});
+const newChat = installNewChatDialogs({ store, openConversation, loadMembers });
+installMessageDialogs();
 
 // --- navigation and focus ---------------------------------------------------------------------------------
 $("conversation-list").addEventListener("click", (event) => {
@@ -915,7 +766,7 @@ $("conversation-list").addEventListener("click", (event) => {
 $("back-to-list").addEventListener("click", () => closeConversation({ push: true }));
 $("join-channel").addEventListener("click", () => {
   const conversation = store.get(openId);
-  if (conversation) joinChannel(conversation.info);
+  if (conversation) newChat.joinChannel(conversation.info);
 });
 $("load-older").addEventListener("click", loadOlder);
 $("load-newer").addEventListener("click", loadNewer);
