@@ -25,8 +25,8 @@ Signals, shared through the cache by every gateway process, per second. Two kind
   database thread, how long clients' frames waited in their sockets' inbound queues to
   be handled (gateway.telemetry: many sockets, not one client's own burst), and how long the
   oldest event still waiting for the process in the channel layer has waited there (a
-  flood that outruns the hub's receive piles up in Redis, where nothing else sees it). Hot when, over
-  the last ``PARLEY_DEGRADED_LAG_WINDOW_SECONDS`` (the second in progress included), at
+  flood that outruns the hub's receive piles up in Redis, where nothing else sees it).
+  Hot when, over the last ``PARLEY_DEGRADED_LAG_WINDOW_SECONDS`` (the second in progress included), at
   least ``PARLEY_DEGRADED_MIN_LATE_TICKS`` ticks were late and they were more than
   ``PARLEY_DEGRADED_LATE_TICK_RATIO`` of the ticks: a flood (typing, say) queues ahead of
   messages on the loop, in the layer's channel, in the thread pool or in the inbound queues,
