@@ -9,6 +9,7 @@ import urllib.request
 from urllib.parse import quote
 
 import pytest
+from django.db import connection
 from rest_framework.authtoken.models import Token
 
 from messaging.models import Conversation
@@ -57,7 +58,12 @@ async def wait_for_changes(clients, conversation: int, last_change: int, timeout
 
 
 def last_change(conversation: int) -> int:
-    return Conversation.objects.values_list("last_change", flat=True).get(pk=conversation)
+    """Read on a worker thread of asyncio.to_thread: its connection goes back to the pool, or
+    the worker would hold it past the test run and the test database could not be dropped."""
+    try:
+        return Conversation.objects.values_list("last_change", flat=True).get(pk=conversation)
+    finally:
+        connection.close()
 
 
 def assert_every_change_once_in_order(clients, conversation: int, count: int) -> None:
