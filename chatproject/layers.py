@@ -14,12 +14,20 @@ publish):
 
 Here the group's two commands go in one pipeline and the channels' expiry cleanup moves into
 the send script, which runs by its SHA (``EVALSHA``; redis-py loads it on a ``NOSCRIPT``): two
-round trips. A receive whose channel already holds a message (the hub under load) takes it
-with one script that does the cleanup, the pop and the backup in one step; on an empty
-channel the same script's cleanup stands for channels-redis' own, then BZPOPMIN and the
-backup ZADD as it does them (three round trips, as before). What is stored, where, with
+round trips. A receive whose channel already holds messages takes them with one script that
+does the cleanup, the pops and the backup in one step; on an empty channel the same script's
+cleanup stands for channels-redis' own, then BZPOPMIN and the backup ZADD as it does them
+(three round trips, as before). What is stored, where, with
 which scores, expiries and capacities is exactly channels-redis' (its tests of the semantics,
 ours of delivery and repair, run on this class).
+
+A gateway hub is the one receiver of its process's channel, and under load the channel holds
+many messages: a receive there takes up to ``receive_batch`` (100, at most the capacity) and
+hands them to channels-redis' receive buffers in order, so the hub pays two round trips (the
+take, then the backup's cleanup) per batch instead of per message.
+Before this, the hub's receive loop was a serial chain of round trips: at about 300 stored
+messages a second into 20 groups of 10 it fell behind with the gateway's CPU half idle, and
+deliveries waited seconds in Redis (issue 15, goal 1).
 
 The ``group_add`` calls a shard gets while one of its pipelines is in flight (or in the same
 turn of the event loop) go to it together in the next pipeline (messaging.inflight). A reconnect storm's thousand
@@ -57,27 +65,39 @@ end
 return over_capacity
 """
 
-# KEYS: the channel, its backup queue. channels-redis' cleanup (what an interrupted receive
-# left in the backup goes back in front, in order), then the oldest message, if any, moved to
-# the backup queue until the receiver has handed it on: returns it, or false.
+# KEYS: the channel, its backup queue; ARGV: the most messages to take. channels-redis'
+# cleanup (what an interrupted receive left in the backup goes back in front, in order), then
+# the oldest messages, if any, moved to the backup queue until the receiver has handed them
+# on: returns them in order, or false.
 _TAKE = """
 local backed_up = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
 for i = #backed_up, 1, -2 do
     redis.call('ZADD', KEYS[1], backed_up[i], backed_up[i - 1])
 end
 redis.call('DEL', KEYS[2])
-local popped = redis.call('ZPOPMIN', KEYS[1])
+local popped = redis.call('ZPOPMIN', KEYS[1], ARGV[1])
 if popped[1] == nil then
     return false
 end
-redis.call('ZADD', KEYS[2], popped[2], popped[1])
-return popped[1]
+local taken, scored = {}, {}
+for i = 1, #popped, 2 do
+    taken[#taken + 1] = popped[i]
+    scored[#scored + 1] = popped[i + 1]
+    scored[#scored + 1] = popped[i]
+end
+redis.call('ZADD', KEYS[2], unpack(scored))
+return taken
 """
 
 
 class RedisChannelLayer(core.RedisChannelLayer):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, receive_batch: int = 100, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if receive_batch < 1:
+            raise ValueError("receive_batch must be at least 1")
+        # Never more than a channel's buffer holds: channels-redis' buffer drops its oldest
+        # message when full, and it is empty whenever a receive goes to Redis.
+        self.receive_batch = min(receive_batch, self.capacity)
         self._scripts: dict[str, Any] = {}
         # The group_add batches, one per event loop and shard, each gone when it is idle.
         self._pending_adds: dict[tuple[asyncio.AbstractEventLoop, int], InFlightBatches[tuple[str, str]]] = {}
@@ -153,21 +173,73 @@ class RedisChannelLayer(core.RedisChannelLayer):
                                                                          withscores=True)
         return float(oldest[0][1]) if oldest else None
 
-    async def _brpop_with_clean(self, index: int, channel: str, timeout: Any) -> Any:
-        """channels-redis' receive step: what an interrupted receive left in the backup queue
-        goes back first, then the oldest message moves to the backup queue until it has been
-        handed on. One round trip when a message is waiting; otherwise the wait, as
-        channels-redis does it, minus its cleanup (the script just did that, and only this
-        receiver, under channels-redis' per-channel lock, touches the backup queue)."""
+    async def receive_single(self, channel: str) -> tuple[str | list[str], dict[str, Any]]:
+        """channels-redis' receive step for a process's channels, a batch at a time.
+
+        channels-redis calls this only when the receiving channel's buffer is empty, and puts
+        the message it returns into its channel's buffer right after, with no await between.
+        So every message taken but the last goes into its buffer here, in order, and the
+        last is returned to follow them. The batch stays in the backup queue until the
+        cleaner (which holds the channel's receive lock) clears it: a receive cancelled before
+        that leaves it for the next one to put back in front, as channels-redis does.
+        Channels that are not a process's (no ``!``) are received as channels-redis does."""
+        if "!" not in channel:
+            return await super().receive_single(channel)
+        assert self.require_valid_channel_name(channel, receive=True), "Channel name invalid"
+        index = self.consistent_hash(channel)
+        channel_key = self.prefix + channel
+        await self.receive_clean_locks.acquire(channel_key)
+        try:
+            contents = None
+            while not contents:
+                contents = await self._take(index, channel_key, self.receive_batch, self.brpop_timeout)
+            cleaner = asyncio.ensure_future(self._clear_backup(index, channel_key))
+            self.receive_cleaners.append(cleaner)
+
+            def _cleanup_done(done: asyncio.Future) -> None:
+                self.receive_cleaners.remove(done)
+                self.receive_clean_locks.release(channel_key)
+
+            cleaner.add_done_callback(_cleanup_done)
+        except BaseException:
+            self.receive_clean_locks.release(channel_key)
+            raise
+        received = [self._addressed(channel, self.deserialize(content)) for content in contents]
+        for to, message in received[:-1]:
+            for each in to if isinstance(to, list) else [to]:
+                self.receive_buffer[each].put_nowait(message)
+        return received[-1]
+
+    @staticmethod
+    def _addressed(channel: str, message: dict[str, Any]) -> tuple[str | list[str], dict[str, Any]]:
+        """The full channel a process channel's message is for, or the list of them a group
+        message names (channels-redis' unpacking)."""
+        return message.pop("__asgi_channel__", channel), message
+
+    async def _take(self, index: int, channel: str, limit: int, timeout: Any) -> list[bytes] | None:
+        """Up to ``limit`` waiting messages in one round trip; on an empty channel the first to
+        arrive within ``timeout``, as channels-redis waits for it (BZPOPMIN, then the backup
+        ZADD); None if none came."""
         connection = self.connection(index)
         backup = self._backup_channel_name(channel)
-        taken = await self._script(connection, _TAKE)(keys=[channel, backup], client=connection)
+        taken = await self._script(connection, _TAKE)(keys=[channel, backup], args=[limit], client=connection)
         if taken:
-            return taken
+            return list(taken)
         result = await connection.bzpopmin(channel, timeout=timeout)
         if result is None:
             return None
         _, member, score = result
         await connection.zadd(backup, {member: float(score)})
-        return member
+        return [member]
 
+    async def _clear_backup(self, index: int, channel: str) -> None:
+        """The taken batch is in its buffers: its backup copies go (only this receiver, under
+        the channel's receive lock, touches the backup queue)."""
+        await self.connection(index).delete(self._backup_channel_name(channel))
+
+    async def _brpop_with_clean(self, index: int, channel: str, timeout: Any) -> Any:
+        """channels-redis' receive step for other channels: one message, by :meth:`_take` (one
+        round trip when a message is waiting, and the script's cleanup stands for
+        channels-redis' own)."""
+        taken = await self._take(index, channel, 1, timeout)
+        return taken[0] if taken else None

@@ -145,8 +145,55 @@ async def test_waiting_since_is_the_send_time_of_the_oldest_message_not_yet_rece
     first_sent = await layer.waiting_since(channel)
     assert first_sent is not None and before <= first_sent < before + 0.05
     assert await layer.waiting_since(other) == first_sent  # one process's channels share its key
-    assert (await layer.receive(channel))["n"] == 1
-    assert await layer.waiting_since(channel) > first_sent  # now the second one's
-    assert (await layer.receive(channel))["n"] == 2
+    assert (await layer.receive(channel))["n"] == 1  # the receive took both: none waits in Redis
+    assert await layer.waiting_since(channel) is None
+    await layer.group_send("conv.1", {"type": "conv.message", "n": 3})
+    assert await layer.waiting_since(channel) > first_sent  # now the third one's
+    assert [(await layer.receive(channel))["n"] for _ in range(2)] == [2, 3]
     assert await layer.waiting_since(channel) is None
     await layer.flush()
+
+
+async def test_a_backlog_is_received_in_batches_in_order_across_the_process_channels():
+    """The hub's receive takes what waits in one round trip, up to receive_batch: a backlog
+    of 250 leaves 150 in Redis after the first receive; every channel of the process still
+    gets each of its messages once, in order, across the batches' boundaries."""
+    layer = make(RedisChannelLayer, capacity=1000)
+    assert layer.receive_batch == 100
+    hub, other = await layer.new_channel("gateway."), await layer.new_channel("gateway.")
+    await layer.group_add("conv.1", hub)
+    await layer.group_add("conv.2", other)
+    await layer.group_add("conv.2", hub)
+    for n in range(250):
+        await layer.group_send("conv.1" if n % 2 else "conv.2", {"type": "conv.message", "n": n})
+    key = layer.prefix + layer.non_local_name(hub)
+    first = await layer.receive(hub)
+    assert first["n"] == 0
+    assert await layer.connection(layer.consistent_hash(hub)).zcard(key) == 150
+    got_hub = [0] + [(await layer.receive(hub))["n"] for _ in range(249)]
+    got_other = [(await layer.receive(other))["n"] for _ in range(125)]
+    assert got_hub == list(range(250))
+    assert got_other == list(range(0, 250, 2))
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(layer.receive(hub), 0.3)
+    await layer.flush()
+
+
+async def test_a_batch_an_interrupted_receive_took_comes_back_first_in_order():
+    layer = make(RedisChannelLayer)
+    channel = await layer.new_channel("gateway.")
+    for n in range(5):
+        await layer.send(channel, {"type": "x", "n": n})
+    key = layer.prefix + layer.non_local_name(channel)
+    taken = await layer._take(layer.consistent_hash(channel), key, 3, timeout=1)  # then "interrupted"
+    assert [layer.deserialize(content)["n"] for content in taken] == [0, 1, 2]
+    assert [(await layer.receive(channel))["n"] for _ in range(5)] == [0, 1, 2, 3, 4]
+    await layer.flush()
+
+
+def test_a_batch_never_exceeds_what_a_channel_buffer_holds():
+    """channels-redis' receive buffer drops its oldest message when full."""
+    assert make(RedisChannelLayer, capacity=3).receive_batch == 3
+    assert make(RedisChannelLayer, capacity=1000, receive_batch=10).receive_batch == 10
+    with pytest.raises(ValueError):
+        make(RedisChannelLayer, receive_batch=0)
