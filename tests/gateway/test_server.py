@@ -8,6 +8,7 @@ import urllib.request
 
 import pytest
 import websockets
+from channels.db import database_sync_to_async
 from rest_framework.authtoken.models import Token
 
 from tests.live import gateways, redis_server  # noqa: F401 - fixtures
@@ -95,7 +96,7 @@ async def test_what_the_server_sends_is_not_held_to_the_clients_frame_limit(alic
             do_send_message(sender=owner, conversation_id=group, client_msg_id=f"long{i}", body="é" * 1000)
         return Conversation.objects.get(pk=group).pk
 
-    group = await asyncio.to_thread(fill)
+    group = await database_sync_to_async(fill)()
     key = await asyncio.to_thread(ticket, gateway.url, token)
     ws = await websockets.connect(f"{gateway.url.replace('http', 'ws')}/ws/v1/?device={device}&ticket={key}",
                                   max_size=None)
@@ -121,7 +122,7 @@ def alices_group() -> int:
 
 async def test_a_client_keeping_eight_sends_in_flight_that_waits_each_retry_after_is_never_closed(alice, gateways):
     (gateway,) = await asyncio.to_thread(gateways, 1, **BURST_LIMITS)
-    group = await asyncio.to_thread(alices_group)
+    group = await database_sync_to_async(alices_group)()
     ws = await connect(gateway, alice)
     messages, keys, refusals = 40, iter(range(40)), 0
     answers: dict[str, asyncio.Queue] = {}
@@ -158,7 +159,7 @@ async def test_a_client_keeping_eight_sends_in_flight_that_waits_each_retry_afte
 
 async def test_a_client_that_resends_without_waiting_its_retry_after_is_closed_with_4429(alice, gateways):
     (gateway,) = await asyncio.to_thread(gateways, 1, **BURST_LIMITS)
-    group = await asyncio.to_thread(alices_group)
+    group = await database_sync_to_async(alices_group)()
     ws = await connect(gateway, alice)
     burst = [{"type": "send", "conversation": group, "client_msg_id": f"burst{i}", "body": "hi"} for i in range(8)]
     again = {"type": "send", "conversation": group, "client_msg_id": "again", "body": "hi"}

@@ -8,6 +8,7 @@ import urllib.request
 
 import pytest
 import websockets
+from channels.db import database_sync_to_async
 from rest_framework.authtoken.models import Token
 
 from messaging.models import Message
@@ -141,11 +142,13 @@ async def test_a_flood_of_frames_on_a_real_gateway_tells_every_client_that_typin
     ``degraded`` frame to the sockets. The flood: 30 sockets each sending 200 typing frames at
     once (the lag threshold is lowered so that any machine lags enough). How soon clients are
     told is measured by the load benchmark's degraded scenario."""
-    owner = await asyncio.to_thread(make_user, "owner")
-    users = await asyncio.to_thread(lambda: [make_user(f"typist{i}") for i in range(30)])
-    group = await asyncio.to_thread(make_group, owner, users)
-    tokens = await asyncio.to_thread(lambda: {u.pk: Token.objects.create(user=u).key for u in [owner, *users]})
-    devices = await asyncio.to_thread(lambda: {u.pk: str(make_device(u).pk) for u in [owner, *users]})
+    # database_sync_to_async gives each call's pooled connection back; a plain to_thread
+    # worker kept it, and the test database could not be dropped at the session's end.
+    owner = await database_sync_to_async(make_user)("owner")
+    users = await database_sync_to_async(lambda: [make_user(f"typist{i}") for i in range(30)])()
+    group = await database_sync_to_async(make_group)(owner, users)
+    tokens = await database_sync_to_async(lambda: {u.pk: Token.objects.create(user=u).key for u in [owner, *users]})()
+    devices = await database_sync_to_async(lambda: {u.pk: str(make_device(u).pk) for u in [owner, *users]})()
     (gateway,) = await asyncio.to_thread(gateways, 1, PARLEY_DEGRADED_GATEWAY_LAG_MS="50",
                                          PARLEY_TYPING_THROTTLE_MS="0", PARLEY_DEGRADED_QUEUES="")
     watcher = await open_ws(gateway.url, tokens[owner.pk], devices[owner.pk])
