@@ -17,17 +17,17 @@ the send script, which runs by its SHA (``EVALSHA``; redis-py loads it on a ``NO
 round trips. A receive whose channel already holds messages takes them with one script that
 does the cleanup, the pops and the backup in one step; on an empty channel the same script's
 cleanup stands for channels-redis' own, then BZPOPMIN and the backup ZADD as it does them
-(three round trips, as before). What is stored, where, with
-which scores, expiries and capacities is exactly channels-redis' (its tests of the semantics,
-ours of delivery and repair, run on this class).
+(three round trips, as before). What is stored, where, with which scores, expiries and
+capacities is exactly channels-redis' (its tests of the semantics, ours of delivery and
+repair, run on this class).
 
 A gateway hub is the one receiver of its process's channel, and under load the channel holds
 many messages: a receive there takes up to ``receive_batch`` (100, at most the capacity) and
 hands them to channels-redis' receive buffers in order, so the hub pays two round trips (the
-take, then the backup's cleanup) per batch instead of per message.
-Before this, the hub's receive loop was a serial chain of round trips: at about 300 stored
-messages a second into 20 groups of 10 it fell behind with the gateway's CPU half idle, and
-deliveries waited seconds in Redis (issue 15, goal 1).
+take, then the backup's cleanup) per batch instead of per message. Two sequential round trips
+per message had capped a gateway near 2,000 deliveries a second (20 groups of 10) with CPU to
+spare; with batches it held about 2,950 and ran out of CPU first (issue 15, goal 1;
+docs/benchmarks/runs/2026-12-07-receive-batch).
 
 The ``group_add`` calls a shard gets while one of its pipelines is in flight (or in the same
 turn of the event loop) go to it together in the next pipeline (messaging.inflight). A reconnect storm's thousand
