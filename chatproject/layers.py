@@ -96,7 +96,9 @@ class RedisChannelLayer(core.RedisChannelLayer):
         if receive_batch < 1:
             raise ValueError("receive_batch must be at least 1")
         # Never more than a channel's buffer holds: channels-redis' buffer drops its oldest
-        # message when full, and it is empty whenever a receive goes to Redis.
+        # message when full, and the receiving channel's is empty whenever a receive goes to
+        # Redis. (A process's other channels, if it has any, fill theirs as they would one
+        # message at a time; a gateway has one.)
         self.receive_batch = min(receive_batch, self.capacity)
         self._scripts: dict[str, Any] = {}
         # The group_add batches, one per event loop and shard, each gone when it is idle.
