@@ -175,49 +175,6 @@ class RedisChannelLayer(core.RedisChannelLayer):
                                                                          withscores=True)
         return float(oldest[0][1]) if oldest else None
 
-    async def receive_single(self, channel: str) -> tuple[str | list[str], dict[str, Any]]:
-        """channels-redis' receive step for a process's channels, a batch at a time.
-
-        channels-redis calls this only when the receiving channel's buffer is empty, and puts
-        the message it returns into its channel's buffer right after, with no await between.
-        So every message taken but the last goes into its buffer here, in order, and the
-        last is returned to follow them. The batch stays in the backup queue until the
-        cleaner (which holds the channel's receive lock) clears it: a receive cancelled before
-        that leaves it for the next one to put back in front, as channels-redis does.
-        Channels that are not a process's (no ``!``) are received as channels-redis does."""
-        if "!" not in channel:
-            return await super().receive_single(channel)
-        assert self.require_valid_channel_name(channel, receive=True), "Channel name invalid"
-        index = self.consistent_hash(channel)
-        channel_key = self.prefix + channel
-        await self.receive_clean_locks.acquire(channel_key)
-        try:
-            contents = None
-            while not contents:
-                contents = await self._take(index, channel_key, self.receive_batch, self.brpop_timeout)
-            cleaner = asyncio.ensure_future(self._clear_backup(index, channel_key))
-            self.receive_cleaners.append(cleaner)
-
-            def _cleanup_done(done: asyncio.Future) -> None:
-                self.receive_cleaners.remove(done)
-                self.receive_clean_locks.release(channel_key)
-
-            cleaner.add_done_callback(_cleanup_done)
-        except BaseException:
-            self.receive_clean_locks.release(channel_key)
-            raise
-        received = [self._addressed(channel, self.deserialize(content)) for content in contents]
-        for to, message in received[:-1]:
-            for each in to if isinstance(to, list) else [to]:
-                self.receive_buffer[each].put_nowait(message)
-        return received[-1]
-
-    @staticmethod
-    def _addressed(channel: str, message: dict[str, Any]) -> tuple[str | list[str], dict[str, Any]]:
-        """The full channel a process channel's message is for, or the list of them a group
-        message names (channels-redis' unpacking)."""
-        return message.pop("__asgi_channel__", channel), message
-
     async def _take(self, index: int, channel: str, limit: int, timeout: Any) -> list[bytes] | None:
         """Up to ``limit`` waiting messages in one round trip; on an empty channel the first to
         arrive within ``timeout``, as channels-redis waits for it (BZPOPMIN, then the backup
@@ -234,14 +191,30 @@ class RedisChannelLayer(core.RedisChannelLayer):
         await connection.zadd(backup, {member: float(score)})
         return [member]
 
-    async def _clear_backup(self, index: int, channel: str) -> None:
-        """The taken batch is in its buffers: its backup copies go (only this receiver, under
-        the channel's receive lock, touches the backup queue)."""
-        await self.connection(index).delete(self._backup_channel_name(channel))
-
     async def _brpop_with_clean(self, index: int, channel: str, timeout: Any) -> Any:
-        """channels-redis' receive step for other channels: one message, by :meth:`_take` (one
-        round trip when a message is waiting, and the script's cleanup stands for
-        channels-redis' own)."""
-        taken = await self._take(index, channel, 1, timeout)
-        return taken[0] if taken else None
+        """channels-redis' receive step, by :meth:`_take` (one round trip when messages are
+        waiting; the script's cleanup stands for channels-redis' own).
+
+        On a process's channel (``…!``) it takes up to ``receive_batch``. channels-redis'
+        ``receive_single`` returns the content this returns, and ``receive`` puts it into its
+        channel's buffer, with no await between; so every message of the batch but the last
+        goes into its channel's buffer here, in order, and the last follows them. The whole
+        batch stays in the backup queue until the cleaner (under the channel's receive lock)
+        clears it: a receive cancelled before then leaves it for the next to put back in front.
+        Other channels take one message, as channels-redis does."""
+        process_channel = channel.endswith("!")
+        taken = await self._take(index, channel, self.receive_batch if process_channel else 1, timeout)
+        if not taken:
+            return None
+        for content in taken[:-1]:
+            message = self.deserialize(content)
+            to = message.pop("__asgi_channel__", channel[len(self.prefix):])  # channels-redis' unpacking
+            for each in to if isinstance(to, list) else [to]:
+                self.receive_buffer[each].put_nowait(message)
+        return taken[-1]
+
+    async def _clean_receive_backup(self, index: int, channel: str) -> None:
+        """The taken message or batch has been handed on: its backup copies go (one ``DEL``;
+        only this receiver, under the channel's receive lock, touches the backup queue, and
+        :meth:`_take` left nothing else in it)."""
+        await self.connection(index).delete(self._backup_channel_name(channel))
