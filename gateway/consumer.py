@@ -131,9 +131,12 @@ class GatewayConsumer(AsyncWebsocketConsumer):
 
     # --- frames from the client --------------------------------------------------------------
     async def websocket_receive(self, message: dict[str, Any]) -> None:
-        received_at = message.get("received_at")  # stamped by parley-gateway's protocol
-        if received_at is not None and self.connection is not None:
-            self.connection.runtime.counts.inbound_wait(self, time.monotonic() - received_at)
+        if self.connection is not None:
+            counts = self.connection.runtime.counts
+            counts.handled()
+            received_at = message.get("received_at")  # stamped by parley-gateway's protocol
+            if received_at is not None:
+                counts.inbound_wait(self, time.monotonic() - received_at)
         await super().websocket_receive(message)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:

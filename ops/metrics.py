@@ -121,6 +121,12 @@ RECONNECTS = Counter(
     "parley_reconnects", "Hellos, by outcome: resumed (from the client's or the device's "
     "cursors) or fresh (nothing to resume from).", ["outcome"],
 )
+GATEWAY_EPHEMERAL_SHARE = Gauge(
+    "parley_gateway_ephemeral_share", "Per gateway process (pid label), at its last tick: the share of the "
+    "clients' frames and events its sockets handled since the tick before that were typing or presence "
+    "(degraded mode's lower gateway-lag line applies while it is at least PARLEY_DEGRADED_EPHEMERAL_SHARE).",
+    multiprocess_mode="all",
+)
 GATEWAY_LAG = Histogram(
     "parley_gateway_lag_seconds", "Per gateway tick: the longest of how late the event loop woke the "
     "tick, the age of the oldest message event a socket handled since the last one, the longest "

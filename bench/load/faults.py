@@ -126,6 +126,7 @@ async def chaos(session: Session, args) -> dict[str, Any]:
 # --- degraded mode ---------------------------------------------------------------------------------
 
 TOLD_WITHIN_S = 3.0  # issue 15, goal 5
+EVERYDAY_TYPING_EVERY_MS = 2000  # PARLEY_TYPING_THROTTLE_MS's default: one typing frame per device this often
 
 
 def told_after(devices, since: float) -> list[float | None]:
@@ -142,8 +143,9 @@ def told_summary(delays: list[float | None]) -> dict[str, Any]:
 
 
 async def degraded(session: Session, args) -> dict[str, Any]:
-    """Three parts on one cohort: one device in eight stops acking (degraded mode must not engage);
-    then ``floods`` typing floods, each held until every client was told and then stopped until
+    """Four parts on one cohort: one device in eight stops acking, then every device types as often
+    as the stack's default typing throttle lets a frame through (degraded mode must engage for
+    neither); then ``floods`` typing floods, each held until every client was told and then stopped until
     degraded mode ended by itself. Each client's time from a flood's start to its ``degraded``
     frame is recorded; the first flood also labels the message-latency phases."""
     groups, size = 20, 10
@@ -151,6 +153,7 @@ async def degraded(session: Session, args) -> dict[str, Any]:
     typing_rate = args.typing_rate
     base_s, max_wait_shed, shed_s, recover_limit = (15, 40, 15, 90) if not args.quick else (6, 20, 6, 60)
     slow_s = 40 if not args.quick else 15
+    everyday_s = 20 if not args.quick else 8
     floods = args.degraded_floods
     tag = f"dg{next(session.prefix)}u"
     members, seqs = await asyncio.to_thread(make_cohort, tag, groups, size)
@@ -236,18 +239,17 @@ async def degraded(session: Session, args) -> dict[str, Any]:
             else:
                 phase.send_lag_max = max(phase.send_lag_max, -delay)
 
-    flood_on = False
+    typing_now = 0.0  # typing frames/s the load sends now (0: none)
 
     async def flood() -> None:
-        interval = 1.0 / typing_rate
         nxt = time.perf_counter()
         while not stop_all:
-            if flood_on:
+            if typing_now:
                 burst = 0
                 while nxt <= time.perf_counter() and burst < 200:
                     dev = next(typers)
                     pool.typing(dev, dev.conversations[0])
-                    nxt += interval
+                    nxt += 1.0 / typing_now
                     burst += 1
                 await asyncio.sleep(0.005)
             else:
@@ -281,9 +283,25 @@ async def degraded(session: Session, args) -> dict[str, Any]:
             "on_ack_timeouts": "ack_timeouts" in seen, "hot_signals": sorted(seen)}
     mark(f"they ack again; clients told of degraded mode meanwhile: {slow['told']} "
          f"(hot signals: {', '.join(slow['hot_signals']) or 'none'})")
+    # 2. Everyday typing: each device sends a typing frame every PARLEY_TYPING_THROTTLE_MS (its
+    # default, 2 s: the most the throttle forwards for one conversation), here without the
+    # throttle. Typing is then most of the gateways' frames, which is not an overload.
+    everyday_rate = len(devices) * 1000 / EVERYDAY_TYPING_EVERY_MS
+    current["label"] = "everyday-typing"
+    everyday_since = time.time()
+    typing_now = everyday_rate
+    mark(f"everyday typing: every device every {EVERYDAY_TYPING_EVERY_MS / 1000:.0f} s ({everyday_rate:.0f} typing frames/s)")
+    await asyncio.sleep(everyday_s)
+    typing_now = 0.0
+    seen = {r for at, reasons in reasons_log if at >= everyday_since - wall0 - 1 for r in reasons}
+    everyday = {"rate": everyday_rate, "seconds": everyday_s,
+                "told": sum(1 for d in told_after(devices, everyday_since) if d is not None),
+                "devices": len(devices), "hot_signals": sorted(seen)}
+    mark(f"everyday typing off; clients told of degraded mode meanwhile: {everyday['told']} "
+         f"(hot signals: {', '.join(everyday['hot_signals']) or 'none'})")
     current["label"] = "unloaded-again"
     await asyncio.sleep(5)
-    # 2. Typing floods.
+    # 3. Typing floods.
     runs: list[dict[str, Any]] = []
     recovered = True
     for k in range(floods):
@@ -295,7 +313,7 @@ async def degraded(session: Session, args) -> dict[str, Any]:
             continue
         current["label"] = "flood-before-shed" if first else f"flood-{k + 1}"
         flood_since = time.time()
-        flood_on = True
+        typing_now = typing_rate
         mark(f"flood {k + 1}: typing on ({typing_rate:.0f} typing frames/s)")
         deadline = time.monotonic() + max_wait_shed
         while time.monotonic() < deadline and not all_told(flood_since):
@@ -313,7 +331,7 @@ async def degraded(session: Session, args) -> dict[str, Any]:
             await asyncio.sleep(shed_s)
         else:
             await asyncio.sleep(3)
-        flood_on = False
+        typing_now = 0.0
         current["label"] = "after-flood" if first else f"after-flood-{k + 1}"
         mark(f"flood {k + 1}: typing off")
         deadline = time.monotonic() + recover_limit
@@ -342,7 +360,7 @@ async def degraded(session: Session, args) -> dict[str, Any]:
     r2, info = await run_relay_phases(session, relay_recorder, rooms, size, [("relay-flood", rate)], base_s, 5, False,
                                       typing_rate=typing_rate)
     return {"scenario": "degraded", "devices": len(devices), "typing_rate": typing_rate, "marks": marks,
-            "start_level": start_level, "slow_devices": slow, "floods": runs, "hot_signals": reasons_log,
+            "start_level": start_level, "slow_devices": slow, "everyday_typing": everyday, "floods": runs, "hot_signals": reasons_log,
             "levels": level_log, "recovered": recovered, "parley": rows, "check": check,
             "typing_frames_received": typing_frames, "relay": r1 + r2, "relay_info": info,
             "series": {"parley": series(recorder), "relay": series(relay_recorder)}}

@@ -153,8 +153,13 @@ def markdown(result: dict[str, Any], meta: dict[str, Any], png: str) -> str:
             slow = result["slow_devices"]
             lines += [f"One device in eight stops acking ({slow['silent']} of {slow['devices']}, {slow['seconds']} s, "
                       f"no flood): clients told of degraded mode: {slow['told']}; hot signals meanwhile: "
-                      f"{', '.join(slow['hot_signals']) or 'none'}.", "",
-                      "| flood | clients told | p50 s | max s | within 3 s | hot signals |",
+                      f"{', '.join(slow['hot_signals']) or 'none'}.", ""]
+            everyday = result.get("everyday_typing")
+            if everyday:
+                lines += [f"Everyday typing ({everyday['rate']:.0f} typing frames/s, every device every 2 s, "
+                          f"{everyday['seconds']} s, no flood): clients told of degraded mode: {everyday['told']}; "
+                          f"hot signals meanwhile: {', '.join(everyday['hot_signals']) or 'none'}.", ""]
+            lines += ["| flood | clients told | p50 s | max s | within 3 s | hot signals |",
                       "|---:|---:|---:|---:|---:|---|"]
             lines += [f"| {i + 1} | {f['told']}/{f['devices']} | {f['p50_s']} | {f['max_s']} | {f['within_3s']} | "
                       f"{'not run: still degraded' if f.get('not_run') else ', '.join(f.get('hot_signals', []))} |"
@@ -265,6 +270,12 @@ def goals(results: dict[str, dict]) -> list[tuple[str, str, str]]:
                         f"{slow['silent']} of {slow['devices']} devices silent for {slow['seconds']} s: "
                         f"{slow['told']} clients told; hot signals meanwhile: {', '.join(slow['hot_signals']) or 'none'}",
                         "met" if not slow["on_ack_timeouts"] else "missed"))
+            everyday = dg.get("everyday_typing")
+            if everyday:
+                out.append(("Degraded mode: never entered because every device types as often as the throttle allows",
+                            f"{everyday['rate']:.0f} typing frames/s for {everyday['seconds']} s: {everyday['told']} "
+                            f"clients told; hot signals meanwhile: {', '.join(everyday['hot_signals']) or 'none'}",
+                            "met" if not everyday["told"] and not everyday["hot_signals"] else "missed"))
     ch = results.get("chaos")
     if ch:
         c = ch["check"]
