@@ -1,4 +1,10 @@
-"""Real processes for tests that cross them: a private Redis, daphne gateways on the test database."""
+"""Real processes for tests that cross them: a private Redis, daphne gateways on the test database.
+
+The async tests that use them make their rows through channels' ``database_sync_to_async``, not
+``asyncio.to_thread``: the former gives each call's pooled connection back, while a plain
+``to_thread`` worker kept its connection past the test, and the test database could not be
+dropped at the session's end.
+"""
 from __future__ import annotations
 
 import csv

@@ -57,9 +57,7 @@ async def wait_for_changes(clients, conversation: int, last_change: int, timeout
     await asyncio.wait_for(have_all(), timeout)
 
 
-# Through channels' database_sync_to_async, which gives the thread's pooled connection back: a
-# plain asyncio.to_thread worker kept it past the run, and the test database could not be dropped.
-@database_sync_to_async
+@database_sync_to_async  # not asyncio.to_thread: tests/live.py says why
 def last_change(conversation: int) -> int:
     return Conversation.objects.values_list("last_change", flat=True).get(pk=conversation)
 

@@ -142,8 +142,7 @@ async def test_a_flood_of_frames_on_a_real_gateway_tells_every_client_that_typin
     ``degraded`` frame to the sockets. The flood: 30 sockets each sending 200 typing frames at
     once (the lag threshold is lowered so that any machine lags enough). How soon clients are
     told is measured by the load benchmark's degraded scenario."""
-    # database_sync_to_async gives each call's pooled connection back; a plain to_thread
-    # worker kept it, and the test database could not be dropped at the session's end.
+    # Rows through database_sync_to_async, not asyncio.to_thread: tests/live.py says why.
     owner = await database_sync_to_async(make_user)("owner")
     users = await database_sync_to_async(lambda: [make_user(f"typist{i}") for i in range(30)])()
     group = await database_sync_to_async(make_group)(owner, users)
