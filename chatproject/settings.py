@@ -475,11 +475,11 @@ if not PARLEY_DEGRADED_FOLLOW_SECONDS > 0:  # 0 would read the cache in a busy l
 # MIN_LATE_TICKS ticks were late and more than LATE_TICK_RATIO of them; calm below the exit
 # ratio over the whole window.
 PARLEY_DEGRADED_GATEWAY_LAG_MS = env.int("PARLEY_DEGRADED_GATEWAY_LAG_MS", default=500)
-# A tick is late at the lower EPHEMERAL_LAG_MS too while typing and presence were at least
-# EPHEMERAL_SHARE of the frames and events the process's sockets handled since the last tick:
-# what may be shed is most of the work, and the rest already waits for it.
-PARLEY_DEGRADED_EPHEMERAL_LAG_MS = env.int("PARLEY_DEGRADED_EPHEMERAL_LAG_MS", default=50)
-PARLEY_DEGRADED_EPHEMERAL_SHARE = env.float("PARLEY_DEGRADED_EPHEMERAL_SHARE", default=0.5)
+# A tick is late at the lower TYPING_LAG_MS too while typing was at least TYPING_SHARE of the
+# frames and events the process's sockets handled since the last tick: what is shed first is
+# most of the work, and the rest already waits for it.
+PARLEY_DEGRADED_TYPING_LAG_MS = env.int("PARLEY_DEGRADED_TYPING_LAG_MS", default=50)
+PARLEY_DEGRADED_TYPING_SHARE = env.float("PARLEY_DEGRADED_TYPING_SHARE", default=0.5)
 # How long clients' frames waited to be handled counts from the socket ranked MIN_SOCKETS (or
 # SOCKET_SHARE of the sockets that sent frames, if more) from the longest: one client's own burst
 # waits on itself; many waiting sockets are the server's lag.

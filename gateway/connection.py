@@ -182,7 +182,7 @@ class Connection:
         if now - self.typing_sent_at.get(conversation_id, 0.0) < settings.PARLEY_TYPING_THROTTLE_MS / 1000:
             return
         self.typing_sent_at[conversation_id] = now
-        self.runtime.counts.ephemeral()
+        self.runtime.counts.typing()
         try:  # then the user's, across devices
             await self.runtime.db(ratelimit.enforce)(ratelimit.TYPING, f"{conversation_id}:{self.user.pk}",
                                                      user=self.user)
@@ -259,11 +259,10 @@ class Connection:
         elif kind == "conv.typing":
             if (event["user"] != self.user.pk and self.writer.follows(event["conversation"])
                     and not degraded.sheds(degraded.TYPING)):
-                self.runtime.counts.ephemeral()
+                self.runtime.counts.typing()
                 await self.transport.send_text(frame_text(event, typing_frame(event)))  # type: ignore[arg-type]
         elif kind == "conv.presence":
             if event["user"] != self.user.pk and not degraded.sheds(degraded.PRESENCE):
-                self.runtime.counts.ephemeral()
                 await self.transport.send_text(frame_text(event, presence_frame(event)))  # type: ignore[arg-type]
         elif kind == "user.joined":
             await self._on_joined(event["conversation"])

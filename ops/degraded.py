@@ -26,10 +26,10 @@ Signals, shared through the cache by every gateway process, per second. Two kind
   be handled (gateway.telemetry: many sockets, not one client's own burst), and how long the
   oldest event still waiting for the process in the channel layer has waited there (a
   flood that outruns the hub's receive piles up in Redis, where nothing else sees it).
-  A tick is late at the lower ``PARLEY_DEGRADED_EPHEMERAL_LAG_MS`` too while typing and
-  presence were at least ``PARLEY_DEGRADED_EPHEMERAL_SHARE`` of the frames and events the
-  process's sockets handled since the last tick (gateway.telemetry): what may be shed is most
-  of the work and the rest already waits for it, so shedding helps before the backlog grows.
+  A tick is late at the lower ``PARLEY_DEGRADED_TYPING_LAG_MS`` too while typing was at
+  least ``PARLEY_DEGRADED_TYPING_SHARE`` of the frames and events the process's sockets
+  handled since the last tick (gateway.telemetry): what is shed first is most of the work and
+  the rest already waits for it, so shedding helps before the backlog grows.
   Hot when, over the last ``PARLEY_DEGRADED_LAG_WINDOW_SECONDS`` (the second in progress included), at
   least ``PARLEY_DEGRADED_MIN_LATE_TICKS`` ticks were late and they were more than
   ``PARLEY_DEGRADED_LATE_TICK_RATIO`` of the ticks: a flood (typing, say) queues ahead of

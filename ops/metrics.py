@@ -121,10 +121,10 @@ RECONNECTS = Counter(
     "parley_reconnects", "Hellos, by outcome: resumed (from the client's or the device's "
     "cursors) or fresh (nothing to resume from).", ["outcome"],
 )
-GATEWAY_EPHEMERAL_SHARE = Gauge(
-    "parley_gateway_ephemeral_share", "Per gateway process (pid label), at its last tick: the share of the "
-    "clients' frames and events its sockets handled since the tick before that were typing or presence "
-    "(degraded mode's lower gateway-lag line applies while it is at least PARLEY_DEGRADED_EPHEMERAL_SHARE).",
+GATEWAY_TYPING_SHARE = Gauge(
+    "parley_gateway_typing_share", "Per gateway process (pid label), at its last tick: the share of the "
+    "clients' frames and events its sockets handled since the tick before that which were typing that went "
+    "on (degraded mode's lower gateway-lag line applies while it is at least PARLEY_DEGRADED_TYPING_SHARE).",
     multiprocess_mode="all",
 )
 GATEWAY_LAG = Histogram(

@@ -170,36 +170,43 @@ def test_a_follow_interval_that_would_read_the_cache_in_a_busy_loop_is_refused_a
     assert "PARLEY_DEGRADED_FOLLOW_SECONDS is a positive number" in result.stderr
 
 
-async def test_typing_and_presence_that_go_on_count_as_the_ephemeral_share_of_the_work(
+async def test_typing_that_goes_on_counts_as_the_typing_share_of_the_work_and_presence_does_not(
         make_user, make_device, make_group, open_socket, settings):
-    """Degraded mode's lower gateway-lag line applies while what it may shed is most of the
-    sockets' work: a typing frame that goes on and each typing event written to a socket count;
-    frames and events dropped anyway (a sender's own typing, typing while it is shed) do not."""
+    """Degraded mode's lower gateway-lag line applies while typing is most of the sockets'
+    work: a typing frame that goes on and each typing event written to a socket count; frames
+    and events dropped anyway (a sender's own typing, typing while it is shed) do not, and
+    neither does presence (it comes in bursts with connections, which are no flood)."""
     from channels.db import database_sync_to_async
 
     settings.PARLEY_TYPING_THROTTLE_MS = 0
-    alice, bob = await database_sync_to_async(make_user)("alice"), await database_sync_to_async(make_user)("bob")
-    group = await database_sync_to_async(make_group)(alice, [bob])
+    alice, bob, carol = [await database_sync_to_async(make_user)(name) for name in ("alice", "bob", "carol")]
+    group = await database_sync_to_async(make_group)(alice, [bob, carol])
     alice_socket = await open_socket(alice, await database_sync_to_async(make_device)(alice))
     bob_socket = await open_socket(bob, await database_sync_to_async(make_device)(bob))
-    await alice_socket.recv_type("presence")  # bob came online: counted before we start
+    await alice_socket.recv_type("presence")  # bob came online
     counts = (await runtime.current()).counts
-    counts.take_ephemeral_share()
+    counts.take_typing_share()
+    await open_socket(carol, await database_sync_to_async(make_device)(carol))
+    assert (await alice_socket.recv_type("presence"))["user"] == carol.pk
+    assert (await bob_socket.recv_type("presence"))["user"] == carol.pk
+    assert counts.frames >= 2 and counts.typing_frames == 0
+    counts.take_typing_share()
 
     await alice_socket.send({"type": "typing", "conversation": group.pk})
     assert (await bob_socket.recv_type("typing"))["user"] == alice.pk
-    await asyncio.sleep(0.1)  # alice's own socket handles the event too (and drops it)
-    # alice's frame, the event on each socket; the frame and bob's copy went on.
-    assert (counts.frames, counts.ephemeral_frames) == (3, 2)
+    await asyncio.sleep(0.1)  # alice's and carol's sockets handle the event too
+    # alice's frame, the event on each of three sockets; the frame, bob's and carol's copies
+    # went on (alice's own was dropped).
+    assert (counts.frames, counts.typing_frames) == (4, 3)
 
-    counts.take_ephemeral_share()
+    counts.take_typing_share()
     await asyncio.to_thread(cache.set, degraded.STATE_KEY, {"level": 1, "forced": True}, None)
     await asyncio.to_thread(degraded.refresh)
     try:
         await alice_socket.send({"type": "typing", "conversation": group.pk})
         await alice_socket.send({"type": "ping"})
         await alice_socket.recv_type("pong")  # the typing frame before it was handled, and shed
-        assert (counts.frames, counts.ephemeral_frames) == (2, 0)
+        assert (counts.frames, counts.typing_frames) == (2, 0)
     finally:
         await asyncio.to_thread(cache.delete, degraded.STATE_KEY)
         await asyncio.to_thread(degraded.refresh)

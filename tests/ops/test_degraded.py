@@ -119,40 +119,40 @@ def test_a_tick_lagging_over_the_thresholds_counts_as_slow_and_late(settings):
     assert (counts["ticks"], counts["slow_ticks"], counts["late_ticks"]) == (4, 3, 2)
 
 
-def handle(process: ProcessCounts, *, frames: int, ephemeral: int) -> None:
+def handle(process: ProcessCounts, *, frames: int, typing: int) -> None:
     process.handled(frames)
-    for _ in range(ephemeral):
-        process.ephemeral()
+    for _ in range(typing):
+        process.typing()
 
 
-def test_a_tick_lagging_a_little_is_late_while_typing_and_presence_are_most_of_the_work(settings):
-    """What degraded mode can shed is most of what the sockets handle, and the rest already
+def test_a_tick_lagging_a_little_is_late_while_typing_is_most_of_the_work(settings):
+    """What degraded mode sheds first is most of what the sockets handle, and the rest already
     waits for it: the lower line applies. Messages alone are judged by the higher one."""
     settings.PARLEY_DEGRADED_GATEWAY_LAG_MS = 500
-    settings.PARLEY_DEGRADED_EPHEMERAL_LAG_MS = 50
-    settings.PARLEY_DEGRADED_EPHEMERAL_SHARE = 0.5
+    settings.PARLEY_DEGRADED_TYPING_LAG_MS = 50
+    settings.PARLEY_DEGRADED_TYPING_SHARE = 0.5
     process = ProcessCounts()
-    for frames, ephemeral, lag in [(100, 50, 0.06),   # half typing, lagging 60 ms: late
-                                   (100, 49, 0.06),   # under half: not late
-                                   (100, 90, 0.04),   # mostly typing, lagging under the lower line
-                                   (100, 0, 0.4),     # messages only, under the higher line
-                                   (0, 0, 0.06),      # nothing handled
-                                   (100, 0, 0.6)]:    # messages only, over the higher line: late
-        handle(process, frames=frames, ephemeral=ephemeral)
+    for frames, typing, lag in [(100, 50, 0.06),   # half typing, lagging 60 ms: late
+                                (100, 49, 0.06),   # under half: not late
+                                (100, 90, 0.04),   # mostly typing, lagging under the lower line
+                                (100, 0, 0.4),     # messages only, under the higher line
+                                (0, 0, 0.06),      # nothing handled
+                                (100, 0, 0.6)]:    # messages only, over the higher line: late
+        handle(process, frames=frames, typing=typing)
         process.tick(lag)
     assert process.window.take(sockets=0)["late_ticks"] == 2
 
 
-def test_the_ephemeral_share_is_counted_afresh_at_every_tick(settings):
-    settings.PARLEY_DEGRADED_EPHEMERAL_LAG_MS = 50
-    settings.PARLEY_DEGRADED_EPHEMERAL_SHARE = 0.5
+def test_the_typing_share_is_counted_afresh_at_every_tick(settings):
+    settings.PARLEY_DEGRADED_TYPING_LAG_MS = 50
+    settings.PARLEY_DEGRADED_TYPING_SHARE = 0.5
     process = ProcessCounts()
-    handle(process, frames=10, ephemeral=10)
+    handle(process, frames=10, typing=10)
     process.tick(0.0)  # a flood's second, on time
-    handle(process, frames=10, ephemeral=0)
+    handle(process, frames=10, typing=0)
     process.tick(0.1)  # messages after it, lagging 100 ms: the flood's share is gone
     assert process.window.take(sockets=0)["late_ticks"] == 0
-    assert process.take_ephemeral_share() == 0.0
+    assert process.take_typing_share() == 0.0
 
 
 def test_frames_waiting_to_be_handled_count_as_lag_only_when_many_sockets_wait(settings):

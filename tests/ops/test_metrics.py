@@ -43,7 +43,7 @@ def test_metrics_are_served_in_prometheus_text_format_with_every_documented_name
         ("parley_canary_send_to_deliver_seconds", "histogram"), ("parley_canary_runs_total", "counter"),
         ("parley_ack_latency_seconds", "histogram"), ("parley_gateway_cpu_seconds_per_delivery", "gauge"),
         ("parley_gc_pause_seconds", "histogram"), ("parley_layer_backlog_seconds", "gauge"),
-        ("parley_gateway_ephemeral_share", "gauge"),
+        ("parley_gateway_typing_share", "gauge"),
     ]:
         assert f"# TYPE {name} {kind}" in text
     for path in ("direct", "buffered", "replay"):
