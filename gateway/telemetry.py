@@ -117,6 +117,7 @@ class ProcessCounts:
         when none were handled); counting starts again."""
         frames, typing = self.frames, self.typing_frames
         self.frames = self.typing_frames = 0
+        # At most 1: a frame counted before the last tick can reach its typing after it.
         return min(typing / frames, 1.0) if frames else 0.0
 
     def tick(self, lag: float) -> None:
