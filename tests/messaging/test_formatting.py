@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
+from messaging import formatting
 from messaging.formatting import LINK_REL, render_html, render_markdown
 
 ALLOWED = {"p": set(), "br": set(), "em": set(), "strong": set(), "s": set(), "code": set(), "pre": set(),
@@ -118,3 +119,33 @@ def test_mentions_are_highlighted_outside_code_and_reported():
 def test_an_email_address_is_not_a_mention():
     html, mentioned = render_markdown("write to me@bob.example", {"bob": 7})
     assert mentioned == set() and 'class="mention"' not in html
+
+
+# The fast path's own alphabet, then what sits at its edge: what makes a list or a link,
+# letters and digits of other scripts, and characters it must hand to the full renderer.
+PLAIN_PIECES = list("abcXYZ019 .,;?'\"()/|+-") + ["é", "漢", "ß", "٣", "²", "ab.cd", "pa3|1765.12|x"]
+EDGE_PIECES = ["\u00a0", "\t", "\n", "*", "_", "`", "~", "<", "&", "#", ">", "[", "]", "!", ":", "@", "\\",
+               "example.com", "www.", "//localhost", "1.", "2)", "- ", "+ ", "http://x.org", " .com", "localhost",
+               "1.2.3.4", "a.b.io"]
+BODIES_NEAR_THE_FAST_PATH = st.one_of(
+    st.lists(st.sampled_from(PLAIN_PIECES), max_size=30),
+    st.lists(st.sampled_from(PLAIN_PIECES + EDGE_PIECES), max_size=30),
+).map("".join)
+
+
+@hypothesis_settings(max_examples=1500, deadline=None)
+@given(BODIES_NEAR_THE_FAST_PATH)
+def test_the_plain_line_fast_path_renders_exactly_as_markdown_does(body):
+    assert render_markdown(body) == formatting._render_full(body, None)
+
+
+@pytest.mark.parametrize("body", ["hello there, how are you?", 'say "hi" (now) | a/b +1 - ok', "pa3|1765.12|xxxx",
+                                  "Grüße aus Köln", "漢字 ok"])
+def test_ordinary_sentences_take_the_fast_path(body):
+    assert formatting._plain_paragraph(body) == f"<p>{body}</p>"
+
+
+@pytest.mark.parametrize("body", ["1) a list", "see example.com", "x //localhost", "trailing ", " leading", "a_b",
+                                  "two\nlines", "@bob", ""])
+def test_bodies_markdown_acts_on_take_the_full_path(body):
+    assert formatting._plain_paragraph(body) is None
