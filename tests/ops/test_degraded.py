@@ -17,19 +17,9 @@ from hypothesis import strategies as st
 from gateway.telemetry import ProcessCounts, SocketTelemetry
 from messaging.send import do_send_message
 from ops import degraded
-from ops.degraded import (
-    RECEIPTS,
-    TYPING,
-    Hysteresis,
-    Signals,
-    State,
-    Thresholds,
-    Window,
-    evaluate,
-    publish,
-    read_signals,
-)
+from ops.degraded import RECEIPTS, TYPING, Window, evaluate, publish, read_signals
 from ops.models import DegradedModeOverride
+from ops.shedding import Hysteresis, Signals, State, Thresholds
 
 from .conftest import Clock, settled, tick
 
