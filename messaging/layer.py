@@ -15,11 +15,12 @@ docs/architecture.md, "Live path". Invariants:
   Redis would otherwise hold the sending request's thread, and its pooled database
   connection, forever; and a gateway could not shut down while one was waiting
   (docs/operations.md, "Restarts").
-* A publish from sync code costs the sending thread almost nothing (issue 15, the send path's
-  CPU). Code running on a thread of an event loop's process (a gateway's database threads, a
-  REST view under daphne) hands the publish to that loop and waits for it, without
-  ``async_to_sync``'s per-call machinery; a process with no loop of its own (a Celery worker,
-  a script) publishes through one long-lived loop thread per process instead of
+* A publish from sync code costs the sending thread little (issue 15, the send path's CPU).
+  On Parley's Redis layer (chatproject.layers) the thread sends itself, with redis-py's
+  blocking client: no event loop is woken for it. A layer without that (channels-redis' own
+  class, or Sentinel hosts) is handed the publish on the caller's event loop when the thread
+  belongs to one (a gateway's database threads, a REST view under daphne), and otherwise (a
+  Celery worker, a script) on one long-lived loop thread per process, never
   ``async_to_sync``'s new loop and thread per call. Either way the caller waits, bounded as
   above. The in-memory layer (the embedded defaults, tests) keeps ``async_to_sync``: its
   queues belong to the loop that reads them.
@@ -87,8 +88,12 @@ def publish(group: str, event: Mapping[str, Any]) -> None:
     (right after commit for after-commit events) lets the gateways time the fan-out dispatch."""
     stamped = {**event, "group": group, "published_at": time.time()}
     try:
-        if isinstance(get_channel_layer(), InMemoryChannelLayer):
+        channel_layer = get_channel_layer()
+        if isinstance(channel_layer, InMemoryChannelLayer):
             async_to_sync(_group_send)(group, stamped)
+            return
+        if getattr(channel_layer, "can_send_blocking", False):
+            channel_layer.group_send_blocking(group, stamped, timeout=settings.PARLEY_PUBLISH_TIMEOUT_SECONDS)
             return
         loop = _callers_loop()
         # The publish's own bound (wait_for) ends it; the extra second only guards this wait.

@@ -57,6 +57,14 @@ class Socket:
                 return pages, frame
             pages.append(frame)
 
+    async def still_open(self, quiet: float = 0.5) -> bool:
+        """No close frame among what arrives until the socket has been quiet for ``quiet`` s
+        (frames still on their way, a sender's own messages say, are skipped)."""
+        while not await self.communicator.receive_nothing(timeout=quiet):  # (a receive that times out ends the app)
+            if (await self.communicator.receive_output())["type"] == "websocket.close":
+                return False
+        return True
+
     async def closed_with(self, timeout: float = 3) -> int:
         """The code the server closes the socket with (frames before the close are skipped)."""
         while True:

@@ -199,3 +199,44 @@ def test_a_batch_never_exceeds_what_a_channel_buffer_holds():
     assert make(RedisChannelLayer, capacity=1000, receive_batch=10).receive_batch == 10
     with pytest.raises(ValueError):
         make(RedisChannelLayer, receive_batch=0)
+
+
+async def test_a_blocking_group_send_reaches_channels_as_an_async_one_does_in_order_and_within_capacity():
+    """A sync send publishes from its own thread with the blocking client (messaging.layer):
+    the same keys, script, order and capacity as group_send, interleaved with it."""
+    layer = make(RedisChannelLayer, capacity=6)
+    first, second = await layer.new_channel("gateway."), await layer.new_channel("gateway.")
+    for channel in (first, second):
+        await layer.group_add("conv.3", channel)
+    for n in range(8):
+        if n % 2:
+            await layer.group_send("conv.3", {"type": "conv.message", "n": n})
+        else:
+            await asyncio.to_thread(layer.group_send_blocking, "conv.3", {"type": "conv.message", "n": n}, timeout=2)
+    for channel in (first, second):
+        assert [(await layer.receive(channel))["n"] for _ in range(6)] == [0, 1, 2, 3, 4, 5]
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(layer.receive(channel), 0.3)  # 6 and 7 were over capacity
+    await asyncio.to_thread(layer.group_send_blocking, "conv.nobody", {"type": "conv.message"}, timeout=2)
+    await layer.flush()
+
+
+def test_a_blocking_group_send_to_a_redis_that_never_answers_gives_up_within_its_timeout():
+    """A frozen Redis (or a half-open connection) accepts and never answers: the sending
+    thread gets TimeoutError within the publish's bound, not a hang."""
+    import socket
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel completes the handshake; nobody ever reads or writes
+        layer = RedisChannelLayer(hosts=[f"redis://127.0.0.1:{silent.getsockname()[1]}/0"], prefix="t-silent")
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            layer.group_send_blocking("conv.1", {"type": "conv.message"}, timeout=0.6)
+        assert time.monotonic() - started < 1.5
+
+
+def test_only_plain_addresses_are_sent_to_with_the_blocking_client():
+    assert make(RedisChannelLayer).can_send_blocking
+    sentinel = RedisChannelLayer(hosts=[{"sentinels": [("127.0.0.1", 26379)], "master_name": "main"}], prefix="t-s")
+    assert not sentinel.can_send_blocking

@@ -54,3 +54,38 @@ async def test_an_async_publish_the_layer_never_answers_is_given_up_within_the_b
     monkeypatch.setattr(layer, "get_channel_layer", UnansweringLayer)
     await asyncio.wait_for(layer.apublish("user.1", {"type": "typing"}), 2)
     assert "publish to user.1 failed (no answer within 0.2 s)" in caplog.text
+
+
+@pytest.mark.redis
+def test_a_sync_publish_on_the_redis_layer_sends_from_its_own_thread_with_no_event_loop(monkeypatch, settings):
+    """The send path's publish on Parley's Redis layer wakes no event loop (the hand-over had
+    been most of its CPU); what arrives is what was published, stamped."""
+    import uuid
+
+    from chatproject.layers import RedisChannelLayer
+
+    redis_layer = RedisChannelLayer(hosts=[settings.CHANNEL_REDIS_URLS[0]], prefix=f"t{uuid.uuid4().hex[:8]}")
+    monkeypatch.setattr(layer, "get_channel_layer", lambda: redis_layer)
+
+    def no_loop(*args, **kwargs):
+        raise AssertionError("the publish went through an event loop")
+
+    monkeypatch.setattr(layer, "_own_loop", no_loop)
+    monkeypatch.setattr(layer, "async_to_sync", no_loop)
+
+    async def join() -> str:
+        channel = await redis_layer.new_channel("gateway.")
+        await redis_layer.group_add("conv.9", channel)
+        return channel
+
+    channel = asyncio.run(join())
+    layer.publish("conv.9", {"type": "conv.message", "seq": 1})
+
+    async def receive() -> dict:
+        try:
+            return await asyncio.wait_for(redis_layer.receive(channel), 3)
+        finally:
+            await redis_layer.flush()
+
+    got = asyncio.run(receive())
+    assert (got["type"], got["seq"], got["group"]) == ("conv.message", 1, "conv.9") and got["published_at"] > 0
