@@ -266,6 +266,13 @@ async def degraded(session: Session, args) -> dict[str, Any]:
 
     mark("unloaded messages")
     await asyncio.sleep(base_s)
+    def hot_since(since: float) -> set[str]:
+        """The shared state's hot signals from a second before ``since`` (time.time()) on."""
+        return {r for at, reasons in reasons_log if at >= since - wall0 - 1 for r in reasons}
+
+    def told_since(since: float) -> int:
+        return sum(1 for delay in told_after(devices, since) if delay is not None)
+
     # 1. A few slow devices: one in eight stops acking, nothing else changes.
     silent = devices[::8]
     slow_since = time.time()
@@ -276,10 +283,8 @@ async def degraded(session: Session, args) -> dict[str, Any]:
     await asyncio.sleep(slow_s)
     for dev in silent:
         dev.silent = False
-    slow_from = slow_since - wall0
-    seen = {r for at, reasons in reasons_log if at >= slow_from - 1 for r in reasons}
-    slow = {"silent": len(silent), "devices": len(devices), "seconds": slow_s,
-            "told": sum(1 for d in told_after(devices, slow_since) if d is not None),
+    seen = hot_since(slow_since)
+    slow = {"silent": len(silent), "devices": len(devices), "seconds": slow_s, "told": told_since(slow_since),
             "on_ack_timeouts": "ack_timeouts" in seen, "hot_signals": sorted(seen)}
     mark(f"they ack again; clients told of degraded mode meanwhile: {slow['told']} "
          f"(hot signals: {', '.join(slow['hot_signals']) or 'none'})")
@@ -293,10 +298,8 @@ async def degraded(session: Session, args) -> dict[str, Any]:
     mark(f"everyday typing: every device every {EVERYDAY_TYPING_EVERY_MS / 1000:.0f} s ({everyday_rate:.0f} typing frames/s)")
     await asyncio.sleep(everyday_s)
     typing_now = 0.0
-    seen = {r for at, reasons in reasons_log if at >= everyday_since - wall0 - 1 for r in reasons}
-    everyday = {"rate": everyday_rate, "seconds": everyday_s,
-                "told": sum(1 for d in told_after(devices, everyday_since) if d is not None),
-                "devices": len(devices), "hot_signals": sorted(seen)}
+    everyday = {"rate": everyday_rate, "seconds": everyday_s, "told": told_since(everyday_since),
+                "devices": len(devices), "hot_signals": sorted(hot_since(everyday_since))}
     mark(f"everyday typing off; clients told of degraded mode meanwhile: {everyday['told']} "
          f"(hot signals: {', '.join(everyday['hot_signals']) or 'none'})")
     current["label"] = "unloaded-again"
@@ -340,8 +343,7 @@ async def degraded(session: Session, args) -> dict[str, Any]:
         recovered = recovered and not shed_now()
         mark("degraded mode ended by itself" if not shed_now()
              else f"still degraded after {recover_limit}s ({await asyncio.to_thread(blocking_calm)})")
-        runs[-1]["hot_signals"] = sorted({r for at, reasons in reasons_log
-                                          if at >= flood_since - wall0 - 1 for r in reasons})
+        runs[-1]["hot_signals"] = sorted(hot_since(flood_since))
     current["label"] = "recovered"
     await asyncio.sleep(min(10, base_s))
     stop_all = True
