@@ -110,6 +110,15 @@ if PARLEY_DB_POOL:
     }
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DJANGO_CONN_MAX_AGE", default=0))
+# Parameters travel apart from the SQL (server-side binding), and a statement a connection
+# runs a fifth time is prepared: PostgreSQL parses and plans it once per connection, not per
+# call. The send's two statements cost PostgreSQL 0.4 ms less a send (issue 15). A prepared
+# statement lives on its connection, which the pool keeps. Turn this off behind a PgBouncer
+# in transaction mode older than 1.21 (or without its max_prepared_statements).
+PARLEY_DB_PREPARED_STATEMENTS = (env.bool("PARLEY_DB_PREPARED_STATEMENTS", default=True)
+                                 and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql")
+if PARLEY_DB_PREPARED_STATEMENTS:
+    DATABASES["default"].setdefault("OPTIONS", {}).update(server_side_binding=True, prepare_threshold=5)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The dev server runs sends from several threads; wait for the write lock instead of failing.
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20

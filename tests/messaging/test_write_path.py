@@ -464,6 +464,23 @@ def test_a_send_costs_a_fixed_number_of_queries_whatever_the_member_count(
         do_send_message(sender=sender, conversation_id=conversation.pk, client_msg_id="q1", body="hi")
 
 
+@pytest.mark.postgres
+def test_a_connection_plans_the_sends_two_statements_once_not_per_send(make_user, make_group):
+    """PARLEY_DB_PREPARED_STATEMENTS: from a connection's fifth send on, PostgreSQL runs the
+    authorize read and the store as prepared statements, with the values bound apart."""
+    assert settings.PARLEY_DB_PREPARED_STATEMENTS
+    alice, bob = make_user(), make_user()
+    group = make_group(alice, [bob])
+    for i in range(6):
+        do_send_message(sender=alice, conversation_id=group.pk, client_msg_id=f"p{i}", body=f"hi {i}")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements WHERE NOT from_sql")
+        prepared = [row[0] for row in cursor.fetchall()]
+    assert any(sql.startswith("WITH taken AS (UPDATE") and "$1" in sql for sql in prepared), prepared
+    assert any(sql.startswith("SELECT m.id") and "client_msg_id = $2" in sql for sql in prepared), prepared
+    assert _seqs(group) == [1, 2, 3, 4, 5, 6]
+
+
 def test_first_send_gets_seq_one_and_a_retry_returns_it(make_user, make_group):
     alice, bob = make_user(), make_user()
     group = make_group(alice, [bob])
