@@ -5,6 +5,7 @@ channel layer, the local-memory cache and eager Celery. The code paths are the s
 way; only the backends change. Every Parley limit is a ``PARLEY_*`` setting that the
 environment variable of the same name overrides.
 """
+import sys
 from pathlib import Path
 
 import environ
@@ -110,15 +111,16 @@ if PARLEY_DB_POOL:
     }
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DJANGO_CONN_MAX_AGE", default=0))
-# Parameters travel apart from the SQL (server-side binding), and a statement a connection
-# runs a fifth time is prepared: PostgreSQL parses and plans it once per connection, not per
-# call. The send's two statements cost PostgreSQL 0.4 ms less a send (issue 15). A prepared
-# statement lives on its connection, which the pool keeps. Turn this off behind a PgBouncer
-# in transaction mode older than 1.21 (or without its max_prepared_statements).
+# A send's two statements are prepared on their connection (messaging.rows.prepared_cursor):
+# PostgreSQL parses and plans them once per connection, not per send (0.3 ms less of its time
+# a send, issue 15); the pool keeps the connections. psycopg prepares what asks and, with this
+# threshold, nothing else: Django's queries keep their client-side binding and custom plans.
+# Turn this off behind a PgBouncer in transaction mode that cannot keep prepared statements
+# (before 1.21, or without max_prepared_statements).
 PARLEY_DB_PREPARED_STATEMENTS = (env.bool("PARLEY_DB_PREPARED_STATEMENTS", default=True)
                                  and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql")
 if PARLEY_DB_PREPARED_STATEMENTS:
-    DATABASES["default"].setdefault("OPTIONS", {}).update(server_side_binding=True, prepare_threshold=5)
+    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = sys.maxsize
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The dev server runs sends from several threads; wait for the write lock instead of failing.
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20

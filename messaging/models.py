@@ -237,9 +237,14 @@ class Message(models.Model):
         REMOVED = "removed", "Removed"    # by a moderator's decision on a flag
         DELETED = "deleted", "Deleted"    # by its sender (or a moderator) with DELETE
 
-    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
+    # No index of their own: the unique constraints below lead with each (their indexes serve
+    # every lookup by conversation or by sender). A second, narrower one cost every insert its
+    # upkeep, and a plan made on an empty table preferred it, filtering a sender's every message
+    # to find one client_msg_id (issue 15, docs/benchmarks/runs/2026-12-08-prepared).
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages", db_index=False)
     seq = models.BigIntegerField()
-    sender = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="messages_sent")
+    sender = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="messages_sent",
+                               db_index=False)
     sender_device = models.ForeignKey(Device, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     client_msg_id = models.CharField(max_length=64)
     body = models.TextField()

@@ -11,7 +11,9 @@ from __future__ import annotations
 import functools
 from typing import Any, Sequence, TypeVar
 
+from django.conf import settings
 from django.db import connection, models
+from django.db.backends.utils import CursorWrapper
 
 M = TypeVar("M", bound=models.Model)
 
@@ -45,6 +47,37 @@ def insert_row(instance: models.Model) -> None:
     instance.pk = row[0]
     instance._state.adding = False
     instance._state.db = connection.alias
+
+
+def prepared_cursor() -> CursorWrapper:
+    """A cursor whose statements PostgreSQL prepares on their connection: parsed and planned
+    once per connection, then run with the values bound apart (PARLEY_DB_PREPARED_STATEMENTS).
+
+    Only for a hot path's fixed statements that look rows up by a unique key (a send's two):
+    from a statement's sixth run PostgreSQL may reuse one generic plan whatever the values,
+    which is only safe where every value gets the same plan. Django's own queries keep their
+    client-side binding and are never prepared (psycopg prepares only what asks: settings).
+    Elsewhere (SQLite, or the setting off) a plain cursor. Either way Django's wrapper, which
+    converts errors and counts queries in tests."""
+    if not settings.PARLEY_DB_PREPARED_STATEMENTS:
+        return connection.cursor()
+    connection.ensure_connection()
+    with connection.wrap_database_errors:
+        # Django's own wrapper around a cursor of the class below; the private hook is the
+        # one connection.cursor() goes through (thread check, the tests' query log).
+        return connection._prepare_cursor(_preparing_cursor_class()(connection.connection))  # type: ignore[attr-defined]
+
+
+@functools.cache
+def _preparing_cursor_class() -> type:
+    # Imported here: the module imports psycopg, which only PostgreSQL needs.
+    from django.db.backends.postgresql.base import ServerBindingCursor  # type: ignore[attr-defined]
+
+    class PreparingCursor(ServerBindingCursor):
+        def execute(self, query: Any, params: Any = None, *, prepare: bool | None = None, binary: bool | None = None) -> Any:
+            return super().execute(query, params, prepare=True, binary=binary)
+
+    return PreparingCursor
 
 
 def select_list(model: type[models.Model], alias: str) -> str:

@@ -23,7 +23,7 @@ from .errors import Conflict, Invalid, NotFound
 from .mentions import render_body, store_mentions
 from .models import Conversation, Device, Membership, Message, User
 from .payloads import MessagePayload, message_payload
-from .rows import insert_row
+from .rows import insert_row, prepared_cursor
 from .selectors import MESSAGE_JOINS
 
 
@@ -100,7 +100,7 @@ def _store(message: Message, *, membership_id: int) -> bool:
         return bool(Membership.objects.raise_marks({membership_id: (message.seq, message.seq)}))
     sql, fields = _store_sql()
     values = [field.get_db_prep_save(field.pre_save(message, True), connection) for field in fields]
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(sql, [timezone.now(), message.conversation_id, *values, membership_id])
         row = cursor.fetchone()
     if row is None:
@@ -142,7 +142,7 @@ def _access_send_target(sender: User, conversation_id: Any, client_msg_id: str) 
     conversation_id = as_id(conversation_id)
     if conversation_id is None or not 0 < conversation_id <= MAX_SEQ:
         raise NotFound("conversation not found")
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(_send_target_sql(), [sender.pk, client_msg_id, conversation_id, sender.pk])
         row = cursor.fetchone()
     if row is None:
