@@ -112,7 +112,7 @@ if PARLEY_DB_POOL:
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DJANGO_CONN_MAX_AGE", default=0))
 # A send's two statements are prepared on their connection (messaging.rows.prepared_cursor):
-# PostgreSQL parses and plans them once per connection, not per send (0.3 ms less of its time
+# PostgreSQL parses and plans them once per connection, not per send (0.4 ms less of its time
 # a send, issue 15); the pool keeps the connections. psycopg prepares what asks and, with this
 # threshold, nothing else: Django's queries keep their client-side binding and custom plans.
 # Turn this off behind a PgBouncer in transaction mode that cannot keep prepared statements
