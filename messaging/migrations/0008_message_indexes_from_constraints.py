@@ -16,17 +16,19 @@ from django.db import migrations, models
 INDEXES = ("messaging_message_conversation_id_3db4d3d1", "messaging_message_sender_id_7a7088e6")
 
 
+def _concurrently(schema_editor) -> str:
+    return " CONCURRENTLY" if schema_editor.connection.vendor == "postgresql" else ""
+
+
 def drop_indexes(apps, schema_editor):
-    concurrently = " CONCURRENTLY" if schema_editor.connection.vendor == "postgresql" else ""
     for name in INDEXES:
-        schema_editor.execute(f"DROP INDEX{concurrently} IF EXISTS {schema_editor.quote_name(name)}")
+        schema_editor.execute(f"DROP INDEX{_concurrently(schema_editor)} IF EXISTS {schema_editor.quote_name(name)}")
 
 
 def restore_indexes(apps, schema_editor):
-    concurrently = " CONCURRENTLY" if schema_editor.connection.vendor == "postgresql" else ""
     for name, column in zip(INDEXES, ("conversation_id", "sender_id")):
-        schema_editor.execute(f"CREATE INDEX{concurrently} IF NOT EXISTS {schema_editor.quote_name(name)} "
-                              f"ON messaging_message ({column})")
+        schema_editor.execute(f"CREATE INDEX{_concurrently(schema_editor)} IF NOT EXISTS "
+                              f"{schema_editor.quote_name(name)} ON messaging_message ({column})")
 
 
 class Migration(migrations.Migration):
