@@ -58,13 +58,18 @@ def prepared_cursor() -> CursorWrapper:
     which is only safe where every value gets the same plan. Django's own queries keep their
     client-side binding and are never prepared (psycopg prepares only what asks: settings).
     Elsewhere (SQLite, or the setting off) a plain cursor. Either way Django's wrapper, which
-    converts errors and counts queries in tests."""
+    converts errors and counts queries in tests.
+
+    The steps are connection.cursor()'s (a failed health check reconnects, as for any first
+    query of a request) but for the cursor's class. Django's per-cursor timezone loader is
+    left out: these statements return no timestamps."""
     if not settings.PARLEY_DB_PREPARED_STATEMENTS:
         return connection.cursor()
+    connection.close_if_health_check_failed()
     connection.ensure_connection()
     with connection.wrap_database_errors:
-        # Django's own wrapper around a cursor of the class below; the private hook is the
-        # one connection.cursor() goes through (thread check, the tests' query log).
+        # The private hook is the one connection.cursor() goes through (thread check, the
+        # tests' query log).
         return connection._prepare_cursor(_preparing_cursor_class()(connection.connection))  # type: ignore[attr-defined]
 
 
