@@ -7,12 +7,13 @@ REST, the WebSocket ``send`` frame, the demo data and the benchmarks all call
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 
 from . import attachments as files
@@ -80,10 +81,15 @@ def _send_target_sql() -> str:
         f"WHERE m.conversation_id = %s AND m.user_id = %s")
 
 
-def _store(message: Message, *, membership_id: int) -> bool:
+# The SQLSTATE of parley_require() (migration messaging 0009), which aborts _store's statement.
+SENDER_GONE = "PA001"
+
+
+def _store(message: Message, *, membership_id: int) -> None:
     """Take the message's seq, insert it and move the sender's own watermarks to it (you have
     seen what you answer: the receipt merge, which always advances since the seq is past every
-    mark). False when the sender's membership is gone (nothing advanced): the caller rolls back.
+    mark). :class:`NotFound`, with nothing stored and no seq taken, when the sender's
+    membership or the conversation is gone.
 
     On PostgreSQL the three are **one statement**: allocate_seq's ``UPDATE … RETURNING`` (same
     invariant, same row lock), the ``INSERT`` fed by it, and raise_marks' ``GREATEST`` merge of
@@ -91,24 +97,32 @@ def _store(message: Message, *, membership_id: int) -> bool:
     conversation's row lock is held, and a third of the statements' client CPU (issue 15).
     The lock order is unchanged (the conversation row, then the membership row), and so is
     the removal race: a membership deleted while this statement waited for the conversation
-    lock is skipped by its UPDATE (READ COMMITTED re-checks a row changed under it), nothing
-    advances, and the caller rolls back. Elsewhere (SQLite) the three calls, in that order.
+    lock is skipped by its UPDATE (READ COMMITTED re-checks a row changed under it). Then
+    ``parley_require`` fails the statement, which undoes its own seq and insert: so the
+    statement is safe to run alone in autocommit (:func:`_send_transaction`). Elsewhere
+    (SQLite) the three calls, in that order, in the caller's transaction, which rolls back.
     """
     if connection.vendor != "postgresql":
         message.seq = allocate_seq(message.conversation_id)
         insert_row(message)
-        return bool(Membership.objects.raise_marks({membership_id: (message.seq, message.seq)}))
+        if not Membership.objects.raise_marks({membership_id: (message.seq, message.seq)}):
+            raise NotFound("conversation not found")
+        return
     sql, fields = _store_sql()
     values = [field.get_db_prep_save(field.pre_save(message, True), connection) for field in fields]
-    with prepared_cursor() as cursor:
-        cursor.execute(sql, [timezone.now(), message.conversation_id, *values, membership_id])
-        row = cursor.fetchone()
+    try:
+        with prepared_cursor() as cursor:
+            cursor.execute(sql, [timezone.now(), message.conversation_id, *values, membership_id])
+            row = cursor.fetchone()
+    except DatabaseError as error:
+        if getattr(error.__cause__, "sqlstate", None) == SENDER_GONE:
+            raise NotFound("conversation not found") from None
+        raise
     if row is None:
         raise NotFound("conversation not found")  # no such conversation row: nothing was stored
-    message.pk, message.seq, advanced = row
+    message.pk, message.seq, _ = row
     message._state.adding = False
     message._state.db = connection.alias
-    return bool(advanced)
 
 
 @functools.cache
@@ -130,9 +144,28 @@ def _store_sql() -> tuple[str, list[Any]]:
         f"marks AS (UPDATE {memberships} SET delivered_seq = GREATEST({memberships}.delivered_seq, stored.seq), "
         f"read_seq = GREATEST({memberships}.read_seq, stored.seq) FROM stored WHERE {memberships}.id = %s "
         f"RETURNING {memberships}.id) "
-        f"SELECT stored.id, stored.seq, (SELECT count(*) FROM marks) FROM stored",
+        f"SELECT stored.id, stored.seq, parley_require((SELECT count(*) FROM marks) = 1, "
+        f"'the sender is no longer a member of the conversation') FROM stored",
         fields,
     )
+
+
+def _send_transaction(*, single_statement: bool) -> contextlib.AbstractContextManager[Any]:
+    """The transaction a send's writes share.
+
+    A plain send writes with :func:`_store`'s one statement alone, and on PostgreSQL that
+    statement is all-or-nothing by itself: in autocommit it is its own transaction, with no
+    BEGIN and COMMIT round trips, and the conversation's row lock (which orders the senders of
+    a hot conversation) is released by the server at the statement's end instead of a round
+    trip later. A send with more to write (uploads to take, mentions to store), one inside a
+    caller's transaction, and every send on SQLite take a block (a savepoint in a caller's).
+    On-commit callbacks (the fan-out) run as soon as they are scheduled without a block: the
+    statement has committed by then.
+    """
+    if single_statement and connection.vendor == "postgresql" and not connection.in_atomic_block \
+            and connection.get_autocommit():
+        return contextlib.nullcontext()
+    return transaction.atomic()
 
 
 def _access_send_target(sender: User, conversation_id: Any, client_msg_id: str) -> _SendTarget:
@@ -234,7 +267,7 @@ def do_send_message(*, sender: User, conversation_id: Any, client_msg_id: Any, b
 
     write_started = time.perf_counter()
     try:
-        with transaction.atomic():
+        with _send_transaction(single_statement=not attachment_ids and not rendered.mention_ids):
             # The uploads are locked before the conversation row _store takes: a send's uploads
             # are unattached, which no deletion or removal ever marks, so no lock cycle forms;
             # two sends of one upload queue on its row and the second rolls back (no seq taken).
@@ -245,11 +278,9 @@ def do_send_message(*, sender: User, conversation_id: Any, client_msg_id: Any, b
                 client_msg_id=client_msg_id, body=body, html=rendered.html, mention_ids=rendered.mention_ids,
                 reply_to=original, attachments=taken,
             )
-            # Nothing stored means a removal committed while this send waited for the
-            # conversation lock (removals take it too): the sender may no longer post, and
-            # the seq rolls back.
-            if not _store(message, membership_id=target.membership_id):
-                raise NotFound("conversation not found")
+            # NotFound when a removal committed while this send waited for the conversation
+            # lock (removals take it too): the sender may no longer post, and no seq is taken.
+            _store(message, membership_id=target.membership_id)
             files.attach(message, attachment_ids)
             if rendered.mention_ids:
                 store_mentions(message, new=True)

@@ -8,6 +8,7 @@ query count of a send is pinned whatever the member count.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections import defaultdict
@@ -20,7 +21,7 @@ from django.db import IntegrityError, OperationalError, connection, connections,
 from messaging import layer, send
 from messaging.conversations import do_add_members, do_create_group, do_remove_member
 from messaging.errors import Conflict, NotFound
-from messaging.models import Conversation, Device, Membership, Message, User
+from messaging.models import Conversation, Device, Membership, Mention, Message, User
 from messaging.send import do_send_message
 
 pytestmark = pytest.mark.django_db
@@ -437,8 +438,8 @@ def test_a_retry_publishes_nothing(conversation_listener):
 # --- Query count ----------------------------------------------------------------------------
 
 # The membership with the idempotency lookup (one SELECT), then the transaction: SAVEPOINT, the
-# store, RELEASE SAVEPOINT (the test runs inside a transaction; in production the same block is
-# BEGIN ... COMMIT). The store is one statement on PostgreSQL (UPDATE conversation (seq), INSERT
+# store, RELEASE SAVEPOINT (the test runs inside a transaction; in production a plain send on
+# PostgreSQL has no block: its store is its own transaction). The store is one statement on PostgreSQL (UPDATE conversation (seq), INSERT
 # message and UPDATE sender's watermarks as CTEs: messaging.send._store) and those three
 # elsewhere. Fan-out reads nothing: member_count comes with the membership's row. A retry loads
 # the stored message after the lookup and stops.
@@ -482,6 +483,52 @@ def test_a_connection_plans_the_sends_two_statements_once_and_nothing_else(make_
     assert prepared[0].startswith("SELECT m.id") and "client_msg_id = $2" in prepared[0]
     assert prepared[1].startswith("WITH taken AS (UPDATE") and "WHERE id = $2" in prepared[1]
     assert _seqs(group) == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_plain_send_stores_by_its_one_statement_alone_and_a_send_with_more_in_a_block(make_user, make_group):
+    """A plain send's store statement is its own transaction (no BEGIN, no COMMIT round trip,
+    the conversation's lock released by the server: messaging.send._send_transaction); a send
+    that also stores mentions shares one block with them."""
+    alice, bob = make_user(username="alice"), make_user(username="bob")
+    group = make_group(alice, [bob])
+    stores = []
+
+    def observe(execute, sql, params, many, context):
+        if sql.startswith("WITH taken AS"):
+            stores.append(connection.in_atomic_block)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(observe):
+        plain = do_send_message(sender=alice, conversation_id=group.pk, client_msg_id="plain", body="hi")
+        mentioning = do_send_message(sender=alice, conversation_id=group.pk, client_msg_id="at", body="hi @bob")
+    assert stores == [False, True]
+    assert (plain.message.seq, mentioning.message.seq) == (1, 2)
+    assert list(Mention.objects.filter(message=mentioning.message).values_list("user_id", flat=True)) == [bob.pk]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("in_callers_transaction", [False, True])
+def test_a_store_for_a_sender_no_longer_a_member_takes_back_its_seq_and_row(in_callers_transaction):
+    """The store statement that finds the sender's membership gone fails itself (parley_require):
+    in autocommit nothing it did stays; inside a caller's transaction that transaction goes on."""
+    owner, member = _users(2, f"gone{int(in_callers_transaction)}-")
+    conversation = _group(owner, [member])
+    membership_id = Membership.objects.get(conversation=conversation, user=member).pk
+    Membership.objects.filter(pk=membership_id).delete()  # as a removal committed meanwhile
+    message = Message(conversation_id=conversation.pk, sender=member, client_msg_id="late", body="hi", html="hi")
+
+    with transaction.atomic() if in_callers_transaction else contextlib.nullcontext():
+        with pytest.raises(NotFound):
+            with transaction.atomic() if in_callers_transaction else contextlib.nullcontext():
+                send._store(message, membership_id=membership_id)
+        assert Conversation.objects.filter(pk=conversation.pk).count() == 1  # the connection works on
+    assert _last_seq(conversation) == 0
+    assert _seqs(conversation) == []
+    do_send_message(sender=owner, conversation_id=conversation.pk, client_msg_id="next", body="still here")
+    assert _seqs(conversation) == [1]
 
 
 def test_first_send_gets_seq_one_and_a_retry_returns_it(make_user, make_group):
