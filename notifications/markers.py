@@ -10,10 +10,13 @@ repeats a push, never loses a message):
 """
 from __future__ import annotations
 
+import math
 import time
 
 from django.conf import settings
 from django.core.cache import cache
+
+from messaging.ratelimit import default_redis_client
 
 from . import vapid
 
@@ -38,10 +41,12 @@ def _shown_key(conversation_id: int, user_id: int) -> str:
     return f"parley:push:shown:{conversation_id}:{user_id}"
 
 
-# Bursts this process opened, by conversation: when (time.monotonic()). Until the burst task
-# can run (its countdown, less a margin for clocks) the key is certainly there, so a busy
-# conversation's later sends from this process need not ask the cache (a round trip per send).
-_opened_here: dict[int, float] = {}
+# Open bursts this process knows of, by conversation: the time.monotonic() until which the
+# burst is certainly open. A burst's task runs its countdown after the burst opened, so until
+# then (less a margin for clocks) the key is there, and a busy conversation's later sends from
+# this process need not ask the cache (a round trip per send). Every process learns it: the one
+# that opened the burst, and any that found it open (the key holds when it was opened).
+_open_until: dict[int, float] = {}
 _CLOCK_MARGIN_SECONDS = 1.0
 
 
@@ -51,23 +56,43 @@ def open_burst(conversation_id: int) -> bool:
     The key outlives the window so a slow queue does not start a second burst; a lost task
     leaves it to expire, and the sweep has caught up by then.
     """
-    now = time.monotonic()
-    opened = _opened_here.get(conversation_id)
-    if opened is not None and now - opened < settings.PARLEY_PUSH_BURST_SECONDS - _CLOCK_MARGIN_SECONDS:
+    if time.monotonic() < _open_until.get(conversation_id, 0.0):
         return False
     timeout = settings.PARLEY_PUSH_BURST_SECONDS + settings.PARLEY_PUSH_SWEEP_INTERVAL_SECONDS
-    if not cache.add(_burst_key(conversation_id), 1, timeout=timeout):
-        return False
-    if len(_opened_here) > 10_000:  # forget bursts long closed
-        _opened_here.clear()
-    _opened_here[conversation_id] = now
-    return True
+    opened, opened_at = _claim(_burst_key(conversation_id), time.time(), timeout=timeout)
+    if opened_at is not None:
+        if len(_open_until) > 10_000:  # forget bursts long closed
+            _open_until.clear()
+        # Kept as a monotonic deadline, so a wall clock stepping later cannot stretch it.
+        _open_until[conversation_id] = time.monotonic() + (
+            opened_at + settings.PARLEY_PUSH_BURST_SECONDS - _CLOCK_MARGIN_SECONDS - time.time())
+    return opened
+
+
+def _claim(key: str, now: float, *, timeout: float) -> tuple[bool, float | None]:
+    """Set ``key`` to ``now`` unless it is set, in one round trip on Redis. ``(True, now)`` if
+    this call set it; else ``(False, when the burst that holds it opened)``, or ``(False, None)``
+    if it vanished meanwhile (a burst closing at that moment, whose read of the store comes
+    after this message's commit: nothing to open)."""
+    client = default_redis_client()
+    if client is None:  # the embedded defaults' local memory
+        if cache.add(key, now, timeout=timeout):
+            return True, now
+        return False, cache.get(key)
+    raw_key = cache.make_and_validate_key(key)
+    pipe = client.pipeline(transaction=False)
+    pipe.set(raw_key, repr(now), nx=True, ex=math.ceil(timeout))
+    pipe.get(raw_key)
+    claimed, held = pipe.execute()
+    if claimed:
+        return True, now
+    return False, float(held) if held is not None else None
 
 
 def close_burst(conversation_id: int) -> None:
     """Called before the burst reads the store: a message committing from now on starts the
     next burst, and every one committed before is in what this burst reads."""
-    _opened_here.pop(conversation_id, None)  # run early here (Celery eager): the memo is over too
+    _open_until.pop(conversation_id, None)  # run early here (Celery eager): the memo is over too
     cache.delete(_burst_key(conversation_id))
 
 

@@ -49,10 +49,10 @@ def offline_path(settings, vapid_keys):
     # Burst doorbells, presence counts and shown-notification markers live in the cache (and
     # the bursts this process opened in its memo of them).
     cache.clear()
-    markers._opened_here.clear()
+    markers._open_until.clear()
     yield
     cache.clear()
-    markers._opened_here.clear()
+    markers._open_until.clear()
 
 
 @pytest.fixture

@@ -89,14 +89,36 @@ def test_a_busy_conversation_asks_the_cache_once_per_burst_from_one_process(team
     alice, bob, conversation = team
     subscribe(bob)
     asked = []
-    add = markers.cache.add
-    monkeypatch.setattr(markers.cache, "add", lambda *a, **k: asked.append(a[0]) or add(*a, **k))
+    claim = markers._claim
+    monkeypatch.setattr(markers, "_claim", lambda *a, **k: asked.append(a[0]) or claim(*a, **k))
     for n in range(5):
         send(alice, conversation, body=f"m{n}")
     assert len(asked) == 1  # the burst this process opened is open until its task can run
     worker.run()  # the burst ran (here, in this process): the next send opens the next one
     send(alice, conversation, body="after")
     assert len(asked) == 2 and worker.names() == ["parley.push.burst"]
+
+
+def test_a_process_that_finds_anothers_burst_open_asks_no_more_until_it_can_close(
+        team, subscribe, send, worker, push_service, monkeypatch):
+    """Gateways share a busy conversation: the one that did not open its burst learns from the
+    cache when it opened, instead of asking again on every send."""
+    from notifications import markers
+
+    alice, bob, conversation = team
+    subscribe(bob)
+    send(alice, conversation, body="opens the burst")
+    markers._open_until.clear()  # from here on, this process is another one: it did not open it
+    asked = []
+    claim = markers._claim
+    monkeypatch.setattr(markers, "_claim", lambda *a, **k: asked.append(claim(*a, **k)) or asked[-1])
+    for n in range(4):
+        send(bob, conversation, body=f"reply {n}")
+    assert [opened for opened, _ in asked] == [False]  # asked once, found it open, and knows until when
+    assert worker.names() == ["parley.push.burst"]  # the one burst, not a second
+    worker.run()
+    send(bob, conversation, body="next burst")
+    assert [opened for opened, _ in asked] == [False, True]
 
 
 def test_a_message_after_the_burst_starts_the_next_burst(team, subscribe, send, worker, push_service):
