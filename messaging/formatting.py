@@ -131,9 +131,18 @@ def _render_full(body: str, mentions: Mapping[str, int | None] | None) -> tuple[
     html = nh3.clean(
         rendered, tags=_ALLOWED_TAGS, attributes=_ALLOWED_ATTRIBUTES, allowed_classes=_ALLOWED_CLASSES,
         url_schemes=_URL_SCHEMES, link_rel=LINK_REL, set_tag_attribute_values={"a": {"target": "_blank"}},
-        strip_comments=True,
+        attribute_filter=_absolute_links_only, strip_comments=True,
     ).strip()
     return html, mentioned
+
+
+def _absolute_links_only(element: str, attribute: str, value: str) -> str | None:
+    """nh3 passes relative addresses through whatever the schemes (``[x](/logout)`` would link
+    into Parley itself, ``[x]()`` to the page): a link keeps its address only with a scheme
+    allowed above, otherwise it is text."""
+    if element == "a" and attribute == "href" and value.split(":", 1)[0].lower() not in _URL_SCHEMES:
+        return None
+    return value
 
 
 def render_html(body: str, mentions: Mapping[str, int | None] | None = None) -> str:

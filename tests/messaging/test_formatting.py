@@ -69,6 +69,12 @@ HOSTILE = [
     "&lt;script&gt;alert(1)&lt;/script&gt;",
     "<style>body{display:none}</style>",
     "<form action=https://evil.example><input></form>",
+    # Relative addresses (into Parley itself, or the page) are no links either.
+    "[click](/api/v1/auth/logout)",
+    "[click]()",
+    "[](<>)",
+    "[click](#top)",
+    "[click](//evil.example/path)",
 ]
 
 
