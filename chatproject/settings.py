@@ -445,6 +445,16 @@ PARLEY_PUSH_ALLOWED_HOSTS = env.list("PARLEY_PUSH_ALLOWED_HOSTS", default=[
 # Tests only: origins ("http://127.0.0.1:<port>") exempt from every rule above, for the local
 # push service the test suite runs. Deliberately not read from the environment.
 PARLEY_PUSH_INSECURE_TEST_ORIGINS: list[str] = []
+# Open bursts wait in one sorted set; the beat starts the due ones this often, at most this
+# many per query (notifications.markers): a burst starts within a window and this interval.
+PARLEY_PUSH_DUE_POLL_SECONDS = env.float("PARLEY_PUSH_DUE_POLL_SECONDS", default=1.0)
+PARLEY_PUSH_DUE_BATCH = env.int("PARLEY_PUSH_DUE_BATCH", default=1000)
+CELERY_BEAT_SCHEDULE["parley.push.due"] = {
+    "task": "parley.push.due",
+    "schedule": PARLEY_PUSH_DUE_POLL_SECONDS,
+    # Polls a stopped worker missed are worth nothing once the next one is queued.
+    "options": {"expires": max(PARLEY_PUSH_DUE_POLL_SECONDS * 5, 5.0)},
+}
 CELERY_BEAT_SCHEDULE["parley.push.sweep"] = {
     "task": "parley.push.sweep",
     "schedule": PARLEY_PUSH_SWEEP_INTERVAL_SECONDS,

@@ -10,7 +10,6 @@ repeats a push, never loses a message):
 """
 from __future__ import annotations
 
-import math
 import time
 
 from django.conf import settings
@@ -33,67 +32,102 @@ def tag(conversation_id: int) -> str:
     return f"conversation-{conversation_id}"
 
 
-def _burst_key(conversation_id: int) -> str:
-    return f"parley:push:burst:{conversation_id}"
-
-
 def _shown_key(conversation_id: int, user_id: int) -> str:
     return f"parley:push:shown:{conversation_id}:{user_id}"
 
 
+# The open bursts: one sorted set, conversation id -> when its burst is due (opened + the
+# window). The beat's parley.push.due takes what is due (take_due_bursts) and starts each
+# burst's task, so the send path never enqueues anything itself: opening a burst is one round
+# trip, where a Celery publish per burst had cost a send more than its store (issue 15).
+_DUE_KEY = "parley:push:due"
+# The embedded defaults' stand-in for the set: their cache is this process's memory anyway.
+_local_due: dict[int, float] = {}
+
 # Open bursts this process knows of, by conversation: the time.monotonic() until which the
-# burst is certainly open. A burst's task runs its countdown after the burst opened, so until
-# then (less a margin for clocks) the key is there, and a busy conversation's later sends from
-# this process need not ask the cache (a round trip per send). Every process learns it: the one
-# that opened the burst, and any that found it open (the key holds when it was opened).
+# burst is certainly open (its due time, less a margin for clocks). Until then a busy
+# conversation's later sends from this process need not ask the cache (a round trip per
+# send). Every process learns it: the one that opened the burst, and any that found it open.
 _open_until: dict[int, float] = {}
 _CLOCK_MARGIN_SECONDS = 1.0
 
 
 def open_burst(conversation_id: int) -> bool:
-    """Open the conversation's burst; False if one is already open.
+    """Open the conversation's burst, due a window from now; False if one is already open.
 
-    The key outlives the window so a slow queue does not start a second burst; a lost task
-    leaves it to expire, and the sweep has caught up by then.
+    A burst whose start is lost (Redis restarted, the beat down for long) leaves its messages
+    to the sweep, like a lost task.
     """
     if time.monotonic() < _open_until.get(conversation_id, 0.0):
         return False
-    timeout = settings.PARLEY_PUSH_BURST_SECONDS + settings.PARLEY_PUSH_SWEEP_INTERVAL_SECONDS
-    opened, opened_at = _claim(_burst_key(conversation_id), time.time(), timeout=timeout)
-    if opened_at is not None:
+    opened, due = _claim(conversation_id, time.time() + settings.PARLEY_PUSH_BURST_SECONDS)
+    if due is not None:
         if len(_open_until) > 10_000:  # forget bursts long closed
             _open_until.clear()
         # Kept as a monotonic deadline, so a wall clock stepping later cannot stretch it.
-        _open_until[conversation_id] = time.monotonic() + (
-            opened_at + settings.PARLEY_PUSH_BURST_SECONDS - _CLOCK_MARGIN_SECONDS - time.time())
+        _open_until[conversation_id] = time.monotonic() + (due - _CLOCK_MARGIN_SECONDS - time.time())
     return opened
 
 
-def _claim(key: str, now: float, *, timeout: float) -> tuple[bool, float | None]:
-    """Set ``key`` to ``now`` unless it is set, in one round trip on Redis. ``(True, now)`` if
-    this call set it; else ``(False, when the burst that holds it opened)``, or ``(False, None)``
-    if it vanished meanwhile (a burst closing at that moment, whose read of the store comes
-    after this message's commit: nothing to open)."""
+def _claim(conversation_id: int, due: float) -> tuple[bool, float | None]:
+    """Enter the conversation as due at ``due`` unless it is in the set, in one round trip on
+    Redis. ``(True, due)`` if this call entered it; else ``(False, when the open burst is
+    due)``, or ``(False, None)`` if it was taken meanwhile (a burst starting at that moment,
+    whose read of the store comes after this message's commit: nothing to open)."""
     client = default_redis_client()
-    if client is None:  # the embedded defaults' local memory
-        if cache.add(key, now, timeout=timeout):
-            return True, now
-        return False, cache.get(key)
-    raw_key = cache.make_and_validate_key(key)
+    if client is None:
+        held = _local_due.setdefault(conversation_id, due)
+        return held == due, held
+    key = cache.make_and_validate_key(_DUE_KEY)
     pipe = client.pipeline(transaction=False)
-    pipe.set(raw_key, repr(now), nx=True, ex=math.ceil(timeout))
-    pipe.get(raw_key)
-    claimed, held = pipe.execute()
-    if claimed:
-        return True, now
-    return False, float(held) if held is not None else None
+    pipe.zadd(key, {str(conversation_id): due}, nx=True)
+    pipe.zscore(key, str(conversation_id))
+    added, held = pipe.execute()
+    return bool(added), held
+
+
+def take_due_bursts(*, now: float, limit: int) -> list[int]:
+    """Close the bursts due by ``now`` (at most ``limit``) and return their conversations.
+
+    Each is taken by one caller (the one whose removal removed it), and closed before its
+    burst reads the store: a message committing from now on opens the next burst, and every
+    one committed before is in what this burst reads."""
+    client = default_redis_client()
+    if client is None:
+        taken = [conversation_id for conversation_id, due in _local_due.items() if due <= now][:limit]
+        for conversation_id in taken:
+            del _local_due[conversation_id]
+    else:
+        key = cache.make_and_validate_key(_DUE_KEY)
+        candidates = client.zrangebyscore(key, "-inf", now, start=0, num=limit)
+        if not candidates:
+            return []
+        pipe = client.pipeline(transaction=False)
+        for member in candidates:
+            pipe.zrem(key, member)
+        taken = [int(member) for member, removed in zip(candidates, pipe.execute()) if removed]
+    for conversation_id in taken:
+        _open_until.pop(conversation_id, None)
+    return taken
+
+
+def pending_bursts() -> dict[int, float]:
+    """Every open burst: conversation id -> when it is due (time.time())."""
+    client = default_redis_client()
+    if client is None:
+        return dict(_local_due)
+    return {int(member): due for member, due in
+            client.zrange(cache.make_and_validate_key(_DUE_KEY), 0, -1, withscores=True)}
 
 
 def close_burst(conversation_id: int) -> None:
-    """Called before the burst reads the store: a message committing from now on starts the
-    next burst, and every one committed before is in what this burst reads."""
+    """Close the conversation's burst (if open) before it reads the store; see take_due_bursts."""
     _open_until.pop(conversation_id, None)  # run early here (Celery eager): the memo is over too
-    cache.delete(_burst_key(conversation_id))
+    client = default_redis_client()
+    if client is None:
+        _local_due.pop(conversation_id, None)
+    else:
+        client.zrem(cache.make_and_validate_key(_DUE_KEY), str(conversation_id))
 
 
 def note_shown(conversation_id: int, user_id: int, *, seq: int, upto: int) -> None:

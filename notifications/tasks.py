@@ -13,16 +13,35 @@ task's name (ops.observers), so the offline path itself carries no metrics code.
 """
 from __future__ import annotations
 
+import time
+
 from celery import Task, shared_task
 from django.conf import settings
 
 from . import bursts, delivery, markers, outbox
 
 
+@shared_task(name="parley.push.due", acks_late=True)
+def due(now: float | None = None) -> int:
+    """Periodic (beat, every PARLEY_PUSH_DUE_POLL_SECONDS): start the bursts whose window has
+    passed by ``now`` (default: the present), each once, however many processes opened them."""
+    if not markers.enabled():
+        return 0
+    started = 0
+    while True:
+        taken = markers.take_due_bursts(now=time.time() if now is None else now,
+                                        limit=settings.PARLEY_PUSH_DUE_BATCH)
+        for conversation_id in taken:
+            burst.delay(conversation_id)
+        started += len(taken)
+        if len(taken) < settings.PARLEY_PUSH_DUE_BATCH:
+            return started
+
+
 @shared_task(name="parley.push.burst", acks_late=True)
 def burst(conversation_id: int) -> int:
     """A conversation's burst window has passed: one notify_member per member to notify."""
-    markers.close_burst(conversation_id)
+    markers.close_burst(conversation_id)  # taken already when started by `due`; not when eager
     count = 0
     for user_id in bursts.members_to_notify(conversation_id=conversation_id):
         notify_member.delay(conversation_id, user_id)

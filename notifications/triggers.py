@@ -20,9 +20,12 @@ from .models import PushDeadLetter
 
 
 def on_message_stored(event: hooks.MessageStored) -> None:
-    """A message committed: the first of a window opens the conversation's burst."""
-    if markers.enabled() and markers.open_burst(event.conversation_id):
-        tasks.burst.apply_async((event.conversation_id,), countdown=settings.PARLEY_PUSH_BURST_SECONDS)
+    """A message committed: the first of a window opens the conversation's burst, which the
+    beat's ``parley.push.due`` starts once the window has passed. With tasks run in-process
+    (the embedded defaults: no worker, no beat) the burst runs at once instead."""
+    if (markers.enabled() and markers.open_burst(event.conversation_id)
+            and settings.CELERY_TASK_ALWAYS_EAGER):
+        tasks.burst.delay(event.conversation_id)
 
 
 def on_read_advanced(event: hooks.ReadAdvanced) -> None:

@@ -2,11 +2,14 @@
 closed when read elsewhere. Pushes go to a real local push service that decrypts them."""
 from __future__ import annotations
 
+import time
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from messaging.models import Message
+from notifications import markers
 
 from .conftest import come_online
 
@@ -26,7 +29,10 @@ def test_five_messages_in_one_burst_make_one_push_carrying_the_newest(team, subs
     for n in ("one", "two", "three", "four", "five"):
         send(alice, conversation, body=n)
 
-    assert [(q.name, q.args, q.countdown) for q in worker.queue] == [("parley.push.burst", (conversation.pk,), 5.0)]
+    # One burst, due a window after the first message; nothing enqueued by the sends themselves.
+    (due,) = markers.pending_bursts().items()
+    assert due[0] == conversation.pk and 4.0 < due[1] - time.time() <= 5.0
+    assert worker.queue == []
     worker.run()
     assert push_service.delivered(phone) == [{
         "type": "message", "conversation": conversation.pk, "title": "Team", "body": "Alice: five",
@@ -119,6 +125,36 @@ def test_a_process_that_finds_anothers_burst_open_asks_no_more_until_it_can_clos
     worker.run()
     send(bob, conversation, body="next burst")
     assert [opened for opened, _ in asked] == [False, True]
+
+
+def test_the_beat_starts_a_burst_once_its_window_has_passed_and_only_once(team, subscribe, send, worker,
+                                                                         push_service, settings):
+    from notifications.tasks import due
+
+    assert settings.CELERY_BEAT_SCHEDULE["parley.push.due"]["task"] == due.name
+    assert settings.CELERY_BEAT_SCHEDULE["parley.push.due"]["schedule"] == settings.PARLEY_PUSH_DUE_POLL_SECONDS
+    alice, bob, conversation = team
+    phone = subscribe(bob)
+    send(alice, conversation, body="hi")
+    opened = time.time()
+    assert due(now=opened + 3.0) == 0 and worker.queue == []  # still inside the window
+    assert due(now=opened + 5.5) == 1  # past it: started...
+    assert due(now=opened + 5.5) == 0  # ...once, whichever poll comes next
+    assert markers.pending_bursts() == {}
+    assert [(q.name, q.args) for q in worker.queue] == [("parley.push.burst", (conversation.pk,))]
+    worker.run()
+    assert [p["body"] for p in push_service.delivered(phone)] == ["Alice: hi"]
+
+
+def test_without_a_worker_the_embedded_defaults_start_the_burst_at_once(team, subscribe, send, worker,
+                                                                      push_service, settings):
+    """Tasks run in-process (CELERY_TASK_ALWAYS_EAGER, `make run`): no beat will come, so the
+    message's burst is started by the send itself."""
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    alice, bob, conversation = team
+    subscribe(bob)
+    send(alice, conversation, body="hi")
+    assert [(q.name, q.args) for q in worker.queue] == [("parley.push.burst", (conversation.pk,))]
 
 
 def test_a_message_after_the_burst_starts_the_next_burst(team, subscribe, send, worker, push_service):
