@@ -72,9 +72,10 @@ def main() -> None:
 
     stages = [
         ("authorize + idempotency lookup (1 SELECT)", send, "_access_send_target"),
-        ("store: seq, INSERT, sender's watermarks (one statement on PostgreSQL)", send, "_store"),
+        ("store: seq, INSERT, sender's watermarks (one statement on PostgreSQL; a plain send's commit in it)",
+         send, "_store"),
         ("send rate limit (cache counter)", ratelimit, "enforce"),
-        ("COMMIT", connections["default"], "commit"),
+        ("COMMIT (only a send that needs a transaction block: uploads, mentions)", connections["default"], "commit"),
         ("fan-out publish after commit (messaging.layer.publish)", layer, "publish"),
     ]
     originals = [(owner, name, getattr(owner, name)) for _, owner, name in stages]
