@@ -3,8 +3,8 @@
 Two markers, both only hints on top of PostgreSQL's watermarks (a lost marker delays or
 repeats a push, never loses a message):
 
-* a conversation's open *burst*: the first message of a window opens it and schedules the
-  burst task; later ones ride along until the task closes it;
+* a conversation's open *burst*: the first message of a window enters it in the set of open
+  bursts; later ones ride along until the beat's ``parley.push.due`` takes it and starts it;
 * what a device *shows*: the message and the seq up to which a sent notification covers the
   conversation, so a read elsewhere can close it and a removal can withdraw it.
 """
@@ -42,6 +42,13 @@ def _shown_key(conversation_id: int, user_id: int) -> str:
 # trip, where a Celery publish per burst had cost about a fifth of a send's CPU over 1,000
 # busy conversations (issue 15).
 _DUE_KEY = "parley:push:due"
+
+
+def _due_key() -> str:
+    """The set's key as the cache names it (its prefix and version), for the raw client."""
+    return cache.make_and_validate_key(_DUE_KEY)
+
+
 # The embedded defaults' stand-in for the set: their cache is this process's memory anyway.
 _local_due: dict[int, float] = {}
 
@@ -79,7 +86,7 @@ def _claim(conversation_id: int, due: float) -> tuple[bool, float | None]:
     if client is None:
         held = _local_due.setdefault(conversation_id, due)
         return held == due, held
-    key = cache.make_and_validate_key(_DUE_KEY)
+    key = _due_key()
     pipe = client.pipeline(transaction=False)
     pipe.zadd(key, {str(conversation_id): due}, nx=True)
     pipe.zscore(key, str(conversation_id))
@@ -99,7 +106,7 @@ def take_due_bursts(*, now: float, limit: int) -> list[int]:
         for conversation_id in taken:
             del _local_due[conversation_id]
     else:
-        key = cache.make_and_validate_key(_DUE_KEY)
+        key = _due_key()
         candidates = client.zrangebyscore(key, "-inf", now, start=0, num=limit)
         if not candidates:
             return []
@@ -118,7 +125,7 @@ def pending_bursts() -> dict[int, float]:
     if client is None:
         return dict(_local_due)
     return {int(member): due for member, due in
-            client.zrange(cache.make_and_validate_key(_DUE_KEY), 0, -1, withscores=True)}
+            client.zrange(_due_key(), 0, -1, withscores=True)}
 
 
 def close_burst(conversation_id: int) -> None:
@@ -128,7 +135,7 @@ def close_burst(conversation_id: int) -> None:
     if client is None:
         _local_due.pop(conversation_id, None)
     else:
-        client.zrem(cache.make_and_validate_key(_DUE_KEY), str(conversation_id))
+        client.zrem(_due_key(), str(conversation_id))
 
 
 def note_shown(conversation_id: int, user_id: int, *, seq: int, upto: int) -> None:
